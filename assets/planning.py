@@ -1,0 +1,58 @@
+"""Planning assets: keywords -> clusters -> ideas (thin adapters over `pipeline.stages`)."""
+
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, asset
+from pydantic import Field
+
+from assets.partitions import sites_partitions
+from assets.reporting import engine_for, materialize_result
+from pipeline.stages.clusters import ClusterOptions, build_clusters
+from pipeline.stages.ideas import generate_ideas
+from pipeline.stages.keywords import ingest_keywords
+from resources import LLMResource, StoreResource
+
+
+class ClustersConfig(Config):
+    """Run options of the clusters asset."""
+
+    recluster: bool = Field(default=False, description="Rebuild every cluster from scratch instead of adding to them.")
+
+
+@asset(partitions_def=sites_partitions, group_name="planning", kinds={"csv", "sql"})
+def keywords(context: AssetExecutionContext, store: StoreResource) -> MaterializeResult:
+    """The site's keywords, read from its registered keyword file.
+
+    The file is validated as a whole (errors name the file, row and column) and upserted in one
+    transaction: a bad file imports nothing. Files are additive: keywords missing from a later file are
+    kept. Case/spacing duplicates are merged, blank lines skipped.
+    """
+    report = ingest_keywords(store.open(), context.partition_key)
+    return materialize_result(context, "keywords", report, row_count_key="keywords_total")
+
+
+@asset(partitions_def=sites_partitions, deps=[keywords], group_name="planning", kinds={"scikitlearn", "sql", "llm"})
+def clusters(
+    context: AssetExecutionContext, config: ClustersConfig, store: StoreResource, llm: LLMResource
+) -> MaterializeResult:
+    """Topic clusters of the site's keywords.
+
+    Grouping is algorithmic (every keyword in exactly one cluster or the visible `unclustered` bucket);
+    the model only names and describes new clusters, in batches. New keywords join existing clusters
+    without renaming them; `recluster: true` rebuilds from scratch.
+    """
+    db = store.open()
+    engine = engine_for(context, db, llm)
+    report = build_clusters(db, engine, context.partition_key, ClusterOptions(recluster=config.recluster))
+    return materialize_result(context, "clusters", report, engine, row_count_key="clusters")
+
+
+@asset(partitions_def=sites_partitions, deps=[clusters], group_name="planning", kinds={"sql", "llm"})
+def ideas(context: AssetExecutionContext, store: StoreResource, llm: LLMResource) -> MaterializeResult:
+    """Article ideas per cluster: title, angle, content type, outline, target keywords, word count.
+
+    Only clusters without ideas are planned; target keywords the model invents are dropped.
+    """
+    db = store.open()
+    engine = engine_for(context, db, llm)
+    report = generate_ideas(db, engine, context.partition_key)
+    return materialize_result(context, "ideas", report, engine, row_count_key="ideas_total")

@@ -1,0 +1,412 @@
+"""Algorithmic keyword clustering: every keyword lands in exactly one cluster, deterministically.
+
+Algorithm (lexical default, nothing to download):
+1. Normalise each keyword (lowercase, light suffix stemming, SEO filler words such as "best"/"cheap"
+   dropped for the word features) and build TF-IDF features: word unigrams + bigrams and character
+   3-5-grams inside word boundaries (catches plurals, typos, "airfryer"/"air fryer").
+2. Project with TruncatedSVD (LSA). Words that keep the same company across the site's keyword list
+   land close together, which is how "jogging sneakers" and "running shoes" meet without a shared word.
+   An optional ``embed`` callable replaces steps 1-2 with any dense semantic model.
+3. Spherical k-means with k ~ n / target_cluster_size, done in two levels (coarse split, then k-means
+   inside each part, then one global reassignment pass) so cost grows ~ n * sqrt(k) instead of n * k.
+4. Min-size rule: a cluster with fewer than ``min_cluster_size`` members is dissolved; each member joins
+   the most similar remaining cluster (centroid cosine) when that similarity is >= ``assign_threshold``,
+   otherwise it goes to the explicit ``UNCLUSTERED`` bucket.
+
+Stability: inputs are sorted and all randomness is seeded, so the same set of keywords gives the same
+assignments and keys in any order. Keys are ``"c-" + sha1(medoid keyword)[:10]`` of the cluster when it
+is created, never positions. Incrementally (``existing`` given), stored members keep their cluster;
+new and previously unclustered keywords join the most similar existing cluster when its centroid cosine
+is >= ``assign_threshold``, and the rest are clustered among themselves into new clusters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+UNCLUSTERED = "unclustered"
+
+Embedder = Callable[[Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ClusteringConfig:
+    """Knobs of :func:`cluster_keywords`; defaults suit SEO keyword lists."""
+
+    target_cluster_size: int = 12
+    min_cluster_size: int = 3
+    assign_threshold: float = 0.4
+    seed: int = 0
+    svd_components: int = 64
+    char_weight: float = 0.6
+    context_components: int = 50
+    context_weight: float = 2.0
+
+
+@dataclass(frozen=True)
+class ClusteringResult:
+    """Outcome of one clustering call."""
+
+    assignments: dict[str, str]
+    new_keys: list[str] = field(default_factory=list)
+
+    @property
+    def unclustered(self) -> list[str]:
+        """Keywords in the explicit unclustered bucket, sorted."""
+        return sorted(k for k, c in self.assignments.items() if c == UNCLUSTERED)
+
+    @property
+    def clusters(self) -> dict[str, list[str]]:
+        """Cluster key -> sorted members (UNCLUSTERED included when non-empty)."""
+        out: dict[str, list[str]] = {}
+        for kw in sorted(self.assignments):
+            out.setdefault(self.assignments[kw], []).append(kw)
+        return out
+
+    @property
+    def unclustered_fraction(self) -> float:
+        """Share of keywords in the unclustered bucket (0.0 for an empty result)."""
+        return len(self.unclustered) / len(self.assignments) if self.assignments else 0.0
+
+
+# Words that say how people search, not what about; dropped from word features only.
+_FILLER = frozenset(
+    [
+        "a",
+        "affordable",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "beginner",
+        "beginners",
+        "best",
+        "buy",
+        "by",
+        "can",
+        "cheap",
+        "cheapest",
+        "choose",
+        "do",
+        "does",
+        "for",
+        "from",
+        "good",
+        "guide",
+        "guides",
+        "how",
+        "i",
+        "ideas",
+        "in",
+        "is",
+        "it",
+        "me",
+        "my",
+        "near",
+        "new",
+        "of",
+        "on",
+        "or",
+        "online",
+        "review",
+        "reviews",
+        "should",
+        "the",
+        "this",
+        "tip",
+        "tips",
+        "to",
+        "top",
+        "versus",
+        "vs",
+        "what",
+        "when",
+        "where",
+        "which",
+        "why",
+        "with",
+        "without",
+        "you",
+        "your",
+        "2024",
+        "2025",
+        "2026",
+    ]
+)
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _stem(word: str) -> str:
+    """Tiny suffix stripper: enough to merge plural/-ing/-ed forms without a dependency."""
+    if len(word) <= 3 or word.isdigit():
+        return word
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ches", "ch"), ("shes", "sh"), ("xes", "x")):
+        if word.endswith(suffix):
+            return word[: -len(suffix)] + repl
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
+                word = word[:-1]
+            break
+    return word
+
+
+def _normalise(keyword: str) -> tuple[str, str]:
+    """Return (word-feature text, char-feature text) for one keyword."""
+    tokens = _TOKEN.findall(keyword.lower())
+    content = [t for t in tokens if t not in _FILLER] or tokens
+    return " ".join(_stem(t) for t in content), " ".join(content)
+
+
+def _svd(x: sparse.spmatrix, n_components: int, seed: int) -> np.ndarray:
+    """Randomised truncated SVD (U * S); falls back to the dense matrix when it is too small."""
+    n_components = min(n_components, x.shape[0] - 1, x.shape[1] - 1)
+    if n_components < 2:
+        return x.toarray()
+    svd = TruncatedSVD(n_components=n_components, algorithm="randomized", n_iter=5, random_state=seed)
+    return svd.fit_transform(x)
+
+
+def _surface_vectors(words: Sequence[str], chars: Sequence[str], config: ClusteringConfig) -> np.ndarray:
+    """What a keyword says: TF-IDF over word 1-2-grams and char_wb 3-5-grams, reduced by LSA."""
+    min_df = 2 if len(words) >= 1000 else 1
+    word_vec = TfidfVectorizer(
+        analyzer="word", token_pattern=r"\S+", ngram_range=(1, 2), sublinear_tf=True, dtype=np.float32
+    )
+    char_vec = TfidfVectorizer(
+        analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, min_df=min_df, dtype=np.float32
+    )
+    blocks = []
+    for vec, docs, weight in ((word_vec, words, 1.0), (char_vec, chars, config.char_weight)):
+        try:
+            blocks.append(normalize(vec.fit_transform(docs)) * weight)
+        except ValueError:  # empty vocabulary (e.g. only one-letter keywords)
+            continue
+    if not blocks:
+        return np.zeros((len(words), 1), dtype=np.float32)
+    x = sparse.hstack(blocks, format="csr", dtype=np.float32)
+    return normalize(_svd(x, config.svd_components, config.seed))
+
+
+def _context_vectors(words: Sequence[str], config: ClusteringConfig) -> np.ndarray:
+    """What a keyword's words mean on this site: IDF-weighted sum of PPMI word vectors.
+
+    Two words that combine with the same other words across the list ("cafetiere ratio", "french press
+    ratio", "cafetiere grind", "french press grind"...) get similar vectors, so synonyms with no shared
+    word or letters still meet.
+    """
+    n = len(words)
+    try:
+        b = CountVectorizer(token_pattern=r"\S+", binary=True, dtype=np.float64).fit_transform(words)
+    except ValueError:
+        return np.zeros((n, 1), dtype=np.float32)
+    co = (b.T @ b).tocsr()
+    co.setdiag(0)
+    co.eliminate_zeros()
+    if co.nnz == 0:
+        return np.zeros((n, 1), dtype=np.float32)
+    total = co.sum()
+    row_p = np.asarray(co.sum(axis=1)).ravel() / total
+    col_p = np.asarray(co.sum(axis=0)).ravel() ** 0.75  # context smoothing (Levy et al. 2015)
+    col_p /= col_p.sum()
+    coo = co.tocoo()
+    pmi = np.log(coo.data / total / row_p[coo.row] / col_p[coo.col])
+    keep = pmi > 0
+    ppmi = sparse.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=co.shape)
+    word_vectors = normalize(_svd(ppmi, config.context_components, config.seed))
+    df = np.asarray(b.sum(axis=0)).ravel()
+    idf = np.log((1 + n) / (1 + df)) + 1
+    return normalize(sparse.csr_matrix(b.multiply(idf)) @ word_vectors)
+
+
+def _lexical_vectors(texts: Sequence[str], config: ClusteringConfig) -> np.ndarray:
+    """Surface (TF-IDF + LSA) and context (PPMI) vectors, concatenated and L2-normalised."""
+    pairs = [_normalise(t) for t in texts]
+    words = [p[0] for p in pairs]
+    chars = [p[1] for p in pairs]
+    surface = _surface_vectors(words, chars, config)
+    context = _context_vectors(words, config) * config.context_weight
+    return normalize(np.hstack([surface, context])).astype(np.float32)
+
+
+def _vectors(texts: Sequence[str], config: ClusteringConfig, embed: Embedder | None) -> np.ndarray:
+    if embed is None:
+        return _lexical_vectors(texts, config)
+    dense = np.asarray(embed(list(texts)), dtype=np.float32)
+    if dense.ndim != 2 or dense.shape[0] != len(texts):
+        raise ValueError(f"embed returned shape {dense.shape}, expected ({len(texts)}, d)")
+    return normalize(dense).astype(np.float32, copy=False)
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    if k <= 1 or x.shape[0] <= k:
+        return np.zeros(x.shape[0], dtype=np.int64) if k <= 1 else np.arange(x.shape[0])
+    km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100)
+    return km.fit_predict(x).astype(np.int64)
+
+
+def _best_centroid(x: np.ndarray, centroids: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Index and cosine of the most similar (normalised) centroid per row, in bounded memory."""
+    best = np.empty(x.shape[0], dtype=np.int64)
+    score = np.empty(x.shape[0], dtype=np.float32)
+    for start in range(0, x.shape[0], chunk):
+        sims = x[start : start + chunk] @ centroids.T
+        best[start : start + chunk] = sims.argmax(axis=1)
+        score[start : start + chunk] = sims[np.arange(sims.shape[0]), best[start : start + chunk]]
+    return best, score
+
+
+def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, x)
+    return normalize(sums).astype(np.float32)
+
+
+def _partition(x: np.ndarray, target: int, seed: int) -> np.ndarray:
+    """Label rows of x into ~len(x)/target clusters (two-level spherical k-means)."""
+    n = x.shape[0]
+    k = max(1, round(n / target))
+    coarse_k = int(np.ceil(np.sqrt(k)))
+    if k <= 64 or coarse_k <= 1:
+        return _kmeans(x, k, seed)
+    coarse = _kmeans(x, coarse_k, seed)
+    labels = np.empty(n, dtype=np.int64)
+    offset = 0
+    for part in range(coarse_k):
+        idx = np.flatnonzero(coarse == part)
+        if idx.size == 0:
+            continue
+        sub = _kmeans(x[idx], max(1, round(idx.size / target)), seed)
+        labels[idx] = sub + offset
+        offset += int(sub.max()) + 1
+    # One global pass lets points cross the coarse boundaries to their truly nearest centroid.
+    best, _ = _best_centroid(x, _centroids(x, labels, offset))
+    _, labels = np.unique(best, return_inverse=True)
+    return labels.astype(np.int64)
+
+
+def _key_for(medoid: str, taken: set[str]) -> str:
+    key = "c-" + hashlib.sha1(medoid.encode("utf-8")).hexdigest()[:10]
+    salt = 0
+    while key in taken or key == UNCLUSTERED:
+        salt += 1
+        key = "c-" + hashlib.sha1(f"{medoid}\n{salt}".encode()).hexdigest()[:10]
+    return key
+
+
+def cluster_keywords(
+    keywords: Sequence[str],
+    existing: Mapping[str, Sequence[str]] | None = None,
+    config: ClusteringConfig = ClusteringConfig(),
+    embed: Embedder | None = None,
+) -> ClusteringResult:
+    """Group a site's keywords into topic clusters.
+
+    ``keywords`` are all (normalised, unique) keywords of the site. ``existing`` maps stored cluster keys
+    to their members: those members keep their key (members of ``UNCLUSTERED`` are candidates again, and
+    stored members missing from ``keywords`` are ignored). Every input keyword appears exactly once in the
+    result; nothing is invented. ``embed`` optionally supplies dense semantic vectors for a list of texts;
+    by default a fast lexical TF-IDF + LSA representation is used.
+    """
+    kws = sorted(set(keywords))
+    if not kws:
+        return ClusteringResult(assignments={}, new_keys=[])
+    present = set(kws)
+    fixed: dict[str, str] = {}
+    for key in sorted(existing or {}):
+        if key == UNCLUSTERED:
+            continue
+        for kw in sorted(existing[key]):  # type: ignore[index]
+            if kw in present and kw not in fixed:
+                fixed[kw] = key
+    candidates = [kw for kw in kws if kw not in fixed]
+    assignments = dict(fixed)
+    if not candidates:
+        return ClusteringResult(assignments=assignments, new_keys=[])
+
+    x = _vectors(kws, config, embed)
+    row = {kw: i for i, kw in enumerate(kws)}
+    cand_rows = np.array([row[kw] for kw in candidates], dtype=np.int64)
+
+    # Existing clusters first: a candidate close enough to a stored centroid joins it.
+    old_keys = sorted(set(fixed.values()))
+    if old_keys:
+        key_index = {k: i for i, k in enumerate(old_keys)}
+        old_labels = np.array([key_index[fixed[kw]] for kw in kws if kw in fixed], dtype=np.int64)
+        old_rows = np.array([row[kw] for kw in kws if kw in fixed], dtype=np.int64)
+        old_centroids = _centroids(x[old_rows], old_labels, len(old_keys))
+        best, score = _best_centroid(x[cand_rows], old_centroids)
+        joined = score >= config.assign_threshold
+        for kw, b in zip(np.asarray(candidates)[joined], best[joined], strict=True):
+            assignments[str(kw)] = old_keys[int(b)]
+        rest = [kw for kw, j in zip(candidates, joined, strict=True) if not j]
+    else:
+        old_centroids = np.zeros((0, x.shape[1]), dtype=np.float32)
+        rest = candidates
+
+    new_keys: list[str] = []
+    if rest:
+        rest_rows = np.array([row[kw] for kw in rest], dtype=np.int64)
+        xr = x[rest_rows]
+        labels = _partition(xr, config.target_cluster_size, config.seed)
+        n_new = int(labels.max()) + 1
+        sizes = np.bincount(labels, minlength=n_new)
+        big = np.flatnonzero(sizes >= config.min_cluster_size)
+        centroids = _centroids(xr, labels, n_new)
+
+        # Min-size rule: members of tiny clusters move to the nearest surviving cluster or UNCLUSTERED.
+        targets = np.vstack([old_centroids, centroids[big]])
+        tiny_mask = sizes[labels] < config.min_cluster_size
+        if tiny_mask.any():
+            tiny_idx = np.flatnonzero(tiny_mask)
+            if targets.shape[0]:
+                best, score = _best_centroid(xr[tiny_idx], targets)
+            else:
+                best = np.zeros(tiny_idx.size, dtype=np.int64)
+                score = np.full(tiny_idx.size, -1.0, dtype=np.float32)
+            for i, b, s in zip(tiny_idx, best, score, strict=True):
+                if s < config.assign_threshold:
+                    labels[i] = -1
+                elif b < len(old_keys):
+                    labels[i] = -2 - int(b)  # marks an existing cluster
+                else:
+                    labels[i] = big[b - len(old_keys)]
+
+        # Keys from the medoid (member closest to the centroid at creation), created in medoid order.
+        taken = set(old_keys) | set((existing or {}).keys())
+        medoids: list[tuple[str, int]] = []
+        for c in big:
+            members = np.flatnonzero(labels == c)
+            sims = xr[members] @ centroids[c]
+            top = sims.max()
+            medoid = min(rest[m] for m, s in zip(members, sims, strict=True) if s >= top - 1e-6)
+            medoids.append((medoid, int(c)))
+        cluster_key: dict[int, str] = {}
+        for medoid, c in sorted(medoids):
+            cluster_key[c] = _key_for(medoid, taken)
+            taken.add(cluster_key[c])
+        for kw, lab in zip(rest, labels, strict=True):
+            if lab == -1:
+                assignments[kw] = UNCLUSTERED
+            elif lab <= -2:
+                assignments[kw] = old_keys[-2 - int(lab)]
+            else:
+                assignments[kw] = cluster_key[int(lab)]
+        new_keys = sorted(cluster_key.values())
+
+    return ClusteringResult(assignments=dict(sorted(assignments.items())), new_keys=new_keys)

@@ -1,0 +1,1 @@
+"""The one engine for model calls: providers, the model/price catalog, the call ledger."""

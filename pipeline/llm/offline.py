@@ -1,0 +1,367 @@
+"""The offline provider: the embedded default, needing no key and no network.
+
+It answers every prompt deterministically from the request's real data (cluster names from the keywords
+they hold, ideas from the cluster's keywords and intents, articles from the idea's outline, image prompts
+from the article's H2 sections) and renders images locally as PNG files. Everything it writes is stamped
+`provider="offline"`, `model="offline"` by the engine, and images carry a visible "offline preview" band,
+so its output is never mistaken for a real model's. Token counts are estimates (4 characters per token)
+and cost nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import re
+import textwrap
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.llm.catalog import OFFLINE_MODEL, Usage
+from pipeline.llm.engine import Completion, CompletionRequest, ImageRequest, RenderedImage
+from pipeline.prompts import encode_data
+from pipeline.prompts.schemas import (
+    ArticleDraft,
+    ArticleSection,
+    ClusterName,
+    ClusterNames,
+    IdeaBatch,
+    IdeaDraft,
+    ImagePromptDraft,
+    ImagePromptSet,
+    SectionImagePrompt,
+)
+
+STOPWORDS = frozenset(
+    (
+        "a an and are as at be best by can do does for from how i in is it my of on or should the to vs what "
+        "when where which who why with without you your near me top good better cheap buy price review reviews "
+        "guide tips ideas way ways make making use using get much many long"
+    ).split()
+)
+
+
+class OfflineProvider:
+    """Deterministic composer of answers for every registered prompt, and a local image renderer."""
+
+    name = "offline"
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        """Compose the answer to `request` from its data."""
+        composer = _COMPOSERS.get(request.prompt.name)
+        if composer is None:
+            raise NotImplementedError(f"the offline provider has no composer for prompt '{request.prompt.name}'")
+        answer = composer(request.data)
+        usage = Usage(
+            input_tokens=_tokens(request.prompt.instructions) + _tokens(encode_data(request.data)),
+            output_tokens=_tokens(answer.model_dump_json()),
+        )
+        return Completion(answer=answer, model=OFFLINE_MODEL, usage=usage)
+
+    def image(self, request: ImageRequest) -> RenderedImage:
+        """Render a PNG whose colours and shapes derive from the prompt, labelled as an offline preview."""
+        width, height = _parse_size(request.size)
+        return RenderedImage(png=render_png(request.prompt, width, height), model=OFFLINE_MODEL, usage=Usage(images=1))
+
+
+# -- cluster names ------------------------------------------------------------------------------------
+
+
+def name_clusters(data: Mapping[str, Any]) -> ClusterNames:
+    """Name each cluster after the words and phrase its keywords share most."""
+    answers = []
+    taken = {name.lower() for name in data.get("existing_names", [])}
+    for cluster in data["clusters"]:
+        keywords: list[str] = cluster["keywords"]
+        name = topic_name(keywords)
+        if name.lower() in taken:
+            # Same shared words as another cluster: tell them apart by this cluster's lead keyword.
+            name = f"{name}: {_headline(keywords[0])}" if keywords and keywords[0].lower() != name.lower() else name
+            suffix = 2
+            while name.lower() in taken:
+                name, suffix = f"{topic_name(keywords)} ({suffix})", suffix + 1
+        taken.add(name.lower())
+        sample = ", ".join(f"“{k}”" for k in keywords[:3])
+        description = (
+            f"Searches about {name.lower()}, such as {sample}: "
+            f"{len(keywords)} top keyword(s) shown, mostly {cluster.get('dominant_intent') or 'informational'} intent."
+        )
+        answers.append(ClusterName(key=cluster["key"], name=name, description=description))
+    return ClusterNames(clusters=answers)
+
+
+def topic_name(keywords: Sequence[str]) -> str:
+    """The most shared two-word phrase of the keywords, else their most shared words, in Title Case."""
+    words = [[w for w in re.findall(r"[a-z0-9]+", k.lower()) if w not in STOPWORDS] for k in keywords]
+    bigrams = Counter(bg for ws in words for bg in set(itertools.pairwise(ws)))
+    unigrams = Counter(w for ws in words for w in set(ws))
+    if bigrams:
+        (first, second), count = min(bigrams.items(), key=lambda item: (-item[1], item[0]))
+        if count >= max(2, len(keywords) // 3):
+            return f"{first} {second}".title()
+    if unigrams:
+        top = sorted(unigrams.items(), key=lambda item: (-item[1], item[0]))[:2]
+        return " ".join(word for word, _ in top).title()
+    return keywords[0].title() if keywords else "Miscellaneous"
+
+
+# -- ideas --------------------------------------------------------------------------------------------
+
+
+def plan_ideas(data: Mapping[str, Any]) -> IdeaBatch:
+    """Split the cluster's keywords across the requested ideas and shape each by its lead keyword."""
+    cluster = data["cluster"]
+    keywords = [k["keyword"] for k in data["keywords"]]
+    count = max(1, int(data["count"]))
+    groups = [keywords[i::count] for i in range(count)]
+    ideas = []
+    used_titles: set[str] = set()
+    for index, group in enumerate(groups):
+        if not group:
+            group = keywords[index % len(keywords) :][:3] or keywords[:1]
+        lead = group[0]
+        content_type, title = _title_for(lead, cluster["name"], index)
+        if title.lower() in used_titles:
+            title = f"{title}: {('Practical Answers', 'What to Know', 'A Closer Look')[index % 3]}"
+        used_titles.add(title.lower())
+        outline = _outline(group, cluster["name"], content_type)
+        ideas.append(
+            IdeaDraft(
+                title=title,
+                angle=(
+                    f"A {content_type} for readers searching “{lead}”, covering "
+                    f"{', '.join(group[1:4]) or cluster['name'].lower()} with concrete, practical answers."
+                ),
+                content_type=content_type,
+                outline=outline,
+                target_keywords=group[:6],
+                estimated_word_count=min(3000, 500 + 220 * len(outline)),
+            )
+        )
+    return IdeaBatch(ideas=ideas)
+
+
+def _title_for(keyword: str, cluster_name: str, index: int) -> tuple[str, str]:
+    text = keyword.strip()
+    if " vs " in text:
+        left, right = (part.strip().title() for part in text.split(" vs ", 1))
+        return "comparison", f"{left} vs {right}: Which Should You Choose?"
+    if text.startswith("how to "):
+        return "how-to", f"{_headline(text)}: A Step-by-Step Guide"
+    if text.startswith("best "):
+        return "listicle", f"{_headline(text)}: Our Top Picks and How to Choose"
+    if text.split(" ", 1)[0] in {"what", "why", "when", "can", "does", "is", "should", "which", "how"}:
+        return "post", f"{_headline(text)}? The Short Answer and the Details"
+    if text.endswith((" review", " reviews")):
+        return "review", f"{_headline(text)}: Honest Pros and Cons"
+    kinds = ("guide", "post", "guide")
+    kind = kinds[index % len(kinds)]
+    title = (
+        f"{_headline(text)}: The Complete Guide" if kind == "guide" else f"Everything to Know About {_headline(text)}"
+    )
+    return kind, title
+
+
+def _outline(keywords: Sequence[str], cluster_name: str, content_type: str) -> list[str]:
+    headings = [_headline(k) + ("?" if _is_question(k) else "") for k in keywords[:5]]
+    fillers = {
+        "comparison": ["Key Differences at a Glance", "Which One Fits Your Routine", "Verdict"],
+        "how-to": ["What You Need Before You Start", "Common Mistakes to Avoid", "Troubleshooting"],
+        "listicle": ["How We Chose", "What to Look For", "Frequently Asked Questions"],
+    }.get(content_type, [f"{cluster_name}: The Basics", "Common Mistakes to Avoid", "Frequently Asked Questions"])
+    for filler in fillers:
+        if len(headings) >= 4:
+            break
+        if filler not in headings:
+            headings.append(filler)
+    return list(dict.fromkeys(headings))
+
+
+# -- articles -----------------------------------------------------------------------------------------
+
+_SECTION_OPENERS = (
+    "{heading} comes down to a few decisions that make a visible difference.",
+    "Most readers asking about {topic} want a clear answer first, so here it is.",
+    "Before going deeper into {topic}, it helps to know what actually matters here.",
+    "{heading} is where small details decide the result.",
+    "There is no single right way to approach {heading_lower}, but some ways are easier to repeat.",
+)
+_SECTION_DETAILS = (
+    "Start with {kw_a}: it sets the baseline, and {kw_b} builds on it once the basics are consistent.",
+    "Keep notes on what you change and why; {kw_a} rewards small, deliberate adjustments more than big jumps.",
+    "If you compare {kw_a} with {kw_b}, the difference shows most in consistency from one day to the next.",
+    "A simple routine around {kw_a} beats an elaborate one you will not keep up.",
+    "People who search for {kw_a} usually also ask about {kw_b}, so it is worth settling both together.",
+    "Change one variable at a time when working on {kw_a}, otherwise you cannot tell what helped.",
+)
+PARAGRAPHS_PER_SECTION = 3
+
+
+def write_article(data: Mapping[str, Any]) -> ArticleDraft:
+    """Write one section per outline heading from the idea's keywords, angle and cluster.
+
+    Each paragraph pairs an opener with a detail sentence about a different target keyword, and no
+    paragraph repeats within an article.
+    """
+    idea = data["idea"]
+    keywords: list[str] = idea["target_keywords"] or [idea["title"].lower()]
+    primary = keywords[0]
+    topic = data["cluster"]["name"].lower()
+    outline: list[str] = idea["outline"]
+    intro = (
+        f"<p>{idea['angle']}</p>"
+        f"<p>This article walks through {len(outline)} parts of {topic}, from "
+        f"{outline[0].lower()} to {outline[-1].lower()}, so you can act on {primary} today.</p>"
+    )
+    used: set[str] = set()
+    sections = []
+    for position, heading in enumerate(outline):
+        paragraphs = []
+        for step in range(PARAGRAPHS_PER_SECTION):
+            kw_a = keywords[(position + step) % len(keywords)]
+            kw_b = keywords[(position + step + 1) % len(keywords)]
+            for attempt in range(len(_SECTION_OPENERS) * len(_SECTION_DETAILS)):
+                opener = _pick(_SECTION_OPENERS, heading, step + attempt)
+                detail = _pick(_SECTION_DETAILS, heading + kw_a, step * 2 + attempt)
+                text = f"{opener} {detail}".format(
+                    heading=heading, heading_lower=heading.lower(), topic=topic, kw_a=kw_a, kw_b=kw_b
+                )
+                if text not in used:
+                    used.add(text)
+                    paragraphs.append(f"<p>{text}</p>")
+                    break
+        if position == 0 and len(keywords) > 2:
+            paragraphs.append("<ul>" + "".join(f"<li>{k}</li>" for k in keywords[:5]) + "</ul>")
+        sections.append(ArticleSection(heading=heading, html="".join(paragraphs)))
+    taxonomy = data.get("taxonomy") or {}
+    tags = list(taxonomy.get("tags") or [])[:5] or keywords[1:6] or [primary]
+    categories = list(taxonomy.get("categories") or [])[:1] or [data["cluster"]["name"]]
+    title = idea["title"]
+    return ArticleDraft(
+        title=title,
+        meta_title=_clip(title, 60),
+        meta_description=_clip(f"{idea['angle']} Learn about {primary} and more.", 155),
+        intro_html=intro,
+        sections=sections,
+        conclusion_html=(
+            f"<p>Pick one idea from this article about {primary}, try it this week and note what changes: "
+            f"that is how {topic} gets easier.</p>"
+        ),
+        primary_keyword=primary,
+        secondary_keywords=keywords[1:],
+        tags=tags,
+        categories=categories,
+    )
+
+
+# -- image prompts ------------------------------------------------------------------------------------
+
+_STYLES = (
+    "natural window light, shallow depth of field, warm tones",
+    "overhead flat-lay, soft diffuse light, neutral background",
+    "close-up detail shot, morning light, muted colours",
+    "wide editorial shot, clean composition, soft shadows",
+)
+
+
+def describe_images(data: Mapping[str, Any]) -> ImagePromptSet:
+    """A featured prompt from the title and keyword, and one prompt per leading H2 section."""
+    title = data["title"]
+    primary = data["primary_keyword"]
+    featured = ImagePromptDraft(
+        prompt=f"Editorial photograph illustrating “{title}”: {primary}, {_pick(_STYLES, title, 0)}, no text.",
+        alt_text=_clip(f"Illustration for {title}", 120),
+    )
+    in_article = [
+        SectionImagePrompt(
+            heading=section["heading"],
+            prompt=(
+                f"Photograph for the section “{section['heading']}” of an article about {primary}: "
+                f"{_pick(_STYLES, section['heading'], 1)}, no text."
+            ),
+            alt_text=_clip(f"{section['heading']} ({primary})", 120),
+        )
+        for section in data["sections"][: int(data["max_in_article"])]
+    ]
+    return ImagePromptSet(featured=featured, in_article=in_article)
+
+
+# -- images -------------------------------------------------------------------------------------------
+
+
+def render_png(prompt: str, width: int, height: int) -> bytes:
+    """A deterministic PNG for `prompt`: colours and shapes from its hash, its text, an offline band."""
+    digest = hashlib.sha256(prompt.encode()).digest()
+    top = tuple(digest[0:3])
+    bottom = tuple(digest[3:6])
+    image = Image.linear_gradient("L").resize((width, height))
+    image = Image.composite(Image.new("RGB", (width, height), bottom), Image.new("RGB", (width, height), top), image)
+    draw = ImageDraw.Draw(image, "RGBA")
+    for i in range(4):
+        x, y, r = (
+            digest[6 + i] * width // 255,
+            digest[10 + i] * height // 255,
+            (digest[14 + i] % 40 + 10) * min(width, height) // 100,
+        )
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(*digest[18 + i * 3 : 21 + i * 3], 90))
+    font_size = max(10, width // 28)
+    font = ImageFont.load_default(size=font_size)
+    lines = textwrap.wrap(prompt, width=max(16, int(width * 0.9 / (font_size * 0.55))))[:6]
+    draw.multiline_text((width // 20, height // 12), "\n".join(lines), fill=(255, 255, 255, 230), font=font, spacing=4)
+    band = max(14, height // 14)
+    draw.rectangle((0, height - band, width, height), fill=(0, 0, 0, 170))
+    draw.text(
+        (width // 40, height - band + band // 6),
+        "OFFLINE PREVIEW - rendered locally, no image model",
+        fill="white",
+        font=ImageFont.load_default(size=max(9, band // 2)),
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def _headline(text: str) -> str:
+    small = {"a", "an", "and", "as", "at", "for", "in", "of", "on", "or", "the", "to", "vs", "with"}
+    words = text.strip().rstrip("?").split()
+    return " ".join(w if (i and w in small) else w[:1].upper() + w[1:] for i, w in enumerate(words))
+
+
+def _is_question(text: str) -> bool:
+    return text.split(" ", 1)[0] in {"how", "what", "why", "when", "can", "does", "is", "should", "which", "do"}
+
+
+def _pick(options: Sequence[str], seed: str, step: int) -> str:
+    return options[(int(hashlib.sha1(seed.encode()).hexdigest(), 16) + step) % len(options)]
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d{2,4})x(\d{2,4})", size.strip())
+    if not match:
+        raise ValueError(f"image size must look like 1024x1024, got {size!r}")
+    return int(match[1]), int(match[2])
+
+
+_COMPOSERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "cluster_names": name_clusters,
+    "ideas": plan_ideas,
+    "article": write_article,
+    "image_prompts": describe_images,
+}

@@ -1,0 +1,243 @@
+"""The store's tables, as SQLAlchemy 2 typed models.
+
+Every table has a natural key (a unique constraint on what identifies the row in the domain), so stages
+upsert on it and a re-run never duplicates. The schema itself is owned by Alembic migrations in
+`pipeline/migrations/`; these models must match them (a test compares the two).
+
+Every generated row records `provider`, `model` and `prompt_version`: rows written by the offline
+provider say `provider="offline"`, so offline text can never pass for a real model's output.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Names for constraints so migrations are identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+UNCLUSTERED_KEY = "unclustered"
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, the only clock the store uses."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the project's naming convention and JSON mapping."""
+
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSONType,
+        list[str]: JSONType,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class Generated:
+    """Columns every model-generated row carries: who wrote it and with which prompt."""
+
+    provider: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(120))
+    prompt_version: Mapped[str] = mapped_column(String(80))
+
+
+class Site(Base):
+    """A site the team publishes to; its slug is the Dagster partition key."""
+
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    keywords_file: Mapped[str | None] = mapped_column(Text)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Keyword(Base):
+    """One search phrase of a site; `normalized` is its natural key within the site."""
+
+    __tablename__ = "keywords"
+    __table_args__ = (UniqueConstraint("site_id", "normalized"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    keyword: Mapped[str] = mapped_column(String(255))
+    normalized: Mapped[str] = mapped_column(String(255))
+    volume: Mapped[int | None]
+    difficulty: Mapped[int | None]
+    intent: Mapped[str | None] = mapped_column(String(20))
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Cluster(Base):
+    """A topic cluster. Membership lives on `Keyword.cluster_id`, so a keyword is in exactly one.
+
+    `key` is content-derived and never changes once created; the key `unclustered` is the explicit,
+    visible bucket for keywords that fit no cluster. `name` stays empty until the model names it.
+    """
+
+    __tablename__ = "clusters"
+    __table_args__ = (UniqueConstraint("site_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    keyword_count: Mapped[int] = mapped_column(default=0)
+    total_volume: Mapped[int] = mapped_column(default=0)
+    mean_difficulty: Mapped[float | None]
+    dominant_intent: Mapped[str | None] = mapped_column(String(20))
+    top_keywords: Mapped[list[str]] = mapped_column(default=list)
+    provider: Mapped[str | None] = mapped_column(String(40))
+    model: Mapped[str | None] = mapped_column(String(120))
+    prompt_version: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    keywords: Mapped[list[Keyword]] = relationship(viewonly=True)
+
+
+class Idea(Generated, Base):
+    """An article idea for a cluster; `key` is the slug of its title, unique within the cluster."""
+
+    __tablename__ = "ideas"
+    __table_args__ = (UniqueConstraint("cluster_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(120))
+    title: Mapped[str] = mapped_column(String(300))
+    angle: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(30))
+    outline: Mapped[list[str]] = mapped_column()
+    target_keywords: Mapped[list[str]] = mapped_column()
+    estimated_word_count: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Content(Base):
+    """The article written for one idea; its text lives in versioned A/B `ContentVariant` rows."""
+
+    __tablename__ = "content"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    idea_id: Mapped[int] = mapped_column(ForeignKey("ideas.id", ondelete="CASCADE"), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    published_at: Mapped[datetime | None]
+    published_version: Mapped[int | None]
+    published_variant: Mapped[str | None] = mapped_column(String(1))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    variants: Mapped[list[ContentVariant]] = relationship(
+        back_populates="content", order_by="(ContentVariant.version.desc(), ContentVariant.variant)"
+    )
+
+
+class ContentVariant(Generated, Base):
+    """One A or B variant of one version of an article. Versions are kept; the highest is current."""
+
+    __tablename__ = "content_variants"
+    __table_args__ = (UniqueConstraint("content_id", "version", "variant"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int]
+    variant: Mapped[str] = mapped_column(String(1))
+    title: Mapped[str] = mapped_column(String(300))
+    body_html: Mapped[str] = mapped_column(Text)
+    meta_title: Mapped[str] = mapped_column(String(300))
+    meta_description: Mapped[str] = mapped_column(String(400))
+    primary_keyword: Mapped[str] = mapped_column(String(255))
+    secondary_keywords: Mapped[list[str]] = mapped_column()
+    tags: Mapped[list[str]] = mapped_column()
+    categories: Mapped[list[str]] = mapped_column()
+    word_count: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    content: Mapped[Content] = relationship(back_populates="variants")
+
+
+class ImagePrompt(Generated, Base):
+    """An image prompt for a content variant: one `featured`, and `in_article` ones anchored to H2s."""
+
+    __tablename__ = "image_prompts"
+    __table_args__ = (UniqueConstraint("variant_id", "kind", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    variant_id: Mapped[int] = mapped_column(ForeignKey("content_variants.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    position: Mapped[int]
+    anchor_heading: Mapped[str | None] = mapped_column(String(300))
+    prompt: Mapped[str] = mapped_column(Text)
+    alt_text: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Image(Base):
+    """A generated image file for one image prompt."""
+
+    __tablename__ = "images"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    image_prompt_id: Mapped[int] = mapped_column(ForeignKey("image_prompts.id", ondelete="CASCADE"), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(120))
+    size: Mapped[str] = mapped_column(String(20))
+    width: Mapped[int]
+    height: Mapped[int]
+    bytes: Mapped[int]
+    checksum: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelCall(Base):
+    """The ledger: one row per model call (and, with the cache, per cache hit)."""
+
+    __tablename__ = "model_calls"
+    __table_args__ = (Index("ix_model_calls_partition_stage", "partition", "stage"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(String(40))
+    provider: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(120))
+    prompt_name: Mapped[str] = mapped_column(String(80))
+    prompt_version: Mapped[str] = mapped_column(String(80))
+    input_tokens: Mapped[int] = mapped_column(default=0)
+    cached_input_tokens: Mapped[int] = mapped_column(default=0)
+    output_tokens: Mapped[int] = mapped_column(default=0)
+    images: Mapped[int] = mapped_column(default=0)
+    cost_usd: Mapped[float] = mapped_column(default=0.0)
+    latency_ms: Mapped[int] = mapped_column(default=0)
+    attempts: Mapped[int] = mapped_column(default=1)
+    outcome: Mapped[str] = mapped_column(String(20))
+    error_class: Mapped[str | None] = mapped_column(String(120))
+    item_ref: Mapped[str | None] = mapped_column(String(120))
+    run_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    partition: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

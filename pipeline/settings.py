@@ -1,0 +1,37 @@
+"""Where things live on disk, resolved once from the environment.
+
+The embedded default keeps everything under the repository: the SQLite store and media files under
+`data/local/` and the Dagster instance under `.dagster/` (both git-ignored). Environment variables move
+each piece elsewhere for production.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """Directory for local state (SQLite store, media); `PIPELINE_DATA_DIR` overrides it."""
+    return Path(os.environ.get("PIPELINE_DATA_DIR") or PROJECT_ROOT / "data" / "local")
+
+
+def database_url() -> str:
+    """The store's SQLAlchemy URL: `DATABASE_URL`, else a SQLite file in the data directory."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    path = data_dir() / "pipeline.db"
+    return f"sqlite:///{path}"
+
+
+def media_dir() -> Path:
+    """Root folder for generated image files; `PIPELINE_MEDIA_DIR` overrides it."""
+    return Path(os.environ.get("PIPELINE_MEDIA_DIR") or data_dir() / "media")
+
+
+def dagster_home() -> Path:
+    """The Dagster instance directory shared by `make ui`, the CLI and `dagster` commands."""
+    return Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster")

@@ -1,0 +1,117 @@
+"""Stage 4: one article per idea, stored as version 1, variant A, status `draft`.
+
+The model returns structured sections; we assemble and sanitise the HTML (`pipeline.article_html`), so
+every stored body has real H2 sections. Tags and categories are filtered against the site's taxonomy when
+one is set (the model may not invent them). An answer with no usable body is a failure, never content.
+"""
+
+from __future__ import annotations
+
+from pipeline.article_html import read_sections, render_article, word_count
+from pipeline.keywords import normalize_keyword
+from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.prompts.schemas import ArticleDraft
+from pipeline.sites import site_settings
+from pipeline.stages import StageReport
+from pipeline.store import Store
+
+MIN_WORDS = 80
+MAX_TAGS = 8
+
+
+def write_content(store: Store, engine: ModelEngine, slug: str) -> StageReport:
+    """Write the article of every idea that has none, saving each as soon as it is written."""
+    site = store.site(slug)
+    taxonomy = site_settings(site.settings).taxonomy
+    clusters = {c.id: c for c in store.clusters(site.id)}
+    ideas = {f"idea:{idea.id}": idea for idea in store.ideas_without_content(site.id)}
+    tasks = [
+        Task(
+            ref=ref,
+            prompt_name="article",
+            data={
+                "site": site.name,
+                "idea": {
+                    "title": idea.title,
+                    "angle": idea.angle,
+                    "content_type": idea.content_type,
+                    "outline": idea.outline,
+                    "target_keywords": idea.target_keywords,
+                    "estimated_word_count": idea.estimated_word_count,
+                },
+                "cluster": {
+                    "name": clusters[idea.cluster_id].name,
+                    "description": clusters[idea.cluster_id].description or "",
+                },
+                "taxonomy": taxonomy.model_dump() if taxonomy else None,
+            },
+            schema=ArticleDraft,
+        )
+        for ref, idea in ideas.items()
+    ]
+    report = StageReport()
+    written = 0
+    for task, outcome in engine.generate_each("content", tasks):
+        if isinstance(outcome, ModelCallFailed):
+            report.failures.append(str(outcome))
+            continue
+        draft = outcome.answer
+        body = render_article(draft)
+        words = word_count(body)
+        if not read_sections(body) or words < MIN_WORDS:
+            report.failures.append(
+                f"content for {task.ref}: answer had {words} words and {len(read_sections(body))} sections; not stored"
+            )
+            continue
+        variant = {
+            "title": " ".join(draft.title.split())[:300],
+            "body_html": body,
+            "meta_title": draft.meta_title.strip()[:300],
+            "meta_description": draft.meta_description.strip()[:400],
+            "primary_keyword": draft.primary_keyword.strip() or ideas[task.ref].target_keywords[0],
+            "secondary_keywords": _unique(draft.secondary_keywords),
+            "tags": _filter(draft.tags, taxonomy.tags if taxonomy else None)[:MAX_TAGS],
+            "categories": _filter(draft.categories, taxonomy.categories if taxonomy else None)[:3],
+            "word_count": words,
+            **outcome.provenance(),
+        }
+        written += store.add_content(site.id, ideas[task.ref].id, variant)
+    variants = store.current_variants(site.id)
+    report.counts = {
+        "articles_written": written,
+        "articles_total": len({v.content_id for v in variants}),
+        "words_written_total": sum(v.word_count for v in variants),
+    }
+    report.preview = [
+        {"title": v.title, "words": v.word_count, "primary_keyword": v.primary_keyword, "tags": ", ".join(v.tags)}
+        for v in variants[:15]
+    ]
+    if variants:
+        report.markdown = article_markdown(variants[0].title, variants[0].meta_description, variants[0].body_html)
+    return report
+
+
+def article_markdown(title: str, description: str, body_html: str, excerpt_chars: int = 600) -> str:
+    """A readable markdown preview of an article: title, description, each H2 with the start of its text."""
+    lines = [f"# {title}", "", f"*{description}*", ""]
+    for heading, text in read_sections(body_html):
+        excerpt = text if len(text) <= excerpt_chars else text[:excerpt_chars].rsplit(" ", 1)[0] + " …"
+        lines += [f"## {heading}", "", excerpt, ""]
+    return "\n".join(lines)
+
+
+def _unique(values: list[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for value in values:
+        cleaned = " ".join(value.split())
+        if cleaned:
+            seen.setdefault(normalize_keyword(cleaned), cleaned)
+    return list(seen.values())
+
+
+def _filter(values: list[str], allowed: list[str] | None) -> list[str]:
+    """Keep values from the taxonomy (in its spelling) when one is set; otherwise de-duplicated values."""
+    if allowed is None or not allowed:
+        return _unique(values)
+    by_key = {normalize_keyword(a): a for a in allowed}
+    return _unique([by_key[k] for v in values if (k := normalize_keyword(v)) in by_key])

@@ -1,0 +1,100 @@
+"""Stage 3: article ideas per cluster.
+
+Target keywords are filtered against the cluster's own keywords (the model may not invent them); an idea
+left with none falls back to the cluster's top keyword. Ideas are keyed by their title's slug within
+the cluster, so a re-run cannot duplicate them.
+"""
+
+from __future__ import annotations
+
+from pipeline.keywords import normalize_keyword
+from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.prompts.schemas import IdeaBatch, IdeaDraft
+from pipeline.sites import site_settings, slugify
+from pipeline.stages import StageReport
+from pipeline.store import Store
+
+KEYWORDS_PER_PROMPT = 40
+
+
+def generate_ideas(store: Store, engine: ModelEngine, slug: str) -> StageReport:
+    """Ask for `ideas_per_cluster` ideas for each named cluster that has none; save each cluster's as it comes."""
+    site = store.site(slug)
+    count = site_settings(site.settings).ideas_per_cluster
+    clusters = {c.key: c for c in store.clusters_without_ideas(site.id)}
+    members = {key: store.cluster_keywords(c.id) for key, c in clusters.items()}
+    tasks = [
+        Task(
+            ref=f"cluster:{key}",
+            prompt_name="ideas",
+            data={
+                "site": site.name,
+                "count": count,
+                "cluster": {"name": cluster.name, "description": cluster.description or ""},
+                "keywords": [
+                    {"keyword": k.keyword, "volume": k.volume, "intent": k.intent}
+                    for k in members[key][:KEYWORDS_PER_PROMPT]
+                ],
+            },
+            schema=IdeaBatch,
+        )
+        for key, cluster in clusters.items()
+    ]
+    report = StageReport()
+    added = dropped_keywords = planned = 0
+    for task, outcome in engine.generate_each("ideas", tasks):
+        if isinstance(outcome, ModelCallFailed):
+            report.failures.append(str(outcome))
+            continue
+        planned += 1
+        key = task.ref.removeprefix("cluster:")
+        allowed = {k.normalized: k.keyword for k in members[key]}
+        rows = []
+        for draft in outcome.answer.ideas[:count]:
+            row, dropped = _idea_row(draft, allowed, members[key][0].keyword)
+            dropped_keywords += dropped
+            if row is None:
+                report.failures.append(f"ideas for cluster {key}: an idea had an empty title or outline")
+                continue
+            rows.append(row | outcome.provenance())
+        added += store.add_ideas(site.id, clusters[key].id, rows)
+    ideas = store.ideas(site.id)
+    report.counts = {
+        "clusters_planned": planned,
+        "ideas_added": added,
+        "ideas_total": len(ideas),
+        "invented_keywords_dropped": dropped_keywords,
+    }
+    report.preview = [
+        {
+            "title": idea.title,
+            "type": idea.content_type,
+            "words": idea.estimated_word_count,
+            "target_keywords": ", ".join(idea.target_keywords[:4]),
+        }
+        for idea in ideas[:15]
+    ]
+    return report
+
+
+def _idea_row(draft: IdeaDraft, allowed: dict[str, str], fallback: str) -> tuple[dict | None, int]:
+    """A store row from a drafted idea, keeping only target keywords that belong to the cluster."""
+    title = " ".join(draft.title.split())
+    outline = list(dict.fromkeys(" ".join(h.split()) for h in draft.outline if h.strip()))[:12]
+    if not title or not slugify(title) or not outline:
+        return None, 0
+    targets: list[str] = []
+    for keyword in draft.target_keywords:
+        known = allowed.get(normalize_keyword(keyword))
+        if known and known not in targets:
+            targets.append(known)
+    dropped = len(draft.target_keywords) - len(targets)
+    return {
+        "key": slugify(title, 120),
+        "title": title[:300],
+        "angle": draft.angle.strip(),
+        "content_type": draft.content_type,
+        "outline": outline,
+        "target_keywords": targets or [fallback],
+        "estimated_word_count": min(max(draft.estimated_word_count, 300), 6000),
+    }, max(dropped, 0)

@@ -1,0 +1,86 @@
+"""Stage 6: render every image prompt that has no image file, and record the file.
+
+Files are written atomically (temporary file, then rename) under `MEDIA_DIR/<site>/`, named by variant,
+kind, position and content hash; a row whose file went missing is regenerated. Provider output must
+decode as an image, or the item fails and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.llm.engine import ModelCallFailed, ModelEngine
+from pipeline.stages import StageReport
+from pipeline.store import Store
+
+
+def generate_images(
+    store: Store, engine: ModelEngine, slug: str, media_dir: Path, size: str | None = None
+) -> StageReport:
+    """Generate missing images for a site, saving each file and its row before the next call."""
+    site = store.site(slug)
+    folder = media_dir / slug
+    report = StageReport()
+    created = 0
+    total_bytes = 0
+    for prompt in store.prompts_missing_images(site.id):
+        ref = f"image_prompt:{prompt.id}"
+        try:
+            rendered = engine.generate_image("images", prompt.prompt, item_ref=ref, size=size)
+        except ModelCallFailed as failure:
+            report.failures.append(str(failure))
+            continue
+        try:
+            with Image.open(io.BytesIO(rendered.png)) as decoded:
+                decoded.verify()
+                width, height = decoded.size
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            report.failures.append(f"images for {ref}: provider returned bytes that are not an image ({exc})")
+            continue
+        checksum = hashlib.sha256(rendered.png).hexdigest()
+        path = folder / f"v{prompt.variant_id}-{prompt.kind}-{prompt.position}-{checksum[:12]}.png"
+        _write_atomically(path, rendered.png)
+        store.save_image(
+            site.id,
+            prompt.id,
+            {
+                "path": str(path),
+                "provider": engine.provider.name,
+                "model": rendered.model,
+                "size": f"{width}x{height}",
+                "width": width,
+                "height": height,
+                "bytes": len(rendered.png),
+                "checksum": checksum,
+            },
+        )
+        created += 1
+        total_bytes += len(rendered.png)
+    images = store.images(site.id)
+    report.counts = {
+        "images_created": created,
+        "images_total": len(images),
+        "bytes_written": total_bytes,
+    }
+    report.preview = [
+        {"file": Path(i.path).name, "size": i.size, "model": i.model, "sha256": i.checksum[:12]} for i in images[:15]
+    ]
+    return report
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".png")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
