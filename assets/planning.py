@@ -1,14 +1,16 @@
 """Planning assets: keywords -> clusters -> ideas (thin adapters over `pipeline.stages`)."""
 
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, asset
 from pydantic import Field
 
 from assets.partitions import sites_partitions
 from assets.reporting import engine_for, materialize_result
+from pipeline.keywords import KeywordFileError
 from pipeline.stages.clusters import ClusterOptions, build_clusters
 from pipeline.stages.ideas import generate_ideas
-from pipeline.stages.keywords import ingest_keywords
+from pipeline.stages.keywords import NoKeywordFile, ingest_keywords
+from pipeline.store import UnknownSite
 from resources import LLMResource, StoreResource
 
 
@@ -26,7 +28,11 @@ def keywords(context: AssetExecutionContext, store: StoreResource) -> Materializ
     transaction: a bad file imports nothing. Files are additive: keywords missing from a later file are
     kept. Case/spacing duplicates are merged, blank lines skipped.
     """
-    report = ingest_keywords(store.open(), context.partition_key)
+    try:
+        report = ingest_keywords(store.open(), context.partition_key)
+    except (KeywordFileError, NoKeywordFile, UnknownSite) as error:
+        # A user-facing problem with the input: show the message itself, not a traceback.
+        raise Failure(description=str(error), allow_retries=False) from error
     return materialize_result(context, "keywords", report, row_count_key="keywords_total")
 
 

@@ -15,7 +15,7 @@ from resources import LLMResource
 
 def engine_for(context: AssetExecutionContext, store: Store, llm: LLMResource) -> ModelEngine:
     """The model engine for this run and site partition."""
-    return llm.engine(store, run_id=context.run_id, partition=context.partition_key)
+    return llm.engine(store, run_id=context.run.run_id, partition=context.partition_key)
 
 
 def materialize_result(

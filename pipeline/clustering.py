@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
@@ -253,11 +255,37 @@ def _vectors(texts: Sequence[str], config: ClusteringConfig, embed: Embedder | N
     return normalize(dense).astype(np.float32, copy=False)
 
 
+def _seed_centres(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means++ (D^2 sampling) seeding, vectorised: scikit-learn's is dominated by per-step overhead."""
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    sq = np.einsum("ij,ij->i", x, x)
+    chosen = [int(rng.integers(n))]
+    d2 = np.maximum(sq - 2 * (x @ x[chosen[0]]) + sq[chosen[0]], 0)
+    for _ in range(1, k):
+        total = float(d2.sum())
+        if total <= 0:  # fewer distinct points than k: remaining centres duplicate, Lloyd empties them
+            nxt = int(rng.integers(n))
+        else:
+            nxt = min(int(np.searchsorted(np.cumsum(d2), rng.random() * total)), n - 1)
+        chosen.append(nxt)
+        np.minimum(d2, np.maximum(sq - 2 * (x @ x[nxt]) + sq[nxt], 0), out=d2)
+    return x[chosen]
+
+
 def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    if k <= 1 or x.shape[0] <= k:
-        return np.zeros(x.shape[0], dtype=np.int64) if k <= 1 else np.arange(x.shape[0])
-    km = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100)
-    return km.fit_predict(x).astype(np.int64)
+    """Labels 0..k'-1 (k' <= k, empty clusters dropped) from seeded k-means on unit rows."""
+    n = x.shape[0]
+    if k <= 1 or n <= 1:
+        return np.zeros(n, dtype=np.int64)
+    if n <= k:
+        return np.arange(n, dtype=np.int64)
+    km = KMeans(n_clusters=k, init=_seed_centres(x, k, seed), n_init=1, max_iter=100)
+    with warnings.catch_warnings():  # duplicate rows: "fewer distinct clusters than n_clusters" is fine
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = km.fit_predict(x)
+    _, labels = np.unique(fitted, return_inverse=True)
+    return labels.astype(np.int64)
 
 
 def _best_centroid(x: np.ndarray, centroids: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -272,9 +300,11 @@ def _best_centroid(x: np.ndarray, centroids: np.ndarray, chunk: int = 4096) -> t
 
 
 def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, x)
-    return normalize(sums).astype(np.float32)
+    """Unit-length mean direction of each label's rows (zero row for an empty label)."""
+    members = sparse.csr_matrix(
+        (np.ones(labels.size, dtype=np.float32), (labels, np.arange(labels.size))), shape=(k, labels.size)
+    )
+    return normalize(np.asarray(members @ x)).astype(np.float32)
 
 
 def _partition(x: np.ndarray, target: int, seed: int) -> np.ndarray:
@@ -319,94 +349,90 @@ def cluster_keywords(
 
     ``keywords`` are all (normalised, unique) keywords of the site. ``existing`` maps stored cluster keys
     to their members: those members keep their key (members of ``UNCLUSTERED`` are candidates again, and
-    stored members missing from ``keywords`` are ignored). Every input keyword appears exactly once in the
-    result; nothing is invented. ``embed`` optionally supplies dense semantic vectors for a list of texts;
-    by default a fast lexical TF-IDF + LSA representation is used.
+    stored members missing from ``keywords`` are ignored; a keyword stored under two keys stays with the
+    first key in sorted order). Every input keyword appears exactly once in the result and nothing is
+    invented. ``embed`` optionally supplies dense semantic vectors for a list of texts; by default a fast
+    lexical representation is used. With ``existing`` empty or None everything is clustered from scratch.
     """
     kws = sorted(set(keywords))
     if not kws:
         return ClusteringResult(assignments={}, new_keys=[])
     present = set(kws)
-    fixed: dict[str, str] = {}
+    assignments: dict[str, str] = {}
     for key in sorted(existing or {}):
-        if key == UNCLUSTERED:
-            continue
-        for kw in sorted(existing[key]):  # type: ignore[index]
-            if kw in present and kw not in fixed:
-                fixed[kw] = key
-    candidates = [kw for kw in kws if kw not in fixed]
-    assignments = dict(fixed)
+        if key != UNCLUSTERED:
+            for kw in sorted(existing[key]):  # type: ignore[index]
+                if kw in present:
+                    assignments.setdefault(kw, key)
+    candidates = [kw for kw in kws if kw not in assignments]
     if not candidates:
-        return ClusteringResult(assignments=assignments, new_keys=[])
+        return ClusteringResult(assignments=dict(sorted(assignments.items())), new_keys=[])
 
     x = _vectors(kws, config, embed)
     row = {kw: i for i, kw in enumerate(kws)}
-    cand_rows = np.array([row[kw] for kw in candidates], dtype=np.int64)
 
-    # Existing clusters first: a candidate close enough to a stored centroid joins it.
-    old_keys = sorted(set(fixed.values()))
+    # Stored clusters first: a candidate close enough to a stored centroid joins it.
+    old_keys = sorted(set(assignments.values()))
     if old_keys:
         key_index = {k: i for i, k in enumerate(old_keys)}
-        old_labels = np.array([key_index[fixed[kw]] for kw in kws if kw in fixed], dtype=np.int64)
-        old_rows = np.array([row[kw] for kw in kws if kw in fixed], dtype=np.int64)
+        old_rows = np.array([row[kw] for kw in assignments], dtype=np.int64)
+        old_labels = np.array([key_index[k] for k in assignments.values()], dtype=np.int64)
         old_centroids = _centroids(x[old_rows], old_labels, len(old_keys))
-        best, score = _best_centroid(x[cand_rows], old_centroids)
-        joined = score >= config.assign_threshold
-        for kw, b in zip(np.asarray(candidates)[joined], best[joined], strict=True):
-            assignments[str(kw)] = old_keys[int(b)]
-        rest = [kw for kw, j in zip(candidates, joined, strict=True) if not j]
+        best, score = _best_centroid(x[[row[kw] for kw in candidates]], old_centroids)
+        rest = []
+        for kw, b, s in zip(candidates, best, score, strict=True):
+            if s >= config.assign_threshold:
+                assignments[kw] = old_keys[int(b)]
+            else:
+                rest.append(kw)
     else:
         old_centroids = np.zeros((0, x.shape[1]), dtype=np.float32)
         rest = candidates
 
     new_keys: list[str] = []
     if rest:
-        rest_rows = np.array([row[kw] for kw in rest], dtype=np.int64)
-        xr = x[rest_rows]
-        labels = _partition(xr, config.target_cluster_size, config.seed)
-        n_new = int(labels.max()) + 1
-        sizes = np.bincount(labels, minlength=n_new)
-        big = np.flatnonzero(sizes >= config.min_cluster_size)
-        centroids = _centroids(xr, labels, n_new)
-
-        # Min-size rule: members of tiny clusters move to the nearest surviving cluster or UNCLUSTERED.
-        targets = np.vstack([old_centroids, centroids[big]])
-        tiny_mask = sizes[labels] < config.min_cluster_size
-        if tiny_mask.any():
-            tiny_idx = np.flatnonzero(tiny_mask)
-            if targets.shape[0]:
-                best, score = _best_centroid(xr[tiny_idx], targets)
-            else:
-                best = np.zeros(tiny_idx.size, dtype=np.int64)
-                score = np.full(tiny_idx.size, -1.0, dtype=np.float32)
-            for i, b, s in zip(tiny_idx, best, score, strict=True):
-                if s < config.assign_threshold:
-                    labels[i] = -1
-                elif b < len(old_keys):
-                    labels[i] = -2 - int(b)  # marks an existing cluster
-                else:
-                    labels[i] = big[b - len(old_keys)]
-
-        # Keys from the medoid (member closest to the centroid at creation), created in medoid order.
-        taken = set(old_keys) | set((existing or {}).keys())
-        medoids: list[tuple[str, int]] = []
-        for c in big:
-            members = np.flatnonzero(labels == c)
-            sims = xr[members] @ centroids[c]
-            top = sims.max()
-            medoid = min(rest[m] for m, s in zip(members, sims, strict=True) if s >= top - 1e-6)
-            medoids.append((medoid, int(c)))
-        cluster_key: dict[int, str] = {}
-        for medoid, c in sorted(medoids):
-            cluster_key[c] = _key_for(medoid, taken)
-            taken.add(cluster_key[c])
-        for kw, lab in zip(rest, labels, strict=True):
-            if lab == -1:
-                assignments[kw] = UNCLUSTERED
-            elif lab <= -2:
-                assignments[kw] = old_keys[-2 - int(lab)]
-            else:
-                assignments[kw] = cluster_key[int(lab)]
-        new_keys = sorted(cluster_key.values())
-
+        assignments.update(_new_clusters(rest, x[[row[kw] for kw in rest]], old_keys, old_centroids,
+                                         set(existing or {}), config))
+        new_keys = sorted({k for k in assignments.values() if k != UNCLUSTERED} - set(old_keys))
     return ClusteringResult(assignments=dict(sorted(assignments.items())), new_keys=new_keys)
+
+
+def _new_clusters(
+    rest: list[str],
+    x: np.ndarray,
+    old_keys: list[str],
+    old_centroids: np.ndarray,
+    taken: set[str],
+    config: ClusteringConfig,
+) -> dict[str, str]:
+    """Cluster the sorted keywords ``rest`` (rows of x) among themselves, then apply the min-size rule."""
+    labels = _partition(x, config.target_cluster_size, config.seed)
+    n_new = int(labels.max()) + 1
+    sizes = np.bincount(labels, minlength=n_new)
+    centroids = _centroids(x, labels, n_new)
+    big = np.flatnonzero(sizes >= config.min_cluster_size)
+
+    # Keys from the medoid (member closest to its centroid; ties -> smallest keyword) at creation.
+    own_sim = np.einsum("ij,ij->i", x, centroids[labels])
+    order = np.lexsort((np.arange(labels.size), -own_sim, labels))
+    first = order[np.unique(labels[order], return_index=True)[1]]  # first row of each label in order
+    medoid = {int(labels[i]): rest[i] for i in first}
+    taken = set(taken) | set(old_keys)
+    key_of: dict[int, str] = {}
+    for name, c in sorted((medoid[int(c)], int(c)) for c in big):
+        key_of[c] = _key_for(name, taken)
+        taken.add(key_of[c])
+
+    out = {kw: key_of[int(lab)] for kw, lab in zip(rest, labels, strict=True) if int(lab) in key_of}
+    # Min-size rule: members of tiny clusters join the most similar surviving cluster, else UNCLUSTERED.
+    tiny = np.flatnonzero(sizes[labels] < config.min_cluster_size)
+    if tiny.size:
+        target_keys = old_keys + [key_of[int(c)] for c in big]
+        targets = np.vstack([old_centroids, centroids[big]])
+        if targets.shape[0]:
+            best, score = _best_centroid(x[tiny], targets)
+        else:
+            best, score = np.zeros(tiny.size, dtype=np.int64), np.full(tiny.size, -1.0)
+        for i, b, s in zip(tiny, best, score, strict=True):
+            out[rest[i]] = target_keys[int(b)] if s >= config.assign_threshold else UNCLUSTERED
+    return out
