@@ -391,8 +391,9 @@ def cluster_keywords(
 
     new_keys: list[str] = []
     if rest:
-        assignments.update(_new_clusters(rest, x[[row[kw] for kw in rest]], old_keys, old_centroids,
-                                         set(existing or {}), config))
+        assignments.update(
+            _new_clusters(rest, x[[row[kw] for kw in rest]], old_keys, old_centroids, set(existing or {}), config)
+        )
         new_keys = sorted({k for k in assignments.values() if k != UNCLUSTERED} - set(old_keys))
     return ClusteringResult(assignments=dict(sorted(assignments.items())), new_keys=new_keys)
 

@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
-from pipeline import models
 from assets import ALL_ASSETS
+from pipeline import models
 from pipeline.store import Store
 from resources import LLMResource, MediaResource, StoreResource
 
@@ -58,7 +58,9 @@ class Env:
             self.instance.add_dynamic_partitions("sites", [slug])
         return site
 
-    def materialize(self, slug: str = "sample", selection: list[str] | None = None, **kwargs) -> dg.ExecuteInProcessResult:
+    def materialize(
+        self, slug: str = "sample", selection: list[str] | None = None, **kwargs
+    ) -> dg.ExecuteInProcessResult:
         """Materialize the six assets (or `selection`) for one site partition."""
         return dg.materialize(
             ALL_ASSETS,

@@ -40,7 +40,7 @@ def test_cluster_statistics_match_their_members(sample_run):
             members = s.scalars(select(Keyword).where(Keyword.cluster_id == cluster.id)).all()
             assert cluster.keyword_count == len(members)
             assert cluster.total_volume == sum(k.volume or 0 for k in members)
-            top = max(members, key=lambda k: (k.volume or 0))
+            top = max(members, key=lambda k: k.volume or 0)
             assert cluster.top_keywords[0] == top.keyword
 
 
@@ -117,7 +117,9 @@ def test_ledger_has_one_call_per_item_of_each_stage(sample_run):
     env, _ = sample_run
     counts = env.row_counts()
     calls = env.store.model_calls(partition="sample")
-    by_stage = {stage: sum(1 for c in calls if c.stage == stage) for stage in ("ideas", "content", "image_prompts", "images")}
+    by_stage = {
+        stage: sum(1 for c in calls if c.stage == stage) for stage in ("ideas", "content", "image_prompts", "images")
+    }
     assert by_stage["ideas"] == counts["clusters"]
     assert by_stage["content"] == counts["content"]
     assert by_stage["image_prompts"] == counts["content_variants"]
@@ -126,7 +128,9 @@ def test_ledger_has_one_call_per_item_of_each_stage(sample_run):
 
 def test_assets_report_counts_previews_and_model_usage_as_metadata(sample_run):
     _, result = sample_run
-    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
     assert metadata["keywords"]["dagster/row_count"].value == 397
     for key in SIX_ASSETS[1:]:
         assert metadata[key]["model_calls"].value > 0
@@ -142,7 +146,9 @@ def test_second_materialization_creates_no_rows_and_makes_no_model_calls(sample_
     result = env.materialize()
     assert result.success
     assert env.row_counts() == before
-    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
     assert all(metadata[key]["model_calls"].value == 0 for key in SIX_ASSETS[1:])
 
 

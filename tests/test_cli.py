@@ -40,7 +40,17 @@ def test_sites_add_then_dagster_materialize_then_status_json_shows_every_stage(c
     assert before == [dict.fromkeys(STATUS_KEYS, 0) | {"site": "coffee"}]
 
     materialized = run(
-        [str(BIN / "dagster"), "asset", "materialize", "-m", "pipeline.definitions", "--select", "*", "--partition", "coffee"],
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "pipeline.definitions",
+            "--select",
+            "*",
+            "--partition",
+            "coffee",
+        ],
         cli_env,
     )
     assert materialized.returncode == 0, materialized.stderr[-3000:]
@@ -54,7 +64,10 @@ def test_sites_add_then_dagster_materialize_then_status_json_shows_every_stage(c
 
 
 def test_sites_add_registers_the_partition_in_the_dagster_home(cli_env):
-    assert run([str(BIN / "pipeline"), "sites", "add", "coffee", "--keywords", str(SAMPLE_KEYWORDS)], cli_env).returncode == 0
+    assert (
+        run([str(BIN / "pipeline"), "sites", "add", "coffee", "--keywords", str(SAMPLE_KEYWORDS)], cli_env).returncode
+        == 0
+    )
     from dagster import DagsterInstance
 
     with DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:

@@ -56,7 +56,9 @@ def test_non_numeric_volume_names_row_column_and_value(tmp_path):
 
 
 def test_every_bad_row_is_reported_at_once(tmp_path):
-    content = "keyword,volume,difficulty,intent\na,x,1,informational\n,5,2,commercial\nb,5,101,commercial\nc,5,3,curious\n"
+    content = (
+        "keyword,volume,difficulty,intent\na,x,1,informational\n,5,2,commercial\nb,5,101,commercial\nc,5,3,curious\n"
+    )
     message = error_for(write(tmp_path, content))
     assert "4 problem(s)" in message
     assert "row 2, column 'volume'" in message
@@ -96,7 +98,11 @@ def test_export_headers_numbers_intents_and_extra_columns_are_normalised(tmp_pat
     )
     parsed = read_keyword_file(write(tmp_path, content))
     rows = {r.keyword: r for r in parsed.rows}
-    assert (rows["cold brew"].volume, rows["cold brew"].difficulty, rows["cold brew"].intent) == (1200, 45, "informational")
+    assert (rows["cold brew"].volume, rows["cold brew"].difficulty, rows["cold brew"].intent) == (
+        1200,
+        45,
+        "informational",
+    )
     assert rows["cold brew"].extra == {"CPC": "1.20"}
     assert rows["latte art"].intent == "commercial"
     assert (rows["aeropress"].volume, rows["aeropress"].intent) == (None, None)
@@ -126,7 +132,9 @@ def test_a_bad_file_fails_the_keywords_asset_and_leaves_stored_keywords_untouche
 def test_keyword_files_are_additive_and_refresh_metrics(env, tmp_path):
     env.add_site("demo", write(tmp_path, "keyword,volume\ncold brew,100\nlatte art,50\n", "one.csv"))
     assert env.materialize("demo", selection=["keywords"]).success
-    env.store.upsert_site("demo", "Demo", str(write(tmp_path, "keyword,volume\nCold Brew,150\nmoka pot,20\n", "two.csv")))
+    env.store.upsert_site(
+        "demo", "Demo", str(write(tmp_path, "keyword,volume\nCold Brew,150\nmoka pot,20\n", "two.csv"))
+    )
     assert env.materialize("demo", selection=["keywords"]).success
     stored = {k.normalized: (k.keyword, k.volume) for k in env.store.keywords(env.store.site("demo").id)}
     assert stored == {"cold brew": ("cold brew", 150), "latte art": ("latte art", 50), "moka pot": ("moka pot", 20)}

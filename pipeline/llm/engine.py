@@ -211,13 +211,17 @@ class ModelEngine:
         started = time.perf_counter()
         try:
             completion = self.provider.complete(request)
-            answer = task.schema.model_validate(completion.answer.model_dump())
-        except ValidationError as exc:
-            self._record(stage, prompt.name, prompt.ref, settings.model, Usage(), started, "invalid", task.ref, exc)
-            raise ModelCallFailed(stage, task.ref, "invalid", "ValidationError", str(exc)) from exc
         except Exception as exc:
             self._record(stage, prompt.name, prompt.ref, settings.model, Usage(), started, "error", task.ref, exc)
             raise ModelCallFailed(stage, task.ref, "error", type(exc).__name__, str(exc)) from exc
+        try:
+            answer = task.schema.model_validate(completion.answer.model_dump())
+        except ValidationError as exc:
+            # The tokens were billed even though the answer is unusable: record them.
+            self._record(
+                stage, prompt.name, prompt.ref, completion.model, completion.usage, started, "invalid", task.ref, exc
+            )
+            raise ModelCallFailed(stage, task.ref, "invalid", "ValidationError", str(exc)) from exc
         self._record(stage, prompt.name, prompt.ref, completion.model, completion.usage, started, "ok", task.ref)
         return Generation(answer=answer, provider=self.provider.name, model=completion.model, prompt_version=prompt.ref)
 
