@@ -1,20 +1,19 @@
 """Planning assets: keywords -> clusters -> ideas (thin adapters over `pipeline.stages`)."""
 
-
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, asset
 from pydantic import Field
 
 from assets.partitions import sites_partitions
-from assets.reporting import engine_for, materialize_result
+from assets.reporting import StageConfig, engine_for, materialize_result
 from pipeline.keywords import KeywordFileError
-from pipeline.stages.clusters import ClusterOptions, build_clusters
+from pipeline.stages.clusters import build_clusters
 from pipeline.stages.ideas import generate_ideas
 from pipeline.stages.keywords import NoKeywordFile, ingest_keywords
 from pipeline.store import UnknownSite
 from resources import LLMResource, StoreResource
 
 
-class ClustersConfig(Config):
+class ClustersConfig(StageConfig):
     """Run options of the clusters asset."""
 
     recluster: bool = Field(default=False, description="Rebuild every cluster from scratch instead of adding to them.")
@@ -47,18 +46,24 @@ def clusters(
     without renaming them; `recluster: true` rebuilds from scratch.
     """
     db = store.open()
-    engine = engine_for(context, db, llm)
-    report = build_clusters(db, engine, context.partition_key, ClusterOptions(recluster=config.recluster))
-    return materialize_result(context, "clusters", report, engine, row_count_key="clusters")
+    with engine_for(context, db, llm, config) as engine:
+        report = build_clusters(db, engine, context.partition_key, config.options(), recluster=config.recluster)
+    return materialize_result(
+        context, "clusters", report, engine, row_count_key="clusters", allowed_failures=config.allowed_failures
+    )
 
 
 @asset(partitions_def=sites_partitions, deps=[clusters], group_name="planning", kinds={"sql", "llm"})
-def ideas(context: AssetExecutionContext, store: StoreResource, llm: LLMResource) -> MaterializeResult:
+def ideas(
+    context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
+) -> MaterializeResult:
     """Article ideas per cluster: title, angle, content type, outline, target keywords, word count.
 
     Only clusters without ideas are planned; target keywords the model invents are dropped.
     """
     db = store.open()
-    engine = engine_for(context, db, llm)
-    report = generate_ideas(db, engine, context.partition_key)
-    return materialize_result(context, "ideas", report, engine, row_count_key="ideas_total")
+    with engine_for(context, db, llm, config) as engine:
+        report = generate_ideas(db, engine, context.partition_key, config.options())
+    return materialize_result(
+        context, "ideas", report, engine, row_count_key="ideas_total", allowed_failures=config.allowed_failures
+    )

@@ -1,11 +1,10 @@
 """Writing assets: content -> image_prompts -> images (thin adapters over `pipeline.stages`)."""
 
-
 from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from assets.partitions import sites_partitions
 from assets.planning import ideas
-from assets.reporting import engine_for, materialize_result
+from assets.reporting import StageConfig, engine_for, materialize_result
 from pipeline.stages.content import write_content
 from pipeline.stages.image_prompts import generate_image_prompts
 from pipeline.stages.images import generate_images
@@ -13,36 +12,51 @@ from resources import LLMResource, MediaResource, StoreResource
 
 
 @asset(partitions_def=sites_partitions, deps=[ideas], group_name="writing", kinds={"sql", "llm", "html"})
-def content(context: AssetExecutionContext, store: StoreResource, llm: LLMResource) -> MaterializeResult:
+def content(
+    context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
+) -> MaterializeResult:
     """One article per idea: sanitised HTML with H2 sections, meta title/description, keywords, tags.
 
     Stored as version 1, variant A, status `draft`; later versions (A/B regenerations) keep history.
     Each article is saved as soon as it is written.
     """
     db = store.open()
-    engine = engine_for(context, db, llm)
-    report = write_content(db, engine, context.partition_key)
-    return materialize_result(context, "content", report, engine, row_count_key="articles_total")
+    with engine_for(context, db, llm, config) as engine:
+        report = write_content(db, engine, context.partition_key, config.options())
+    return materialize_result(
+        context, "content", report, engine, row_count_key="articles_total", allowed_failures=config.allowed_failures
+    )
 
 
 @asset(partitions_def=sites_partitions, deps=[content], group_name="writing", kinds={"sql", "llm"})
-def image_prompts(context: AssetExecutionContext, store: StoreResource, llm: LLMResource) -> MaterializeResult:
+def image_prompts(
+    context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
+) -> MaterializeResult:
     """Image prompts per current article variant: one featured, and in-article ones anchored to H2s."""
     db = store.open()
-    engine = engine_for(context, db, llm)
-    report = generate_image_prompts(db, engine, context.partition_key)
-    return materialize_result(context, "image_prompts", report, engine, row_count_key="prompts_total")
+    with engine_for(context, db, llm, config) as engine:
+        report = generate_image_prompts(db, engine, context.partition_key, config.options())
+    return materialize_result(
+        context,
+        "image_prompts",
+        report,
+        engine,
+        row_count_key="prompts_total",
+        allowed_failures=config.allowed_failures,
+    )
 
 
 @asset(partitions_def=sites_partitions, deps=[image_prompts], group_name="writing", kinds={"llm", "png"})
 def images(
-    context: AssetExecutionContext, store: StoreResource, llm: LLMResource, media: MediaResource
+    context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource, media: MediaResource
 ) -> MaterializeResult:
     """Image files for every image prompt, with model, size, path and SHA-256 recorded.
 
     Prompts without an image, or whose file went missing, are rendered; files are written atomically.
     """
     db = store.open()
-    engine = engine_for(context, db, llm)
-    report = generate_images(db, engine, context.partition_key, media.directory())
-    return materialize_result(context, "images", report, engine, row_count_key="images_total")
+    with engine_for(context, db, llm, config) as engine:
+        report = generate_images(db, engine, context.partition_key, media.directory(), config.options())
+    return materialize_result(
+        context, "images", report, engine, row_count_key="images_total", allowed_failures=config.allowed_failures
+    )

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
-from sklearn.cluster import KMeans
 from sklearn.decomposition import TruncatedSVD
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
@@ -51,7 +48,7 @@ class ClusteringConfig:
     seed: int = 0
     svd_components: int = 64
     char_weight: float = 0.6
-    context_components: int = 50
+    context_components: int = 100
     context_weight: float = 2.0
 
 
@@ -273,18 +270,31 @@ def _seed_centres(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return x[chosen]
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Labels 0..k'-1 (k' <= k, empty clusters dropped) from seeded k-means on unit rows."""
+def _kmeans(x: np.ndarray, k: int, seed: int, max_iter: int = 30, tol: float = 0.001) -> np.ndarray:
+    """Labels 0..k'-1 (k' <= k, empty clusters dropped) from seeded spherical k-means on unit rows.
+
+    Plain numpy Lloyd iterations rather than scikit-learn's KMeans: its multithreaded centre update sums
+    in thread-arrival order, which can flip near-tied labels between runs; this one is bit-for-bit
+    repeatable.
+    """
     n = x.shape[0]
     if k <= 1 or n <= 1:
         return np.zeros(n, dtype=np.int64)
     if n <= k:
         return np.arange(n, dtype=np.int64)
-    km = KMeans(n_clusters=k, init=_seed_centres(x, k, seed), n_init=1, max_iter=100)
-    with warnings.catch_warnings():  # duplicate rows: "fewer distinct clusters than n_clusters" is fine
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = km.fit_predict(x)
-    _, labels = np.unique(fitted, return_inverse=True)
+    centres = normalize(_seed_centres(x, k, seed))
+    labels = np.full(n, -1, dtype=np.int64)
+    for _ in range(max_iter):
+        new_labels, _ = _best_centroid(x, centres)
+        moved = np.count_nonzero(new_labels != labels)
+        labels = new_labels
+        if moved <= tol * n:
+            break
+        updated = _centroids(x, labels, k)
+        empty = ~updated.any(axis=1)
+        updated[empty] = centres[empty]  # an emptied centre stays put; it is dropped below if still empty
+        centres = updated
+    _, labels = np.unique(labels, return_inverse=True)
     return labels.astype(np.int64)
 
 
@@ -314,7 +324,7 @@ def _partition(x: np.ndarray, target: int, seed: int) -> np.ndarray:
     coarse_k = int(np.ceil(np.sqrt(k)))
     if k <= 64 or coarse_k <= 1:
         return _kmeans(x, k, seed)
-    coarse = _kmeans(x, coarse_k, seed)
+    coarse = _kmeans(x, coarse_k, seed, max_iter=10)  # a rough split is enough: the pass below fixes edges
     labels = np.empty(n, dtype=np.int64)
     offset = 0
     for part in range(coarse_k):

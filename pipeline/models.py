@@ -241,3 +241,23 @@ class ModelCall(Base):
     run_id: Mapped[str | None] = mapped_column(String(64), index=True)
     partition: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ResponseCache(Base):
+    """Validated model answers keyed by everything that determines them (see `ModelEngine._cache_key`).
+
+    A hit costs nothing; `last_used_at` lets the weekly clean-up drop stale entries.
+    """
+
+    __tablename__ = "response_cache"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    stage: Mapped[str] = mapped_column(String(40))
+    provider: Mapped[str] = mapped_column(String(40))
+    model: Mapped[str] = mapped_column(String(120))
+    prompt_version: Mapped[str] = mapped_column(String(80))
+    answer: Mapped[dict[str, Any]] = mapped_column()
+    hits: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

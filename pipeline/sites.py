@@ -53,6 +53,11 @@ class SiteSettings(BaseModel):
     prompts: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Prompt overrides: name -> {version, instructions}."
     )
+    models: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-stage model overrides: stage -> {model, max_output_tokens, temperature}."
+    )
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict, description="Per-model price overrides.")
+    max_run_cost_usd: float | None = Field(default=None, ge=0, description="Budget cap for any run of this site.")
 
 
 def site_settings(raw: Mapping[str, Any] | None) -> SiteSettings:

@@ -33,6 +33,7 @@ from pipeline.models import (
     ImagePrompt,
     Keyword,
     ModelCall,
+    ResponseCache,
     Site,
     utcnow,
 )
@@ -465,10 +466,40 @@ class Store:
 
     # -- ledger -----------------------------------------------------------------------------------
 
-    def record_call(self, values: Mapping[str, Any]) -> None:
-        """Append one row to the model-call ledger."""
+    def record_call(self, values: Mapping[str, Any], cache: Mapping[str, Any] | None = None) -> None:
+        """Append one ledger row, and store the validated answer in the response cache with it."""
         with self.transaction() as session:
             session.add(ModelCall(created_at=utcnow(), **values))
+            if cache is not None:
+                insert = self._insert(session)
+                now = utcnow()
+                statement = insert(ResponseCache).values(**cache, hits=0, created_at=now, last_used_at=now)
+                session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=[ResponseCache.key],
+                        set_={
+                            "answer": statement.excluded.answer,
+                            "model": statement.excluded.model,
+                            "last_used_at": now,
+                        },
+                    )
+                )
+
+    def cached_response(self, key: str) -> dict[str, Any] | None:
+        """The cached answer for `key` (`{"answer", "model", "prompt_version"}`), counting the hit."""
+        with self.transaction() as session:
+            entry = session.scalars(select(ResponseCache).where(ResponseCache.key == key)).one_or_none()
+            if entry is None:
+                return None
+            entry.hits += 1
+            entry.last_used_at = utcnow()
+            return {"answer": entry.answer, "model": entry.model, "prompt_version": entry.prompt_version}
+
+    def run_cost(self, run_id: str) -> float:
+        """USD spent so far by one run, from the ledger (all its assets, all its processes)."""
+        with self._sessions() as session:
+            total = session.scalar(select(func.sum(ModelCall.cost_usd)).where(ModelCall.run_id == run_id))
+            return float(total or 0.0)
 
     def model_calls(self, *, partition: str | None = None, run_id: str | None = None) -> list[ModelCall]:
         """Ledger rows, optionally for one partition and/or run, oldest first."""

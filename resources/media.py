@@ -1,6 +1,5 @@
 """Where generated media files are written."""
 
-
 from pathlib import Path
 
 from dagster import ConfigurableResource

@@ -1,6 +1,5 @@
 """The store as a Dagster resource."""
 
-
 from dagster import ConfigurableResource
 from pydantic import Field
 

@@ -104,7 +104,9 @@ def test_every_generated_row_and_ledger_entry_is_labelled_offline(sample_run):
     with env.store.transaction() as s:
         for model in (Idea, ContentVariant, ImagePrompt, ImageRow):
             assert set(s.scalars(select(model.provider))) == {"offline"}
-        assert set(s.scalars(select(Cluster.provider))) == {"offline"}
+        assert set(s.scalars(select(Cluster.provider).where(Cluster.key != "unclustered"))) == {"offline"}
+        # The visible bucket is named by rule, never by a model.
+        assert set(s.scalars(select(Cluster.provider).where(Cluster.key == "unclustered"))) <= {"pipeline"}
         calls = s.scalars(select(ModelCall)).all()
     assert calls and {c.provider for c in calls} == {"offline"}
     assert {c.outcome for c in calls} == {"ok"}
@@ -120,7 +122,8 @@ def test_ledger_has_one_call_per_item_of_each_stage(sample_run):
     by_stage = {
         stage: sum(1 for c in calls if c.stage == stage) for stage in ("ideas", "content", "image_prompts", "images")
     }
-    assert by_stage["ideas"] == counts["clusters"]
+    topical = [c for c in env.store.clusters(env.store.site("sample").id) if c.key != "unclustered"]
+    assert by_stage["ideas"] == len(topical)
     assert by_stage["content"] == counts["content"]
     assert by_stage["image_prompts"] == counts["content_variants"]
     assert by_stage["images"] == counts["images"]

@@ -7,6 +7,9 @@ The offline provider's model costs nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 OFFLINE_MODEL = "offline"
@@ -18,6 +21,8 @@ class StageModel(BaseModel):
     model: str
     max_output_tokens: int = Field(gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
+    # Typical answer size, used only for estimates and budget reservations before a call.
+    expected_output_tokens: int = Field(default=1_000, gt=0)
 
 
 class Price(BaseModel):
@@ -52,6 +57,27 @@ class Catalog(BaseModel):
         except KeyError as exc:
             raise KeyError(f"no model configured for stage '{name}' (known: {', '.join(sorted(self.stages))})") from exc
 
+    def merged(
+        self,
+        models: Mapping[str, Mapping[str, Any]] | None = None,
+        prices: Mapping[str, Mapping[str, Any]] | None = None,
+        image_size: str | None = None,
+    ) -> Catalog:
+        """A copy with partial overrides applied: `models` per stage, `prices` per model (fields not given keep
+        their value). Site settings and run config both override through here, in that order."""
+        stages = dict(self.stages)
+        for stage, fields in (models or {}).items():
+            given = {k: v for k, v in fields.items() if v is not None}
+            if stage not in stages:
+                raise KeyError(f"model override for unknown stage '{stage}' (known: {', '.join(sorted(stages))})")
+            stages[stage] = stages[stage].model_copy(update=given)
+            StageModel.model_validate(stages[stage].model_dump())
+        table = dict(self.prices)
+        for model, fields in (prices or {}).items():
+            given = {k: v for k, v in fields.items() if v is not None}
+            table[model] = Price.model_validate((table[model].model_dump() if model in table else {}) | given)
+        return Catalog(stages=stages, prices=table, image_size=image_size or self.image_size)
+
     def cost(self, model: str, usage: Usage) -> float:
         """USD cost of `usage` on `model`; models missing from the price table cost 0 and are flagged by tests."""
         price = self.prices.get(model, Price())
@@ -67,11 +93,11 @@ class Catalog(BaseModel):
 
 DEFAULT_CATALOG = Catalog(
     stages={
-        "clusters": StageModel(model="gpt-5-mini", max_output_tokens=4_000, temperature=None),
-        "ideas": StageModel(model="gpt-5-mini", max_output_tokens=6_000, temperature=None),
-        "content": StageModel(model="gpt-5", max_output_tokens=16_000, temperature=None),
-        "image_prompts": StageModel(model="gpt-5-mini", max_output_tokens=3_000, temperature=None),
-        "images": StageModel(model="gpt-image-2", max_output_tokens=1, temperature=None),
+        "clusters": StageModel(model="gpt-5-mini", max_output_tokens=4_000, expected_output_tokens=1_200),
+        "ideas": StageModel(model="gpt-5-mini", max_output_tokens=6_000, expected_output_tokens=1_500),
+        "content": StageModel(model="gpt-5", max_output_tokens=16_000, expected_output_tokens=3_500),
+        "image_prompts": StageModel(model="gpt-5-mini", max_output_tokens=3_000, expected_output_tokens=400),
+        "images": StageModel(model="gpt-image-2", max_output_tokens=1, expected_output_tokens=1),
     },
     prices={
         "gpt-5": Price(input_per_mtok=1.25, cached_input_per_mtok=0.125, output_per_mtok=10.0),

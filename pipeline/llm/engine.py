@@ -1,15 +1,34 @@
 """`ModelEngine`: the single path every model call takes.
 
-A stage asks the engine for a structured answer (`generate_each` / `generate`) or an image
-(`generate_image`); the engine resolves the stage's model and the prompt, calls the provider, validates
-the answer against the stage's Pydantic schema, prices it from the catalog and writes a ledger row for
-every call, successful or not. Stages never talk to a provider directly.
+A stage hands the engine `Task`s (or `ImageTask`s) and gets back, per task and as each completes, a
+validated `Generation` (or `RenderedImage`) or a `ModelCallFailed`. For each call the engine:
+
+1. resolves the stage's model settings (catalog) and the prompt (run override -> site override -> file);
+2. returns a cached answer when the same provider, model, prompt version, rendered input, schema and
+   parameters were answered before (unless `force`), costing nothing;
+3. refuses to start calls that would exceed the run's budget, keeping finished work;
+4. waits for the process-wide request/token rate limits, then calls the provider with bounded
+   concurrency (an asyncio loop in one background thread; the SDK retries 429/5xx/timeouts itself);
+5. repairs a malformed, schema-invalid or truncated answer with a bounded number of extra attempts;
+   refusals and client errors (400/401/403) fail without retries, and 401/403 stop further calls;
+6. writes one ledger row per call or cache hit (tokens, cost, latency, attempts, outcome, run, partition).
+
+Ledger and cache writes happen on the caller's thread as results are handed over, so the store is only
+ever used from one thread and the event loop never blocks on the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import re
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -19,6 +38,10 @@ from pipeline.llm.catalog import Catalog, StageModel, Usage
 from pipeline.prompts import Prompt, PromptRegistry
 
 T = TypeVar("T", bound=BaseModel)
+I = TypeVar("I")  # noqa: E741 - the item type of a window of calls
+
+
+# -- what providers see and return -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -30,20 +53,32 @@ class CompletionRequest:
     data: Mapping[str, Any]
     schema: type[BaseModel]
     settings: StageModel
+    # Set on a repair attempt: what was wrong with the previous answer, told to the model as data.
+    repair_note: str | None = None
 
     @property
     def messages(self) -> list[dict[str, str]]:
-        """The rendered chat messages (instructions + delimited data)."""
-        return self.prompt.messages(self.data)
+        """The rendered chat messages (instructions + delimited data [+ repair note])."""
+        messages = self.prompt.messages(self.data)
+        if self.repair_note:
+            messages.append(
+                {
+                    "role": "user",
+                    "content": "Your previous answer was rejected: "
+                    f"{self.repair_note}\nAnswer again with JSON that matches the schema exactly.",
+                }
+            )
+        return messages
 
 
 @dataclass(frozen=True)
 class Completion:
-    """A provider's parsed answer with the model that produced it and the usage it reported."""
+    """A provider's parsed answer with the model that produced it, usage, and HTTP attempts made."""
 
     answer: BaseModel
     model: str
     usage: Usage
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
@@ -63,32 +98,71 @@ class RenderedImage:
     png: bytes
     model: str
     usage: Usage
+    attempts: int = 1
+
+
+class ProviderError(Exception):
+    """A failed provider call, classified.
+
+    `outcome` is one of: `error` (transport/HTTP, after the SDK's retries), `malformed` (body not JSON),
+    `invalid` (JSON not matching the schema), `truncated` (hit the token limit), `refused`.
+    `fatal` errors (bad credentials, forbidden) stop the engine from issuing further calls.
+    """
+
+    def __init__(
+        self,
+        outcome: str,
+        error_class: str,
+        message: str,
+        *,
+        usage: Usage | None = None,
+        attempts: int = 1,
+        fatal: bool = False,
+    ):
+        super().__init__(message)
+        self.outcome = outcome
+        self.error_class = error_class
+        self.usage = usage or Usage()
+        self.attempts = attempts
+        self.fatal = fatal
 
 
 class Provider(Protocol):
     """A model provider: the offline composer, or OpenAI (and compatible servers)."""
 
     name: str
+    identity: str  # provider + endpoint, part of the cache key
+    cacheable: bool  # False for free, deterministic providers: caching them would only cost writes
+    secrets: tuple[str, ...]  # values that must never appear in messages, logs or the store
 
-    def complete(self, request: CompletionRequest) -> Completion:
-        """Answer one structured request with an instance of `request.schema`."""
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """Answer one structured request with an instance of `request.schema`, or raise `ProviderError`."""
         ...
 
-    def image(self, request: ImageRequest) -> RenderedImage:
-        """Render one image as PNG bytes."""
+    async def image(self, request: ImageRequest) -> RenderedImage:
+        """Render one image as PNG bytes, or raise `ProviderError`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (called on the engine's loop)."""
         ...
 
 
-class Ledger(Protocol):
-    """Where call records go (the store implements it)."""
+class Store(Protocol):
+    """The engine's view of the store: the ledger, the response cache and the run's spend."""
 
-    def record_call(self, values: Mapping[str, Any]) -> None:
-        """Append one ledger row."""
-        ...
+    def record_call(self, values: Mapping[str, Any], cache: Mapping[str, Any] | None = None) -> None: ...
+
+    def cached_response(self, key: str) -> dict[str, Any] | None: ...
+
+    def run_cost(self, run_id: str) -> float: ...
+
+
+# -- what stages see ---------------------------------------------------------------------------------
 
 
 class ModelCallFailed(RuntimeError):
-    """A call that produced no usable answer; already recorded in the ledger."""
+    """A call that produced no usable answer (or was not made: budget, fatal provider error)."""
 
     def __init__(self, stage: str, item_ref: str | None, outcome: str, error_class: str, message: str):
         where = f" for {item_ref}" if item_ref else ""
@@ -107,6 +181,7 @@ class Generation(Generic[T]):
     provider: str
     model: str
     prompt_version: str
+    cached: bool = False
 
     def provenance(self) -> dict[str, str]:
         """Columns `provider`, `model`, `prompt_version` for the rows built from this answer."""
@@ -123,33 +198,91 @@ class Task(Generic[T]):
     schema: type[T]
 
 
+@dataclass(frozen=True)
+class ImageTask:
+    """One image a stage wants rendered."""
+
+    ref: str
+    prompt: str
+    size: str | None = None
+
+
 @dataclass
 class UsageTotals:
     """Running totals of the calls an engine made, for asset metadata."""
 
     calls: int = 0
     failed_calls: int = 0
+    cache_hits: int = 0
+    not_started: int = 0
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
     images: int = 0
+    attempts: int = 0
     cost_usd: float = 0.0
     by_outcome: dict[str, int] = field(default_factory=dict)
 
-    def add(self, outcome: str, usage: Usage, cost: float) -> None:
-        """Count one call."""
-        self.calls += 1
-        self.failed_calls += outcome != "ok"
+    def add(self, outcome: str, usage: Usage, cost: float, attempts: int) -> None:
+        """Count one ledger row."""
+        if outcome == "cache_hit":
+            self.cache_hits += 1
+        else:
+            self.calls += 1
+            self.failed_calls += outcome != "ok"
         self.input_tokens += usage.input_tokens
         self.cached_input_tokens += usage.cached_input_tokens
         self.output_tokens += usage.output_tokens
         self.images += usage.images
+        self.attempts += attempts
         self.cost_usd = round(self.cost_usd + cost, 8)
         self.by_outcome[outcome] = self.by_outcome.get(outcome, 0) + 1
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """Per-run behaviour of the engine."""
+
+    concurrency: int = 8
+    repair_attempts: int = 1
+    force: bool = False  # bypass the response cache (answers are still stored)
+    max_run_cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Expected calls, tokens and cost of a list of tasks, computed without calling anything."""
+
+    stage: str
+    model: str
+    calls: int
+    cached: int
+    input_tokens: int
+    output_tokens: int
+    images: int
+    cost_usd: float
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate used before a call (4 characters per token); actual usage comes from the provider."""
+    return max(1, len(text) // 4)
+
+
+# -- the engine --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A call in flight: what to finish with when the provider answers."""
+
+    item: Any
+    coroutine: Coroutine[Any, Any, Any]
+    reserved_usd: float
+    finish: Callable[[Any], Any]
+
+
 class ModelEngine:
-    """Makes, validates, prices and records model calls for one run and partition."""
+    """Makes, validates, caches, prices, limits and records model calls for one run and partition."""
 
     def __init__(
         self,
@@ -157,106 +290,391 @@ class ModelEngine:
         *,
         catalog: Catalog,
         prompts: PromptRegistry,
-        ledger: Ledger,
+        store: Store,
         run_id: str | None = None,
         partition: str | None = None,
+        options: EngineOptions = EngineOptions(),
+        run_prompt_overrides: Mapping[str, Mapping[str, str]] | None = None,
         site_prompt_overrides: Mapping[str, Mapping[str, str]] | None = None,
+        limiter: Callable[[str], Any] | None = None,
     ):
         self.provider = provider
         self.catalog = catalog
         self.prompts = prompts
-        self.ledger = ledger
+        self.store = store
         self.run_id = run_id
         self.partition = partition
+        self.options = options
+        self.run_prompt_overrides = run_prompt_overrides or {}
         self.site_prompt_overrides = site_prompt_overrides or {}
+        self._limiter = limiter
         self.totals = UsageTotals()
+        self.fatal_error: str | None = None
+        self.budget_exhausted = False
+        self._spent_before = store.run_cost(run_id) if (run_id and options.max_run_cost_usd is not None) else 0.0
+        self._reserved = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> ModelEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the provider's connections and stop the loop thread."""
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.provider.aclose(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(timeout=30)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    def _submit(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="model-engine", daemon=True)
+            self._thread.start()
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    # -- structured calls ------------------------------------------------------------------------
 
     def generate(self, stage: str, task: Task[T]) -> Generation[T]:
         """Make one structured call; raise `ModelCallFailed` if it yields no valid answer."""
-        return self._complete(stage, task)
+        [(_, outcome)] = list(self.generate_each(stage, [task]))
+        if isinstance(outcome, ModelCallFailed):
+            raise outcome
+        return outcome
 
     def generate_each(
         self, stage: str, tasks: Iterable[Task[T]]
     ) -> Iterator[tuple[Task[T], Generation[T] | ModelCallFailed]]:
-        """Make each call and yield `(task, generation or failure)` as each completes.
+        """Run the tasks with bounded concurrency; yield `(task, generation or failure)` as each completes.
 
-        Yielding per item lets the stage persist finished work before the next call, so one item's
-        failure never loses another's. (Sequential today; the interface allows concurrency.)
+        The caller persists each result before asking for the next, so finished work is saved even if a
+        later item fails or the process dies. Tasks are pulled lazily from `tasks`.
         """
+        settings = self.catalog.stage(stage)
+        return self._window(stage, tasks, lambda task: self._prepare_completion(stage, settings, task))
+
+    def generate_images(
+        self, stage: str, tasks: Iterable[ImageTask]
+    ) -> Iterator[tuple[ImageTask, RenderedImage | ModelCallFailed]]:
+        """Render images with bounded concurrency; yield `(task, image or failure)` as each completes."""
+        settings = self.catalog.stage(stage)
+        return self._window(stage, tasks, lambda task: self._prepare_image(stage, settings, task))
+
+    def estimate(self, stage: str, tasks: Iterable[Task[Any] | ImageTask]) -> Estimate:
+        """Expected calls, tokens and cost of `tasks` without calling anything (cache hits cost nothing)."""
+        settings = self.catalog.stage(stage)
+        calls = cached = input_tokens = output_tokens = images = 0
         for task in tasks:
-            try:
-                yield task, self._complete(stage, task)
-            except ModelCallFailed as failure:
-                yield task, failure
+            if isinstance(task, ImageTask):
+                calls += 1
+                images += 1
+                continue
+            prompt = self._prompt(task.prompt_name)
+            request = CompletionRequest(stage, prompt, task.data, task.schema, settings)
+            if (
+                self.provider.cacheable
+                and not self.options.force
+                and self.store.cached_response(self._cache_key(request))
+            ):
+                cached += 1
+                continue
+            calls += 1
+            input_tokens += estimate_tokens(json.dumps(request.messages))
+            output_tokens += settings.expected_output_tokens
+        usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, images=images)
+        return Estimate(
+            stage=stage,
+            model=settings.model,
+            calls=calls,
+            cached=cached,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            images=images,
+            cost_usd=self.catalog.cost(settings.model, usage),
+        )
 
-    def generate_image(
-        self, stage: str, prompt: str, *, item_ref: str | None = None, size: str | None = None
-    ) -> RenderedImage:
-        """Render one image; raise `ModelCallFailed` on failure."""
-        settings = self.catalog.stage(stage)
-        request = ImageRequest(stage=stage, prompt=prompt, size=size or self.catalog.image_size, settings=settings)
-        started = time.perf_counter()
-        try:
-            image = self.provider.image(request)
-        except Exception as exc:
-            self._record(stage, "image", "-", settings.model, Usage(), started, "error", item_ref, exc)
-            raise ModelCallFailed(stage, item_ref, "error", type(exc).__name__, str(exc)) from exc
-        self._record(stage, "image", "-", image.model, image.usage, started, "ok", item_ref)
-        return image
+    # -- internals -------------------------------------------------------------------------------
 
-    def _complete(self, stage: str, task: Task[T]) -> Generation[T]:
-        settings = self.catalog.stage(stage)
-        prompt = self.prompts.get(task.prompt_name, site_overrides=self.site_prompt_overrides)
-        request = CompletionRequest(stage=stage, prompt=prompt, data=task.data, schema=task.schema, settings=settings)
-        started = time.perf_counter()
+    def _prompt(self, name: str) -> Prompt:
+        return self.prompts.get(
+            name, run_overrides=self.run_prompt_overrides, site_overrides=self.site_prompt_overrides
+        )
+
+    def _window(
+        self, stage: str, items: Iterable[I], prepare: Callable[[I], _Pending | tuple[I, Any]]
+    ) -> Iterator[tuple[I, Any]]:
+        """Keep up to `concurrency` calls in flight; hand over results in completion order."""
+        source = iter(items)
+        in_flight: dict[concurrent.futures.Future, _Pending] = {}
+        ready: collections.deque[tuple[I, Any]] = collections.deque()
+        exhausted = False
         try:
-            completion = self.provider.complete(request)
-        except Exception as exc:
-            self._record(stage, prompt.name, prompt.ref, settings.model, Usage(), started, "error", task.ref, exc)
-            raise ModelCallFailed(stage, task.ref, "error", type(exc).__name__, str(exc)) from exc
-        try:
-            answer = task.schema.model_validate(completion.answer.model_dump())
-        except ValidationError as exc:
-            # The tokens were billed even though the answer is unusable: record them.
-            self._record(
-                stage, prompt.name, prompt.ref, completion.model, completion.usage, started, "invalid", task.ref, exc
+            while True:
+                while not exhausted and len(in_flight) < self.options.concurrency and not ready:
+                    item = next(source, _END)
+                    if item is _END:
+                        exhausted = True
+                        break
+                    prepared = prepare(item)
+                    if isinstance(prepared, _Pending):
+                        self._reserved += prepared.reserved_usd
+                        in_flight[self._submit(prepared.coroutine)] = prepared
+                    else:
+                        ready.append(prepared)
+                if ready:
+                    yield ready.popleft()
+                    continue
+                if not in_flight:
+                    return
+                done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    pending = in_flight.pop(future)
+                    self._reserved -= pending.reserved_usd
+                    ready.append((pending.item, pending.finish(future.result())))
+        finally:
+            for future in in_flight:
+                future.cancel()
+
+    def _gate(self, stage: str, ref: str, reserve_usd: float) -> ModelCallFailed | None:
+        """Why a call must not start (fatal provider error, budget), or None."""
+        if self.fatal_error:
+            self.totals.not_started += 1
+            return ModelCallFailed(stage, ref, "not_started", "ProviderUnavailable", self.fatal_error)
+        budget = self.options.max_run_cost_usd
+        if budget is not None and self._spent_before + self.totals.cost_usd + self._reserved + reserve_usd > budget:
+            self.budget_exhausted = True
+            self.totals.not_started += 1
+            spent = self._spent_before + self.totals.cost_usd
+            return ModelCallFailed(
+                stage,
+                ref,
+                "not_started",
+                "BudgetExceeded",
+                f"the run's budget of ${budget:.4f} would be exceeded (spent ${spent:.4f}, "
+                f"in flight ${self._reserved:.4f}, this call ~${reserve_usd:.4f}); finished work is kept",
             )
-            raise ModelCallFailed(stage, task.ref, "invalid", "ValidationError", str(exc)) from exc
-        self._record(stage, prompt.name, prompt.ref, completion.model, completion.usage, started, "ok", task.ref)
-        return Generation(answer=answer, provider=self.provider.name, model=completion.model, prompt_version=prompt.ref)
+        return None
+
+    def _prepare_completion(self, stage: str, settings: StageModel, task: Task[T]) -> _Pending | tuple[Task[T], Any]:
+        prompt = self._prompt(task.prompt_name)
+        request = CompletionRequest(stage, prompt, task.data, task.schema, settings)
+        key = self._cache_key(request) if self.provider.cacheable else None
+        if key and not self.options.force:
+            hit = self.store.cached_response(key)
+            if hit is not None:
+                try:
+                    answer = task.schema.model_validate(hit["answer"])
+                except ValidationError:
+                    answer = None  # a schema change made the entry stale: call again
+                if answer is not None:
+                    self._record(stage, prompt, hit["model"], Usage(), 0.0, "cache_hit", task.ref, attempts=0)
+                    return task, Generation(answer, self.provider.name, hit["model"], prompt.ref, cached=True)
+        input_tokens = estimate_tokens(json.dumps(request.messages))
+        reserve = self.catalog.cost(
+            settings.model, Usage(input_tokens=input_tokens, output_tokens=settings.expected_output_tokens)
+        )
+        refused = self._gate(stage, task.ref, reserve)
+        if refused:
+            return task, refused
+
+        def finish(result: tuple[Completion | None, ProviderError | None, float]) -> Generation[T] | ModelCallFailed:
+            completion, error, latency = result
+            if error is not None:
+                self._record(stage, prompt, settings.model, error.usage, latency, error.outcome, task.ref, error)
+                return self._failure(stage, task.ref, error)
+            assert completion is not None
+            cache = None
+            if key:
+                cache = {
+                    "key": key,
+                    "stage": stage,
+                    "provider": self.provider.name,
+                    "model": completion.model,
+                    "prompt_version": prompt.ref,
+                    "answer": completion.answer.model_dump(mode="json"),
+                }
+            self._record(
+                stage,
+                prompt,
+                completion.model,
+                completion.usage,
+                latency,
+                "ok",
+                task.ref,
+                attempts=completion.attempts,
+                cache=cache,
+            )
+            return Generation(completion.answer, self.provider.name, completion.model, prompt.ref)
+
+        return _Pending(task, self._complete(request, input_tokens), reserve, finish)
+
+    async def _complete(
+        self, request: CompletionRequest, input_tokens: int
+    ) -> tuple[Completion | None, ProviderError | None, float]:
+        """Call with repair attempts; never raises (errors are returned for the caller's thread to record)."""
+        started = time.perf_counter()
+        attempts = 0
+        billed = Usage()
+        for repair in range(self.options.repair_attempts + 1):
+            if self._limiter:
+                await self._limiter(request.settings.model).acquire(input_tokens + request.settings.max_output_tokens)
+            try:
+                completion = await self.provider.complete(request)
+                answer = request.schema.model_validate(completion.answer.model_dump())
+            except ProviderError as error:
+                attempts += error.attempts
+                billed = _add(billed, error.usage)
+                retry = error.outcome in {"malformed", "invalid", "truncated"} and repair < self.options.repair_attempts
+                if not retry:
+                    error.attempts, error.usage = attempts, billed
+                    return None, error, time.perf_counter() - started
+                if error.outcome == "truncated":
+                    bigger = min(request.settings.max_output_tokens * 2, 128_000)
+                    request = _replace(
+                        request, settings=request.settings.model_copy(update={"max_output_tokens": bigger})
+                    )
+                else:
+                    request = _replace(request, repair_note=_clip(str(error), 600))
+                continue
+            except ValidationError as exc:
+                attempts += 1
+                billed = _add(billed, completion.usage)
+                if repair < self.options.repair_attempts:
+                    request = _replace(request, repair_note=_clip(str(exc), 600))
+                    continue
+                error = ProviderError("invalid", "ValidationError", str(exc), usage=billed, attempts=attempts)
+                return None, error, time.perf_counter() - started
+            except Exception as exc:  # a provider bug must not kill the other calls
+                error = ProviderError("error", type(exc).__name__, str(exc), usage=billed, attempts=attempts + 1)
+                return None, error, time.perf_counter() - started
+            total = _add(billed, completion.usage)
+            done = Completion(answer, completion.model, total, attempts + completion.attempts)
+            return done, None, time.perf_counter() - started
+        raise AssertionError("unreachable")
+
+    def _prepare_image(self, stage: str, settings: StageModel, task: ImageTask) -> _Pending | tuple[ImageTask, Any]:
+        request = ImageRequest(stage, task.prompt, task.size or self.catalog.image_size, settings)
+        reserve = self.catalog.cost(settings.model, Usage(images=1))
+        refused = self._gate(stage, task.ref, reserve)
+        if refused:
+            return task, refused
+        image_prompt = Prompt("image", "-", "")
+
+        async def call() -> tuple[RenderedImage | None, ProviderError | None, float]:
+            started = time.perf_counter()
+            if self._limiter:
+                await self._limiter(settings.model).acquire(0)
+            try:
+                return await self.provider.image(request), None, time.perf_counter() - started
+            except ProviderError as error:
+                return None, error, time.perf_counter() - started
+            except Exception as exc:
+                return None, ProviderError("error", type(exc).__name__, str(exc)), time.perf_counter() - started
+
+        def finish(result: tuple[RenderedImage | None, ProviderError | None, float]) -> RenderedImage | ModelCallFailed:
+            image, error, latency = result
+            if error is not None:
+                self._record(stage, image_prompt, settings.model, error.usage, latency, error.outcome, task.ref, error)
+                return self._failure(stage, task.ref, error)
+            assert image is not None
+            self._record(
+                stage, image_prompt, image.model, image.usage, latency, "ok", task.ref, attempts=image.attempts
+            )
+            return image
+
+        return _Pending(task, call(), reserve, finish)
+
+    def _failure(self, stage: str, ref: str, error: ProviderError) -> ModelCallFailed:
+        message = self._redact(str(error))
+        if error.fatal and not self.fatal_error:
+            self.fatal_error = f"provider rejected the request ({error.error_class}: {message}); no further calls made"
+        return ModelCallFailed(stage, ref, error.outcome, error.error_class, message)
+
+    def _redact(self, text: str) -> str:
+        for secret in self.provider.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return _KEY_PATTERN.sub("sk-***", text)
+
+    def _cache_key(self, request: CompletionRequest) -> str:
+        """Same provider endpoint, model, prompt version and text, rendered input, schema and parameters."""
+        material = {
+            "provider": self.provider.identity,
+            "model": request.settings.model,
+            "max_output_tokens": request.settings.max_output_tokens,
+            "temperature": request.settings.temperature,
+            "prompt": request.prompt.ref,
+            "messages": request.messages,
+            "schema": request.schema.model_json_schema(),
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
     def _record(
         self,
         stage: str,
-        prompt_name: str,
-        prompt_version: str,
+        prompt: Prompt,
         model: str,
         usage: Usage,
-        started: float,
+        latency: float,
         outcome: str,
         item_ref: str | None,
-        error: BaseException | None = None,
+        error: ProviderError | None = None,
+        *,
+        attempts: int | None = None,
+        cache: Mapping[str, Any] | None = None,
     ) -> None:
-        cost = self.catalog.cost(model, usage)
-        self.totals.add(outcome, usage, cost)
-        self.ledger.record_call(
+        cost = 0.0 if outcome == "cache_hit" else self.catalog.cost(model, usage)
+        attempts = error.attempts if error is not None else (1 if attempts is None else attempts)
+        self.totals.add(outcome, usage, cost, attempts)
+        self.store.record_call(
             {
                 "stage": stage,
                 "provider": self.provider.name,
                 "model": model,
-                "prompt_name": prompt_name,
-                "prompt_version": prompt_version,
+                "prompt_name": prompt.name,
+                "prompt_version": prompt.ref,
                 "input_tokens": usage.input_tokens,
                 "cached_input_tokens": usage.cached_input_tokens,
                 "output_tokens": usage.output_tokens,
                 "images": usage.images,
                 "cost_usd": cost,
-                "latency_ms": int((time.perf_counter() - started) * 1000),
-                "attempts": 1,
+                "latency_ms": int(latency * 1000),
+                "attempts": attempts,
                 "outcome": outcome,
-                "error_class": type(error).__name__ if error else None,
+                "error_class": error.error_class if error else None,
                 "item_ref": item_ref,
                 "run_id": self.run_id,
                 "partition": self.partition,
-            }
+            },
+            cache=cache,
         )
+
+
+_END = object()
+_KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*]{6,}")
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        cached_input_tokens=a.cached_input_tokens + b.cached_input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        images=a.images + b.images,
+    )
+
+
+def _replace(request: CompletionRequest, **changes: Any) -> CompletionRequest:
+    return dataclasses.replace(request, **changes)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

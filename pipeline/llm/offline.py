@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.llm.catalog import OFFLINE_MODEL, Usage
-from pipeline.llm.engine import Completion, CompletionRequest, ImageRequest, RenderedImage
+from pipeline.llm.engine import Completion, CompletionRequest, ImageRequest, ProviderError, RenderedImage
 from pipeline.prompts import encode_data
 from pipeline.prompts.schemas import (
     ArticleDraft,
@@ -49,12 +49,17 @@ class OfflineProvider:
     """Deterministic composer of answers for every registered prompt, and a local image renderer."""
 
     name = "offline"
+    identity = "offline"
+    cacheable = False  # free and deterministic: a cache would only add writes
+    secrets: tuple[str, ...] = ()
 
-    def complete(self, request: CompletionRequest) -> Completion:
+    async def complete(self, request: CompletionRequest) -> Completion:
         """Compose the answer to `request` from its data."""
         composer = _COMPOSERS.get(request.prompt.name)
         if composer is None:
-            raise NotImplementedError(f"the offline provider has no composer for prompt '{request.prompt.name}'")
+            raise ProviderError(
+                "error", "NoComposer", f"the offline provider cannot answer prompt '{request.prompt.name}'"
+            )
         answer = composer(request.data)
         usage = Usage(
             input_tokens=_tokens(request.prompt.instructions) + _tokens(encode_data(request.data)),
@@ -62,10 +67,13 @@ class OfflineProvider:
         )
         return Completion(answer=answer, model=OFFLINE_MODEL, usage=usage)
 
-    def image(self, request: ImageRequest) -> RenderedImage:
+    async def image(self, request: ImageRequest) -> RenderedImage:
         """Render a PNG whose colours and shapes derive from the prompt, labelled as an offline preview."""
         width, height = _parse_size(request.size)
         return RenderedImage(png=render_png(request.prompt, width, height), model=OFFLINE_MODEL, usage=Usage(images=1))
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
 
 
 # -- cluster names ------------------------------------------------------------------------------------

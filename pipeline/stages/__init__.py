@@ -25,6 +25,38 @@ class StageReport:
         return ", ".join(f"{key}={value}" for key, value in self.counts.items())
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Run controls every model-calling stage accepts (from the asset's run config)."""
+
+    force: bool = False  # bypass the response cache
+    dry_run: bool = False  # estimate calls, tokens and cost; call and write nothing
+    limit: int | None = None  # at most this many items
+    item_id: int | None = None  # only this item (the id of the stage's input row)
+
+    def select(self, items: list[Any], key: Any = lambda item: item.id) -> list[Any]:
+        """Apply `item_id` and `limit` to a stage's list of pending items."""
+        if self.item_id is not None:
+            items = [item for item in items if key(item) == self.item_id]
+        return items[: self.limit] if self.limit is not None else items
+
+
+def dry_run_report(estimate: Any, pending: int) -> StageReport:
+    """What a dry run shows: the estimate of the calls the stage would make."""
+    return StageReport(
+        counts={
+            "dry_run": 1,
+            "pending_items": pending,
+            "estimated_calls": estimate.calls,
+            "estimated_cache_hits": estimate.cached,
+            "estimated_input_tokens": estimate.input_tokens,
+            "estimated_output_tokens": estimate.output_tokens,
+            "estimated_images": estimate.images,
+            "estimated_cost_usd": round(estimate.cost_usd, 6),
+        }
+    )
+
+
 class StageFailed(RuntimeError):
     """Some items failed; the others were saved. The message lists the failures."""
 

@@ -7,29 +7,34 @@ model, in batches, so a re-run with no new keywords makes no calls.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pipeline.clustering import ClusteringConfig, cluster_keywords
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
-from pipeline.models import UNCLUSTERED_KEY
+from pipeline.models import UNCLUSTERED_KEY, Keyword
 from pipeline.prompts.schemas import ClusterNames
 from pipeline.sites import site_settings
-from pipeline.stages import StageReport
+from pipeline.stages import RunOptions, StageReport, dry_run_report
 from pipeline.store import Store
 
 UNCLUSTERED_NAME = "Unclustered"
+NAMING_BATCH = 20
+TOP_KEYWORDS = 10
 
 
 @dataclass(frozen=True)
-class ClusterOptions:
-    """Run options of the clusters stage."""
+class Unnamed:
+    """A cluster waiting for a name: its key and what the model is shown."""
 
-    recluster: bool = False
-    naming_batch_size: int = 20
+    key: str
+    top_keywords: list[str]
+    dominant_intent: str | None
 
 
 def build_clusters(
-    store: Store, engine: ModelEngine, slug: str, options: ClusterOptions = ClusterOptions()
+    store: Store, engine: ModelEngine, slug: str, options: RunOptions = RunOptions(), *, recluster: bool = False
 ) -> StageReport:
     """Assign unclustered keywords, refresh cluster statistics, and have the model name new clusters."""
     site = store.site(slug)
@@ -37,25 +42,34 @@ def build_clusters(
     keywords = store.keywords(site.id)
     if not keywords:
         raise ValueError(f"site '{slug}' has no keywords yet: materialize the keywords asset first")
-    pending = sum(1 for k in keywords if k.cluster_id is None)
-    created = 0
-    if pending or options.recluster:
-        existing = {} if options.recluster else store.cluster_members(site.id)
-        result = cluster_keywords(
-            [k.normalized for k in keywords],
-            existing,
-            ClusteringConfig(target_cluster_size=settings.target_cluster_size),
+    pending = sum(1 for k in keywords if k.cluster_id is None) if not recluster else len(keywords)
+    config = ClusteringConfig(target_cluster_size=settings.target_cluster_size)
+    existing = {} if recluster else store.cluster_members(site.id)
+
+    if options.dry_run:
+        assignments = (
+            cluster_keywords([k.normalized for k in keywords], existing, config).assignments if pending else {}
         )
+        unnamed = _projected_unnamed(store, site.id, keywords, assignments)
+        names = sorted(c.name for c in store.clusters(site.id) if c.name)
+        tasks = list(_naming_tasks(site.name, lambda: names, options.select(unnamed, key=lambda u: u.key)))
+        report = dry_run_report(engine.estimate("clusters", tasks), len(unnamed))
+        report.counts["keywords_to_assign"] = pending
+        return report
+
+    created = 0
+    if pending:
+        result = cluster_keywords([k.normalized for k in keywords], existing, config)
         created = store.apply_cluster_assignments(site.id, result.assignments)
-    store.refresh_cluster_stats(site.id)
+    store.refresh_cluster_stats(site.id, top_n=TOP_KEYWORDS)
 
     report = StageReport()
-    named = _name_new_clusters(store, engine, site.id, site.name, options.naming_batch_size, report)
+    named = _name_new_clusters(store, engine, site.id, site.name, options, report)
     clusters = store.clusters(site.id)
     bucket = next((c for c in clusters if c.key == UNCLUSTERED_KEY), None)
     report.counts = {
         "keywords": len(keywords),
-        "keywords_assigned_this_run": pending if not options.recluster else len(keywords),
+        "keywords_assigned_this_run": pending,
         "clusters": sum(1 for c in clusters if c.key != UNCLUSTERED_KEY),
         "clusters_created": created,
         "clusters_named": named,
@@ -76,11 +90,10 @@ def build_clusters(
 
 
 def _name_new_clusters(
-    store: Store, engine: ModelEngine, site_id: int, site_name: str, batch: int, report: StageReport
+    store: Store, engine: ModelEngine, site_id: int, site_name: str, options: RunOptions, report: StageReport
 ) -> int:
-    unnamed = [c for c in store.clusters(site_id) if c.name is None and c.keyword_count > 0]
-    named = 0
-    for cluster in unnamed:
+    clusters = [c for c in store.clusters(site_id) if c.name is None and c.keyword_count > 0]
+    for cluster in clusters:
         if cluster.key == UNCLUSTERED_KEY:
             store.name_cluster(
                 cluster.id,
@@ -88,25 +101,15 @@ def _name_new_clusters(
                 "Keywords too far from every cluster; shown so nothing is silently dropped.",
                 {"provider": "pipeline", "model": "rule", "prompt_version": "-"},
             )
-    to_name = [c for c in unnamed if c.key != UNCLUSTERED_KEY]
-    # A generator: each batch is built after the previous one is stored, so it sees the names given so far.
-    tasks = (
-        Task(
-            ref=f"clusters:{group[0].key}..{group[-1].key}",
-            prompt_name="cluster_names",
-            data={
-                "site": site_name,
-                "existing_names": sorted(c.name for c in store.clusters(site_id) if c.name),
-                "clusters": [
-                    {"key": c.key, "keywords": c.top_keywords, "dominant_intent": c.dominant_intent} for c in group
-                ],
-            },
-            schema=ClusterNames,
-        )
-        for group in (to_name[i : i + batch] for i in range(0, len(to_name), batch))
-    )
-    by_key = {c.key: c for c in to_name}
-    for task, outcome in engine.generate_each("clusters", tasks):
+    unnamed = [Unnamed(c.key, c.top_keywords, c.dominant_intent) for c in clusters if c.key != UNCLUSTERED_KEY]
+    unnamed = options.select(unnamed, key=lambda u: next(c.id for c in clusters if c.key == u.key))
+    ids = {c.key: c.id for c in clusters}
+    named = 0
+
+    def names_so_far() -> list[str]:
+        return sorted(c.name for c in store.clusters(site_id) if c.name)
+
+    for task, outcome in engine.generate_each("clusters", _naming_tasks(site_name, names_so_far, unnamed)):
         if isinstance(outcome, ModelCallFailed):
             report.failures.append(str(outcome))
             continue
@@ -119,6 +122,49 @@ def _name_new_clusters(
             if not name:
                 report.failures.append(f"clusters: empty name for cluster {key}")
                 continue
-            store.name_cluster(by_key[key].id, name, entry.description.strip(), outcome.provenance())
+            store.name_cluster(ids[key], name, entry.description.strip(), outcome.provenance())
             named += 1
     return named
+
+
+def _naming_tasks(
+    site_name: str, existing_names: Callable[[], list[str]], unnamed: Sequence[Unnamed]
+) -> Iterator[Task[ClusterNames]]:
+    """Batches of clusters to name. Built lazily, so each batch sees the names given before it."""
+    for start in range(0, len(unnamed), NAMING_BATCH):
+        group = unnamed[start : start + NAMING_BATCH]
+        yield Task(
+            ref=f"clusters:{group[0].key}..{group[-1].key}",
+            prompt_name="cluster_names",
+            data={
+                "site": site_name,
+                "existing_names": existing_names(),
+                "clusters": [
+                    {"key": u.key, "keywords": u.top_keywords, "dominant_intent": u.dominant_intent} for u in group
+                ],
+            },
+            schema=ClusterNames,
+        )
+
+
+def _projected_unnamed(
+    store: Store, site_id: int, keywords: list[Keyword], assignments: dict[str, str]
+) -> list[Unnamed]:
+    """For a dry run: the clusters that would need a name after assigning pending keywords (nothing written)."""
+    known = {c.key: c for c in store.clusters(site_id)}
+    members: dict[str, list[Keyword]] = {}
+    for keyword in keywords:  # already sorted by volume, highest first
+        key = assignments.get(keyword.normalized)
+        if key is None and keyword.cluster_id is not None:
+            key = next((c.key for c in known.values() if c.id == keyword.cluster_id), None)
+        if key is not None:
+            members.setdefault(key, []).append(keyword)
+    unnamed = []
+    for key, rows in sorted(members.items()):
+        if key == UNCLUSTERED_KEY or (key in known and known[key].name):
+            continue
+        intents = Counter(k.intent for k in rows if k.intent)
+        unnamed.append(
+            Unnamed(key, [k.keyword for k in rows[:TOP_KEYWORDS]], intents.most_common(1)[0][0] if intents else None)
+        )
+    return unnamed

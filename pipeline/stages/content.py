@@ -12,19 +12,19 @@ from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
 from pipeline.prompts.schemas import ArticleDraft
 from pipeline.sites import site_settings
-from pipeline.stages import StageReport
+from pipeline.stages import RunOptions, StageReport, dry_run_report
 from pipeline.store import Store
 
 MIN_WORDS = 80
 MAX_TAGS = 8
 
 
-def write_content(store: Store, engine: ModelEngine, slug: str) -> StageReport:
+def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOptions = RunOptions()) -> StageReport:
     """Write the article of every idea that has none, saving each as soon as it is written."""
     site = store.site(slug)
     taxonomy = site_settings(site.settings).taxonomy
     clusters = {c.id: c for c in store.clusters(site.id)}
-    ideas = {f"idea:{idea.id}": idea for idea in store.ideas_without_content(site.id)}
+    ideas = {f"idea:{idea.id}": idea for idea in options.select(store.ideas_without_content(site.id))}
     tasks = [
         Task(
             ref=ref,
@@ -49,6 +49,8 @@ def write_content(store: Store, engine: ModelEngine, slug: str) -> StageReport:
         )
         for ref, idea in ideas.items()
     ]
+    if options.dry_run:
+        return dry_run_report(engine.estimate("content", tasks), len(tasks))
     report = StageReport()
     written = 0
     for task, outcome in engine.generate_each("content", tasks):

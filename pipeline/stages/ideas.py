@@ -11,17 +11,17 @@ from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
 from pipeline.prompts.schemas import IdeaBatch, IdeaDraft
 from pipeline.sites import site_settings, slugify
-from pipeline.stages import StageReport
+from pipeline.stages import RunOptions, StageReport, dry_run_report
 from pipeline.store import Store
 
 KEYWORDS_PER_PROMPT = 40
 
 
-def generate_ideas(store: Store, engine: ModelEngine, slug: str) -> StageReport:
+def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOptions = RunOptions()) -> StageReport:
     """Ask for `ideas_per_cluster` ideas for each named cluster that has none; save each cluster's as it comes."""
     site = store.site(slug)
     count = site_settings(site.settings).ideas_per_cluster
-    clusters = {c.key: c for c in store.clusters_without_ideas(site.id)}
+    clusters = {c.key: c for c in options.select(store.clusters_without_ideas(site.id))}
     members = {key: store.cluster_keywords(c.id) for key, c in clusters.items()}
     tasks = [
         Task(
@@ -40,6 +40,8 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str) -> StageReport:
         )
         for key, cluster in clusters.items()
     ]
+    if options.dry_run:
+        return dry_run_report(engine.estimate("ideas", tasks), len(tasks))
     report = StageReport()
     added = dropped_keywords = planned = 0
     for task, outcome in engine.generate_each("ideas", tasks):

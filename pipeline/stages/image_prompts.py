@@ -11,17 +11,19 @@ from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
 from pipeline.prompts.schemas import ImagePromptSet
 from pipeline.sites import site_settings
-from pipeline.stages import StageReport
+from pipeline.stages import RunOptions, StageReport, dry_run_report
 from pipeline.store import Store
 
 SECTION_EXCERPT_CHARS = 300
 
 
-def generate_image_prompts(store: Store, engine: ModelEngine, slug: str) -> StageReport:
+def generate_image_prompts(
+    store: Store, engine: ModelEngine, slug: str, options: RunOptions = RunOptions()
+) -> StageReport:
     """Write the image prompts of every current variant that has none, saving each variant's set as it comes."""
     site = store.site(slug)
     limit = site_settings(site.settings).in_article_images
-    variants = {f"variant:{v.id}": v for v in store.variants_without_image_prompts(site.id)}
+    variants = {f"variant:{v.id}": v for v in options.select(store.variants_without_image_prompts(site.id))}
     sections = {ref: read_sections(v.body_html) for ref, v in variants.items()}
     tasks = [
         Task(
@@ -40,6 +42,8 @@ def generate_image_prompts(store: Store, engine: ModelEngine, slug: str) -> Stag
         )
         for ref, variant in variants.items()
     ]
+    if options.dry_run:
+        return dry_run_report(engine.estimate("image_prompts", tasks), len(tasks))
     report = StageReport()
     added = off_anchor = 0
     for task, outcome in engine.generate_each("image_prompts", tasks):
@@ -81,7 +85,7 @@ def generate_image_prompts(store: Store, engine: ModelEngine, slug: str) -> Stag
         added += store.add_image_prompts(site.id, variants[task.ref].id, [r | outcome.provenance() for r in rows])
     prompts = store.image_prompts(site.id)
     report.counts = {
-        "variants_prompted": len(tasks) - sum(1 for f in report.failures if "variant:" in f),
+        "variants_prompted": len(tasks) - len(report.failures),
         "prompts_added": added,
         "prompts_total": len(prompts),
         "featured_total": sum(1 for p in prompts if p.kind == "featured"),

@@ -15,33 +15,39 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.llm.engine import ModelCallFailed, ModelEngine
-from pipeline.stages import StageReport
+from pipeline.llm.engine import ImageTask, ModelCallFailed, ModelEngine
+from pipeline.stages import RunOptions, StageReport, dry_run_report
 from pipeline.store import Store
 
 
 def generate_images(
-    store: Store, engine: ModelEngine, slug: str, media_dir: Path, size: str | None = None
+    store: Store,
+    engine: ModelEngine,
+    slug: str,
+    media_dir: Path,
+    options: RunOptions = RunOptions(),
 ) -> StageReport:
-    """Generate missing images for a site, saving each file and its row before the next call."""
+    """Generate missing images for a site, saving each file and its row as soon as it arrives."""
     site = store.site(slug)
     folder = media_dir / slug
+    prompts = {f"image_prompt:{p.id}": p for p in options.select(store.prompts_missing_images(site.id))}
+    tasks = [ImageTask(ref=ref, prompt=prompt.prompt) for ref, prompt in prompts.items()]
+    if options.dry_run:
+        return dry_run_report(engine.estimate("images", tasks), len(tasks))
     report = StageReport()
     created = 0
     total_bytes = 0
-    for prompt in store.prompts_missing_images(site.id):
-        ref = f"image_prompt:{prompt.id}"
-        try:
-            rendered = engine.generate_image("images", prompt.prompt, item_ref=ref, size=size)
-        except ModelCallFailed as failure:
-            report.failures.append(str(failure))
+    for task, rendered in engine.generate_images("images", tasks):
+        if isinstance(rendered, ModelCallFailed):
+            report.failures.append(str(rendered))
             continue
+        prompt = prompts[task.ref]
         try:
             with Image.open(io.BytesIO(rendered.png)) as decoded:
                 decoded.verify()
                 width, height = decoded.size
         except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            report.failures.append(f"images for {ref}: provider returned bytes that are not an image ({exc})")
+            report.failures.append(f"images for {task.ref}: provider returned bytes that are not an image ({exc})")
             continue
         checksum = hashlib.sha256(rendered.png).hexdigest()
         path = folder / f"v{prompt.variant_id}-{prompt.kind}-{prompt.position}-{checksum[:12]}.png"

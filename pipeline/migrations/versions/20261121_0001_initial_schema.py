@@ -18,7 +18,6 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "model_calls",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -261,7 +260,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     with op.batch_alter_table("images", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_images_site_id"))
 

@@ -1,0 +1,167 @@
+"""The OpenAI provider: the official `openai` SDK (async client), or any OpenAI-compatible server.
+
+Structured answers use Chat Completions with a strict JSON schema built from the stage's Pydantic model
+(`chat.completions.parse`), images use the Images API (base64 PNG). The SDK itself retries connection
+errors, timeouts, 408/409/429 and 5xx with backoff that honours `Retry-After`; this module classifies
+what is left into `ProviderError`s the engine understands, with the attempts the SDK made.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+import openai
+from pydantic import ValidationError
+
+from pipeline.llm.catalog import Usage
+from pipeline.llm.engine import Completion, CompletionRequest, ImageRequest, ProviderError, RenderedImage
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIProvider:
+    """Calls OpenAI (or a compatible `base_url`) through `openai.AsyncOpenAI`."""
+
+    name = "openai"
+    cacheable = True
+
+    def __init__(self, *, api_key: str, base_url: str | None = None, max_retries: int = 3, timeout_s: float = 120.0):
+        if not api_key:
+            raise ValueError("the OpenAI provider needs an API key (OPENAI_API_KEY); any string for a local server")
+        self._api_key = api_key
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.identity = f"openai@{self.base_url}"
+        self.secrets = (api_key,)
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self._client: openai.AsyncOpenAI | None = None
+
+    def _sdk(self) -> openai.AsyncOpenAI:
+        # Created on first use, on the engine's event loop, which owns its connections.
+        if self._client is None:
+            self._client = openai.AsyncOpenAI(
+                api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout_s
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP connections."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """One structured Chat Completions call, parsed into `request.schema`."""
+        settings = request.settings
+        arguments = {
+            "model": settings.model,
+            "messages": request.messages,
+            "response_format": request.schema,
+            "max_completion_tokens": settings.max_output_tokens,
+        }
+        if settings.temperature is not None:
+            arguments["temperature"] = settings.temperature
+        try:
+            raw = await self._sdk().chat.completions.with_raw_response.parse(**arguments)
+        except openai.APIError as error:
+            raise self._classify(error) from error
+        attempts = raw.retries_taken + 1
+        try:
+            completion = raw.parse()
+        except json.JSONDecodeError as error:
+            # A 200 whose body is not JSON: the SDK does not retry it; the engine's repair attempt does.
+            raise ProviderError(
+                "malformed", "JSONDecodeError", f"response body is not JSON ({error})", attempts=attempts
+            ) from error
+        except openai.LengthFinishReasonError as error:
+            raise ProviderError(
+                "truncated",
+                "LengthFinishReasonError",
+                f"answer cut off at max_output_tokens={settings.max_output_tokens}",
+                usage=_usage(error.completion.usage),
+                attempts=attempts,
+            ) from error
+        except openai.ContentFilterFinishReasonError as error:
+            raise ProviderError(
+                "refused", "ContentFilterFinishReasonError", "answer blocked by the content filter", attempts=attempts
+            ) from error
+        except ValidationError as error:
+            raise ProviderError(
+                "invalid", "ValidationError", _first_lines(str(error)), usage=_usage_from_body(raw), attempts=attempts
+            ) from error
+        usage = _usage(completion.usage)
+        message = completion.choices[0].message
+        if message.refusal:
+            raise ProviderError("refused", "Refusal", message.refusal[:500], usage=usage, attempts=attempts)
+        if message.parsed is None:
+            raise ProviderError("invalid", "EmptyAnswer", "the answer had no content", usage=usage, attempts=attempts)
+        return Completion(
+            answer=message.parsed, model=completion.model or settings.model, usage=usage, attempts=attempts
+        )
+
+    async def image(self, request: ImageRequest) -> RenderedImage:
+        """One image from the Images API, returned as PNG bytes."""
+        try:
+            raw = await self._sdk().images.with_raw_response.generate(
+                model=request.settings.model, prompt=request.prompt, size=request.size, n=1
+            )
+        except openai.APIError as error:
+            raise self._classify(error) from error
+        attempts = raw.retries_taken + 1
+        try:
+            response = raw.parse()
+            png = base64.b64decode(response.data[0].b64_json or "", validate=True)
+        except (json.JSONDecodeError, ValidationError, binascii.Error, IndexError, TypeError) as error:
+            raise ProviderError(
+                "malformed", type(error).__name__, "image response had no valid base64 image", attempts=attempts
+            ) from error
+        if not png:
+            raise ProviderError("malformed", "EmptyImage", "image response had no image data", attempts=attempts)
+        return RenderedImage(png=png, model=request.settings.model, usage=Usage(images=1), attempts=attempts)
+
+    def _classify(self, error: openai.APIError) -> ProviderError:
+        """Map an SDK error (raised after the SDK's own retries) to a `ProviderError`."""
+        retried = self.max_retries + 1
+        if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ProviderError("error", type(error).__name__, _first_lines(str(error)), attempts=1, fatal=True)
+        if isinstance(error, openai.APITimeoutError | openai.APIConnectionError):
+            return ProviderError("error", type(error).__name__, _first_lines(str(error)), attempts=retried)
+        if isinstance(error, openai.APIStatusError):
+            status = error.status_code
+            attempts = retried if status in {408, 409, 429} or status >= 500 else 1
+            return ProviderError(
+                "error", type(error).__name__, f"HTTP {status}: {_first_lines(str(error))}", attempts=attempts
+            )
+        return ProviderError("error", type(error).__name__, _first_lines(str(error)))
+
+
+def _usage(usage: object | None) -> Usage:
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)
+    return Usage(
+        input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+        cached_input_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+        output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+    )
+
+
+def _usage_from_body(raw: object) -> Usage:
+    """Usage of a response whose answer failed validation (the tokens were still billed)."""
+    try:
+        body = raw.http_response.json()  # type: ignore[attr-defined]
+        usage = body.get("usage") or {}
+        return Usage(
+            input_tokens=usage.get("prompt_tokens", 0),
+            cached_input_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
+            output_tokens=usage.get("completion_tokens", 0),
+        )
+    except (ValueError, AttributeError):
+        return Usage()
+
+
+def _first_lines(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
