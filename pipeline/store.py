@@ -466,14 +466,20 @@ class Store:
 
     # -- ledger -----------------------------------------------------------------------------------
 
-    def record_call(self, values: Mapping[str, Any], cache: Mapping[str, Any] | None = None) -> None:
-        """Append one ledger row, and store the validated answer in the response cache with it."""
+    def record_calls(
+        self, calls: Sequence[Mapping[str, Any]], cache: Sequence[Mapping[str, Any]] = (), hits: Sequence[str] = ()
+    ) -> None:
+        """Append ledger rows, store validated answers in the response cache and count cache hits, in one
+        transaction (the engine batches these so the store is not a per-call bottleneck)."""
+        if not calls and not cache and not hits:
+            return
         with self.transaction() as session:
-            session.add(ModelCall(created_at=utcnow(), **values))
-            if cache is not None:
-                insert = self._insert(session)
-                now = utcnow()
-                statement = insert(ResponseCache).values(**cache, hits=0, created_at=now, last_used_at=now)
+            now = utcnow()
+            if calls:
+                session.execute(ModelCall.__table__.insert(), [{"created_at": now, **values} for values in calls])
+            insert = self._insert(session)
+            for entry in cache:
+                statement = insert(ResponseCache).values(**entry, hits=0, created_at=now, last_used_at=now)
                 session.execute(
                     statement.on_conflict_do_update(
                         index_elements=[ResponseCache.key],
@@ -484,16 +490,27 @@ class Store:
                         },
                     )
                 )
+            for key, count in Counter(hits).items():
+                session.execute(
+                    update(ResponseCache)
+                    .where(ResponseCache.key == key)
+                    .values(hits=ResponseCache.hits + count, last_used_at=now)
+                )
+
+    def cache_keys(self, stage: str) -> set[str]:
+        """Keys of every cached answer of a stage (one query, so misses cost no round-trip)."""
+        with self._sessions() as session:
+            return set(session.scalars(select(ResponseCache.key).where(ResponseCache.stage == stage)))
 
     def cached_response(self, key: str) -> dict[str, Any] | None:
-        """The cached answer for `key` (`{"answer", "model", "prompt_version"}`), counting the hit."""
-        with self.transaction() as session:
-            entry = session.scalars(select(ResponseCache).where(ResponseCache.key == key)).one_or_none()
-            if entry is None:
-                return None
-            entry.hits += 1
-            entry.last_used_at = utcnow()
-            return {"answer": entry.answer, "model": entry.model, "prompt_version": entry.prompt_version}
+        """The cached answer for `key` (`{"answer", "model", "prompt_version"}`), or None. Read-only."""
+        with self._sessions() as session:
+            row = session.execute(
+                select(ResponseCache.answer, ResponseCache.model, ResponseCache.prompt_version).where(
+                    ResponseCache.key == key
+                )
+            ).one_or_none()
+        return None if row is None else {"answer": row.answer, "model": row.model, "prompt_version": row.prompt_version}
 
     def run_cost(self, run_id: str) -> float:
         """USD spent so far by one run, from the ledger (all its assets, all its processes)."""

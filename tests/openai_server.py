@@ -422,12 +422,11 @@ async def chat_completions(request: Request) -> Response:
             "invalid_request_error",
             "unknown_schema",
         )
-    user = next((m for m in reversed(messages) if isinstance(m, Mapping) and m.get("role") == "user"), None)
-    match = _DATA.search(_message_text(user)) if user is not None else None
+    # The newest user message carrying a <data> block (a repair note may follow it).
+    users = [m for m in reversed(messages) if isinstance(m, Mapping) and m.get("role") == "user"]
+    match = next((found for m in users if (found := _DATA.search(_message_text(m)))), None)
     if match is None:
-        return error_response(
-            400, "The last user message has no <data>...</data> block.", "invalid_request_error", None
-        )
+        return error_response(400, "No user message has a <data>...</data> block.", "invalid_request_error", None)
     try:
         data = json.loads(match[1])
         content = composer(data).model_dump_json()

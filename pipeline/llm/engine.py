@@ -8,13 +8,16 @@ validated `Generation` (or `RenderedImage`) or a `ModelCallFailed`. For each cal
    parameters were answered before (unless `force`), costing nothing;
 3. refuses to start calls that would exceed the run's budget, keeping finished work;
 4. waits for the process-wide request/token rate limits, then calls the provider with bounded
-   concurrency (an asyncio loop in one background thread; the SDK retries 429/5xx/timeouts itself);
+   concurrency (an asyncio loop in one background thread; the SDK retries 429/5xx/timeouts itself),
+   starting with one call in flight until one succeeds;
 5. repairs a malformed, schema-invalid or truncated answer with a bounded number of extra attempts;
    refusals and client errors (400/401/403) fail without retries, and 401/403 stop further calls;
 6. writes one ledger row per call or cache hit (tokens, cost, latency, attempts, outcome, run, partition).
 
-Ledger and cache writes happen on the caller's thread as results are handed over, so the store is only
-ever used from one thread and the event loop never blocks on the database.
+Ledger and cache writes happen on the caller's thread, batched (at most `FLUSH_EVERY` rows or
+`FLUSH_SECONDS` old, and always when a batch of tasks ends or the engine closes), so the store is only
+used from one thread, the event loop never blocks on the database, and a write per call does not cap
+throughput. Budget checks use the engine's in-memory totals, so batching never lets a run overspend.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ import asyncio
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -151,7 +155,11 @@ class Provider(Protocol):
 class Store(Protocol):
     """The engine's view of the store: the ledger, the response cache and the run's spend."""
 
-    def record_call(self, values: Mapping[str, Any], cache: Mapping[str, Any] | None = None) -> None: ...
+    def record_calls(
+        self, calls: Sequence[Mapping[str, Any]], cache: Sequence[Mapping[str, Any]] = (), hits: Sequence[str] = ()
+    ) -> None: ...
+
+    def cache_keys(self, stage: str) -> set[str]: ...
 
     def cached_response(self, key: str) -> dict[str, Any] | None: ...
 
@@ -315,6 +323,14 @@ class ModelEngine:
         self._reserved = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._calls: list[dict[str, Any]] = []
+        self._cache: list[dict[str, Any]] = []
+        self._hits: list[str] = []
+        self._flushed_at = time.monotonic()
+        self._known_keys: dict[str, set[str]] = {}
+        # Slow start: until one call has succeeded, only one is in flight, so a wrong key, model name or
+        # endpoint costs one request instead of `concurrency` of them.
+        self._proven = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -325,7 +341,8 @@ class ModelEngine:
         self.close()
 
     def close(self) -> None:
-        """Close the provider's connections and stop the loop thread."""
+        """Write buffered ledger rows, close the provider's connections and stop the loop thread."""
+        self.flush()
         if self._loop is None:
             return
         asyncio.run_coroutine_threadsafe(self.provider.aclose(), self._loop).result(timeout=30)
@@ -404,6 +421,11 @@ class ModelEngine:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _cached_keys(self, stage: str) -> set[str]:
+        if stage not in self._known_keys:
+            self._known_keys[stage] = self.store.cache_keys(stage)
+        return self._known_keys[stage]
+
     def _prompt(self, name: str) -> Prompt:
         return self.prompts.get(
             name, run_overrides=self.run_prompt_overrides, site_overrides=self.site_prompt_overrides
@@ -419,7 +441,7 @@ class ModelEngine:
         exhausted = False
         try:
             while True:
-                while not exhausted and len(in_flight) < self.options.concurrency and not ready:
+                while not exhausted and len(in_flight) < self._width() and not ready:
                     item = next(source, _END)
                     if item is _END:
                         exhausted = True
@@ -439,10 +461,24 @@ class ModelEngine:
                 for future in done:
                     pending = in_flight.pop(future)
                     self._reserved -= pending.reserved_usd
-                    ready.append((pending.item, pending.finish(future.result())))
+                    outcome = pending.finish(future.result())
+                    self._proven = self._proven or not isinstance(outcome, ModelCallFailed)
+                    ready.append((pending.item, outcome))
         finally:
             for future in in_flight:
                 future.cancel()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered ledger rows, cache entries and cache-hit counts to the store."""
+        if self._calls or self._cache or self._hits:
+            calls, cache, hits = self._calls, self._cache, self._hits
+            self._calls, self._cache, self._hits = [], [], []
+            self.store.record_calls(calls, cache, hits)
+        self._flushed_at = time.monotonic()
+
+    def _width(self) -> int:
+        return self.options.concurrency if self._proven else 1
 
     def _gate(self, stage: str, ref: str, reserve_usd: float) -> ModelCallFailed | None:
         """Why a call must not start (fatal provider error, budget), or None."""
@@ -468,7 +504,7 @@ class ModelEngine:
         prompt = self._prompt(task.prompt_name)
         request = CompletionRequest(stage, prompt, task.data, task.schema, settings)
         key = self._cache_key(request) if self.provider.cacheable else None
-        if key and not self.options.force:
+        if key and not self.options.force and key in self._cached_keys(stage):
             hit = self.store.cached_response(key)
             if hit is not None:
                 try:
@@ -476,6 +512,7 @@ class ModelEngine:
                 except ValidationError:
                     answer = None  # a schema change made the entry stale: call again
                 if answer is not None:
+                    self._hits.append(key)
                     self._record(stage, prompt, hit["model"], Usage(), 0.0, "cache_hit", task.ref, attempts=0)
                     return task, Generation(answer, self.provider.name, hit["model"], prompt.ref, cached=True)
         input_tokens = estimate_tokens(json.dumps(request.messages))
@@ -571,14 +608,24 @@ class ModelEngine:
 
         async def call() -> tuple[RenderedImage | None, ProviderError | None, float]:
             started = time.perf_counter()
-            if self._limiter:
-                await self._limiter(settings.model).acquire(0)
-            try:
-                return await self.provider.image(request), None, time.perf_counter() - started
-            except ProviderError as error:
-                return None, error, time.perf_counter() - started
-            except Exception as exc:
-                return None, ProviderError("error", type(exc).__name__, str(exc)), time.perf_counter() - started
+            attempts = 0
+            for repair in range(self.options.repair_attempts + 1):
+                if self._limiter:
+                    await self._limiter(settings.model).acquire(0)
+                try:
+                    image = await self.provider.image(request)
+                except ProviderError as error:
+                    attempts += error.attempts
+                    if error.outcome == "malformed" and repair < self.options.repair_attempts:
+                        continue  # an unreadable body: ask again, within the repair bound
+                    error.attempts = attempts
+                    return None, error, time.perf_counter() - started
+                except Exception as exc:  # a provider bug must not kill the other calls
+                    error = ProviderError("error", type(exc).__name__, str(exc), attempts=attempts + 1)
+                    return None, error, time.perf_counter() - started
+                done = dataclasses.replace(image, attempts=attempts + image.attempts)
+                return done, None, time.perf_counter() - started
+            raise AssertionError("unreachable")
 
         def finish(result: tuple[RenderedImage | None, ProviderError | None, float]) -> RenderedImage | ModelCallFailed:
             image, error, latency = result
@@ -614,7 +661,7 @@ class ModelEngine:
             "temperature": request.settings.temperature,
             "prompt": request.prompt.ref,
             "messages": request.messages,
-            "schema": request.schema.model_json_schema(),
+            "schema": _schema_fingerprint(request.schema),
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -635,7 +682,7 @@ class ModelEngine:
         cost = 0.0 if outcome == "cache_hit" else self.catalog.cost(model, usage)
         attempts = error.attempts if error is not None else (1 if attempts is None else attempts)
         self.totals.add(outcome, usage, cost, attempts)
-        self.store.record_call(
+        self._calls.append(
             {
                 "stage": stage,
                 "provider": self.provider.name,
@@ -654,12 +701,25 @@ class ModelEngine:
                 "item_ref": item_ref,
                 "run_id": self.run_id,
                 "partition": self.partition,
-            },
-            cache=cache,
+            }
         )
+        if cache is not None:
+            self._cache.append(dict(cache))
+        if len(self._calls) >= FLUSH_EVERY or time.monotonic() - self._flushed_at > FLUSH_SECONDS:
+            self.flush()
 
 
+FLUSH_EVERY = 50
+FLUSH_SECONDS = 2.0
 _END = object()
+
+
+@functools.cache
+def _schema_fingerprint(schema: type[BaseModel]) -> str:
+    """A hash of the answer schema, computed once per class (pydantic's schema generation is slow)."""
+    return hashlib.sha256(json.dumps(schema.model_json_schema(), sort_keys=True).encode()).hexdigest()
+
+
 _KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-*]{6,}")
 
 

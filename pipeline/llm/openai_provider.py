@@ -1,7 +1,7 @@
 """The OpenAI provider: the official `openai` SDK (async client), or any OpenAI-compatible server.
 
 Structured answers use Chat Completions with a strict JSON schema built from the stage's Pydantic model
-(`chat.completions.parse`), images use the Images API (base64 PNG). The SDK itself retries connection
+(the request `chat.completions.parse` sends), images use the Images API (base64 PNG). The SDK itself retries connection
 errors, timeouts, 408/409/429 and 5xx with backoff that honours `Retry-After`; this module classifies
 what is left into `ProviderError`s the engine understands, with the attempts the SDK made.
 """
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
+from typing import Any
 
 import openai
-from pydantic import ValidationError
+from openai.lib._parsing._completions import type_to_response_format_param
+from pydantic import BaseModel, ValidationError
 
 from pipeline.llm.catalog import Usage
 from pipeline.llm.engine import Completion, CompletionRequest, ImageRequest, ProviderError, RenderedImage
@@ -53,18 +56,18 @@ class OpenAIProvider:
             self._client = None
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        """One structured Chat Completions call, parsed into `request.schema`."""
+        """One structured Chat Completions call (strict JSON schema), validated into `request.schema`."""
         settings = request.settings
         arguments = {
             "model": settings.model,
             "messages": request.messages,
-            "response_format": request.schema,
+            "response_format": response_format(request.schema),
             "max_completion_tokens": settings.max_output_tokens,
         }
         if settings.temperature is not None:
             arguments["temperature"] = settings.temperature
         try:
-            raw = await self._sdk().chat.completions.with_raw_response.parse(**arguments)
+            raw = await self._sdk().chat.completions.with_raw_response.create(**arguments)
         except openai.APIError as error:
             raise self._classify(error) from error
         attempts = raw.retries_taken + 1
@@ -75,31 +78,33 @@ class OpenAIProvider:
             raise ProviderError(
                 "malformed", "JSONDecodeError", f"response body is not JSON ({error})", attempts=attempts
             ) from error
-        except openai.LengthFinishReasonError as error:
+        usage = _usage(completion.usage)
+        if not completion.choices:
+            raise ProviderError("malformed", "NoChoices", "the response had no choices", usage=usage, attempts=attempts)
+        choice = completion.choices[0]
+        if choice.message.refusal:
+            raise ProviderError("refused", "Refusal", choice.message.refusal[:500], usage=usage, attempts=attempts)
+        if choice.finish_reason == "content_filter":
+            raise ProviderError(
+                "refused", "ContentFilter", "answer blocked by the content filter", usage=usage, attempts=attempts
+            )
+        if choice.finish_reason == "length":
             raise ProviderError(
                 "truncated",
-                "LengthFinishReasonError",
+                "LengthFinishReason",
                 f"answer cut off at max_output_tokens={settings.max_output_tokens}",
-                usage=_usage(error.completion.usage),
+                usage=usage,
                 attempts=attempts,
-            ) from error
-        except openai.ContentFilterFinishReasonError as error:
-            raise ProviderError(
-                "refused", "ContentFilterFinishReasonError", "answer blocked by the content filter", attempts=attempts
-            ) from error
+            )
+        if not choice.message.content:
+            raise ProviderError("invalid", "EmptyAnswer", "the answer had no content", usage=usage, attempts=attempts)
+        try:
+            answer = request.schema.model_validate_json(choice.message.content)
         except ValidationError as error:
             raise ProviderError(
-                "invalid", "ValidationError", _first_lines(str(error)), usage=_usage_from_body(raw), attempts=attempts
+                "invalid", "ValidationError", _first_lines(str(error)), usage=usage, attempts=attempts
             ) from error
-        usage = _usage(completion.usage)
-        message = completion.choices[0].message
-        if message.refusal:
-            raise ProviderError("refused", "Refusal", message.refusal[:500], usage=usage, attempts=attempts)
-        if message.parsed is None:
-            raise ProviderError("invalid", "EmptyAnswer", "the answer had no content", usage=usage, attempts=attempts)
-        return Completion(
-            answer=message.parsed, model=completion.model or settings.model, usage=usage, attempts=attempts
-        )
+        return Completion(answer=answer, model=completion.model or settings.model, usage=usage, attempts=attempts)
 
     async def image(self, request: ImageRequest) -> RenderedImage:
         """One image from the Images API, returned as PNG bytes."""
@@ -137,6 +142,16 @@ class OpenAIProvider:
         return ProviderError("error", type(error).__name__, _first_lines(str(error)))
 
 
+@functools.cache
+def response_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """The strict `json_schema` response format for `schema`, built once per class.
+
+    It is exactly what `chat.completions.parse` sends; building it per call costs more client CPU than
+    the HTTP request itself, so the provider calls `create` with this and validates the answer itself.
+    """
+    return type_to_response_format_param(schema)  # type: ignore[return-value]
+
+
 def _usage(usage: object | None) -> Usage:
     if usage is None:
         return Usage()
@@ -146,20 +161,6 @@ def _usage(usage: object | None) -> Usage:
         cached_input_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
         output_tokens=getattr(usage, "completion_tokens", 0) or 0,
     )
-
-
-def _usage_from_body(raw: object) -> Usage:
-    """Usage of a response whose answer failed validation (the tokens were still billed)."""
-    try:
-        body = raw.http_response.json()  # type: ignore[attr-defined]
-        usage = body.get("usage") or {}
-        return Usage(
-            input_tokens=usage.get("prompt_tokens", 0),
-            cached_input_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
-            output_tokens=usage.get("completion_tokens", 0),
-        )
-    except (ValueError, AttributeError):
-        return Usage()
 
 
 def _first_lines(text: str, limit: int = 400) -> str:
