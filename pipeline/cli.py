@@ -3,6 +3,7 @@
     pipeline sites add SLUG --keywords FILE [--name NAME]
     pipeline sites list
     pipeline status [--site SLUG] [--json]
+    pipeline estimate --site SLUG [--stage NAME] [--json]
 
 `sites add` validates the keyword file, registers the site in the store and adds the `sites` partition
 to the Dagster instance that `dagster` commands and `make ui` use (`DAGSTER_HOME`, default `.dagster/`
@@ -21,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline import settings
+from pipeline.estimate import MODEL_STAGES, estimate_site
 from pipeline.keywords import KeywordFileError, read_keyword_file
 from pipeline.sites import InvalidSlug, validate_slug
 from pipeline.store import Store, UnknownSite
@@ -51,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     add.set_defaults(handler=_sites_add)
     listing = sites.add_parser("list", help="list registered sites")
     listing.set_defaults(handler=_sites_list)
+
+    estimate = commands.add_parser("estimate", help="expected model calls, tokens and cost per stage (calls nothing)")
+    estimate.add_argument("--site", required=True, help="site slug")
+    estimate.add_argument("--stage", choices=MODEL_STAGES, help="only this stage")
+    estimate.add_argument("--json", action="store_true", help="print JSON")
+    estimate.set_defaults(handler=_estimate)
 
     status = commands.add_parser("status", help="row counts per stage for each site")
     status.add_argument("--site", help="only this site")
@@ -101,6 +109,57 @@ def ensure_dagster_home() -> Path:
     return home
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    from resources.llm import llm_from_environment  # the same provider/model choice as runs
+
+    store = _store()
+    with llm_from_environment().engine(store, run_id=None, partition=args.site) as engine:
+        estimates = estimate_site(store, engine, args.site, (args.stage,) if args.stage else MODEL_STAGES)
+    if args.json:
+        print(json.dumps([e.as_dict() for e in estimates], indent=2))
+        return 0
+    columns = [
+        "stage",
+        "model",
+        "pending_items",
+        "projected_items",
+        "calls",
+        "cached",
+        "input_tokens",
+        "output_tokens",
+        "images",
+        "cost_usd",
+    ]
+    rows = [[str(e.as_dict()[c]) for c in columns] for e in estimates]
+    rows.append(
+        [
+            "total",
+            "",
+            "",
+            "",
+            str(sum(e.calls for e in estimates)),
+            str(sum(e.cached for e in estimates)),
+            str(sum(e.input_tokens for e in estimates)),
+            str(sum(e.output_tokens for e in estimates)),
+            str(sum(e.images for e in estimates)),
+            f"{sum(e.cost_usd for e in estimates):.4f}",
+        ]
+    )
+    _print_table(columns, rows)
+    print(
+        f"\nProvider: {engine.provider.name}. Prices from pipeline/llm/catalog.py (with site overrides); "
+        "tokens estimated at 4 characters per token. Nothing was called."
+    )
+    return 0
+
+
+def _print_table(columns: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)))
+
+
 def _sites_list(_args: argparse.Namespace) -> int:
     for site in _store().sites():
         print(f"{site.slug}\t{site.name}\t{site.keywords_file or '-'}")
@@ -118,11 +177,7 @@ def _status(args: argparse.Namespace) -> int:
         print("No sites registered yet: pipeline sites add SLUG --keywords FILE")
         return 0
     columns = ["site", "keywords", "clusters", "ideas", "content", "image_prompts", "images"]
-    rows = [[str(getattr(c, column)) for column in columns] for c in counts]
-    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
-    print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
-    for row in rows:
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)))
+    _print_table(columns, [[str(getattr(c, column)) for column in columns] for c in counts])
     print()
     print(f"Store:  {_display_url(store.url)}")
     print(f"Media:  {settings.media_dir()}")

@@ -378,15 +378,18 @@ class Store:
         with self.transaction() as session:
             insert = self._insert(session)
             now = utcnow()
-            result = session.execute(
+            content_id = session.scalar(
                 insert(Content)
                 .values(site_id=site_id, idea_id=idea_id, status="draft", created_at=now, updated_at=now)
                 .on_conflict_do_nothing(index_elements=[Content.idea_id])
+                .returning(Content.id)
             )
-            if result.rowcount == 0:
+            if content_id is None:
                 return False
-            content_id = session.scalar(select(Content.id).where(Content.idea_id == idea_id))
-            session.add(ContentVariant(content_id=content_id, version=1, variant="A", created_at=now, **variant))
+            session.execute(
+                ContentVariant.__table__.insert(),
+                [{"content_id": content_id, "version": 1, "variant": "A", "created_at": now, **variant}],
+            )
             return True
 
     def current_variants(self, site_id: int) -> list[ContentVariant]:

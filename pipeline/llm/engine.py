@@ -397,15 +397,13 @@ class ModelEngine:
                 continue
             prompt = self._prompt(task.prompt_name)
             request = CompletionRequest(stage, prompt, task.data, task.schema, settings)
-            if (
-                self.provider.cacheable
-                and not self.options.force
-                and self.store.cached_response(self._cache_key(request))
-            ):
+            rendered = json.dumps(request.messages)
+            cacheable = self.provider.cacheable and not self.options.force
+            if cacheable and self._cache_key(request, rendered) in self._cached_keys(stage):
                 cached += 1
                 continue
             calls += 1
-            input_tokens += estimate_tokens(json.dumps(request.messages))
+            input_tokens += estimate_tokens(rendered)
             output_tokens += settings.expected_output_tokens
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, images=images)
         return Estimate(
@@ -503,7 +501,8 @@ class ModelEngine:
     def _prepare_completion(self, stage: str, settings: StageModel, task: Task[T]) -> _Pending | tuple[Task[T], Any]:
         prompt = self._prompt(task.prompt_name)
         request = CompletionRequest(stage, prompt, task.data, task.schema, settings)
-        key = self._cache_key(request) if self.provider.cacheable else None
+        rendered = json.dumps(request.messages)
+        key = self._cache_key(request, rendered) if self.provider.cacheable else None
         if key and not self.options.force and key in self._cached_keys(stage):
             hit = self.store.cached_response(key)
             if hit is not None:
@@ -515,7 +514,7 @@ class ModelEngine:
                     self._hits.append(key)
                     self._record(stage, prompt, hit["model"], Usage(), 0.0, "cache_hit", task.ref, attempts=0)
                     return task, Generation(answer, self.provider.name, hit["model"], prompt.ref, cached=True)
-        input_tokens = estimate_tokens(json.dumps(request.messages))
+        input_tokens = estimate_tokens(rendered)
         reserve = self.catalog.cost(
             settings.model, Usage(input_tokens=input_tokens, output_tokens=settings.expected_output_tokens)
         )
@@ -652,7 +651,7 @@ class ModelEngine:
                 text = text.replace(secret, "***")
         return _KEY_PATTERN.sub("sk-***", text)
 
-    def _cache_key(self, request: CompletionRequest) -> str:
+    def _cache_key(self, request: CompletionRequest, rendered: str | None = None) -> str:
         """Same provider endpoint, model, prompt version and text, rendered input, schema and parameters."""
         material = {
             "provider": self.provider.identity,
@@ -660,7 +659,7 @@ class ModelEngine:
             "max_output_tokens": request.settings.max_output_tokens,
             "temperature": request.settings.temperature,
             "prompt": request.prompt.ref,
-            "messages": request.messages,
+            "messages": rendered if rendered is not None else json.dumps(request.messages),
             "schema": _schema_fingerprint(request.schema),
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

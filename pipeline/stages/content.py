@@ -7,7 +7,7 @@ one is set (the model may not invent them). An answer with no usable body is a f
 
 from __future__ import annotations
 
-from pipeline.article_html import read_sections, render_article, word_count
+from pipeline.article_html import plain_text, read_sections, render_article
 from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
 from pipeline.prompts.schemas import ArticleDraft
@@ -59,10 +59,11 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
             continue
         draft = outcome.answer
         body = render_article(draft)
-        words = word_count(body)
-        if not read_sections(body) or words < MIN_WORDS:
+        sections = read_sections(body)
+        words = len(plain_text(body).split())
+        if not sections or words < MIN_WORDS:
             report.failures.append(
-                f"content for {task.ref}: answer had {words} words and {len(read_sections(body))} sections; not stored"
+                f"content for {task.ref}: answer had {words} words and {len(sections)} sections; not stored"
             )
             continue
         variant = {

@@ -1,0 +1,181 @@
+"""Throughput of a model-calling stage through the real engine and SDK, against the loopback server.
+
+    .venv/bin/python benchmarks/llm_throughput.py [--latency-ms 100] [--concurrency 32] [--articles 320]
+
+What it measures, all in one run on this machine:
+- stage: the real `content` stage (prompt rendering, strict-schema request, validation, sanitising, one
+  transaction per article, batched ledger) with the OpenAI provider at `--concurrency`, against the
+  loopback server (separate process) answering after `--latency-ms`;
+- SDK ceiling: bare `AsyncOpenAI.chat.completions.create` calls with the same request body, at high
+  concurrency against the same server with no latency: the most this client can do on this machine;
+- ideal: min(concurrency / latency, SDK ceiling);
+- sequential baseline: the same stage with concurrency 1.
+
+It prints calls/s for each and the ratios stage/ideal (target >= 0.85) and stage/sequential (target >= 20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import dagster as dg  # noqa: E402
+import openai  # noqa: E402
+from sqlalchemy import update  # noqa: E402
+
+from assets import ALL_ASSETS  # noqa: E402
+from pipeline.llm.openai_provider import response_format  # noqa: E402
+from pipeline.models import Site  # noqa: E402
+from pipeline.prompts.schemas import ArticleDraft  # noqa: E402
+from pipeline.stages import RunOptions  # noqa: E402
+from pipeline.stages.content import write_content  # noqa: E402
+from pipeline.store import Store  # noqa: E402
+from resources import LLMResource, MediaResource, StoreResource  # noqa: E402
+
+
+def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
+    """The loopback server in its own process, so its CPU does not count against the client."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.openai_server", "--port", "0", "--latency-ms", str(latency_ms)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    if not line.startswith("READY"):
+        raise RuntimeError(f"loopback server did not start: {line!r}")
+    return process, line.split()[1]
+
+
+def prepare_store(folder: Path, articles: int) -> str:
+    """A SQLite store with the sample site planned up to ideas (offline), `articles` ideas waiting."""
+    url = f"sqlite:///{folder / 'prepared.db'}"
+    store = Store(url)
+    store.upsert_site("bench", "Benchmark Site", str(REPO / "data" / "sample" / "keywords.csv"))
+    with store.transaction() as session:
+        per_cluster = max(1, -(-articles // 28))
+        session.execute(update(Site).values(settings={"ideas_per_cluster": min(per_cluster, 20)}))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("sites", ["bench"])
+    result = dg.materialize(
+        ALL_ASSETS,
+        selection=["keywords", "clusters", "ideas"],
+        partition_key="bench",
+        instance=instance,
+        resources={"store": StoreResource(database_url=url), "llm": LLMResource(), "media": MediaResource()},
+    )
+    assert result.success
+    with store.engine.connect() as connection:  # fold the WAL into the file so copies are complete
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return url
+
+
+def run_stage(prepared: str, folder: Path, base_url: str, concurrency: int, limit: int) -> tuple[int, float]:
+    """Run the content stage on a fresh copy of the prepared store; returns (articles written, seconds)."""
+    copy = folder / f"run-{concurrency}-{time.monotonic_ns()}.db"
+    shutil.copy(prepared.removeprefix("sqlite:///"), copy)
+    store = Store(f"sqlite:///{copy}")
+    llm = LLMResource(provider="openai", api_key="bench", base_url=base_url, concurrency=concurrency, max_retries=0)
+    with llm.engine(store, run_id=f"bench-{concurrency}", partition="bench") as engine:
+        started = time.perf_counter()
+        report = write_content(store, engine, "bench", RunOptions(limit=limit))
+        elapsed = time.perf_counter() - started
+    if report.failures:
+        raise RuntimeError(f"{len(report.failures)} failures, e.g. {report.failures[0]}")
+    return int(report.counts["articles_written"]), elapsed
+
+
+def sdk_ceiling(base_url: str, messages: list[dict[str, str]], requests: int, concurrency: int = 96) -> float:
+    """Requests/s of the bare SDK client with the same request body against a zero-latency server."""
+
+    async def main() -> float:
+        async with openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0) as client:
+            semaphore = asyncio.Semaphore(concurrency)
+
+            async def one() -> None:
+                async with semaphore:
+                    await client.chat.completions.create(
+                        model="gpt-5", messages=messages, response_format=response_format(ArticleDraft)
+                    )
+
+            await asyncio.gather(*(one() for _ in range(20)))  # warm-up: connections, imports
+            started = time.perf_counter()
+            await asyncio.gather(*(one() for _ in range(requests)))
+            return requests / (time.perf_counter() - started)
+
+    return asyncio.run(main())
+
+
+def sample_messages(prepared: str) -> list[dict[str, str]]:
+    """The rendered messages of one real article request from the prepared store."""
+    from pipeline.prompts import PromptRegistry
+
+    store = Store(prepared)
+    site = store.site("bench")
+    idea = store.ideas(site.id)[0]
+    data = {
+        "site": site.name,
+        "idea": {
+            "title": idea.title,
+            "angle": idea.angle,
+            "content_type": idea.content_type,
+            "outline": idea.outline,
+            "target_keywords": idea.target_keywords,
+            "estimated_word_count": idea.estimated_word_count,
+        },
+        "cluster": {"name": "Cold Brew", "description": ""},
+        "taxonomy": None,
+    }
+    return PromptRegistry().get("article").messages(data)
+
+
+def main() -> None:
+    """Measure and print the table of results and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-ms", type=float, default=100.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--articles", type=int, default=320)
+    parser.add_argument("--sequential", type=int, default=20, help="articles for the sequential baseline")
+    args = parser.parse_args()
+
+    folder = Path(tempfile.mkdtemp(prefix="llm-bench-"))
+    os.environ["PIPELINE_MEDIA_DIR"] = str(folder / "media")
+    slow, slow_url = start_server(args.latency_ms)
+    fast, fast_url = start_server(0)
+    try:
+        prepared = prepare_store(folder, args.articles)
+        ceiling = sdk_ceiling(fast_url, sample_messages(prepared), requests=max(300, args.articles))
+        written, seconds = run_stage(prepared, folder, slow_url, args.concurrency, args.articles)
+        sequential_written, sequential_seconds = run_stage(prepared, folder, slow_url, 1, args.sequential)
+    finally:
+        for process in (slow, fast):
+            process.terminate()
+            process.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    stage_rate = written / seconds
+    sequential_rate = sequential_written / sequential_seconds
+    by_latency = args.concurrency / (args.latency_ms / 1000)
+    ideal = min(by_latency, ceiling)
+    print(f"content stage, {written} articles, latency {args.latency_ms:.0f} ms, concurrency {args.concurrency}")
+    print(f"  stage throughput          {stage_rate:8.1f} calls/s  ({seconds:.2f} s)")
+    print(f"  SDK ceiling (0 ms, same body) {ceiling:8.1f} calls/s")
+    print(f"  ideal = min({by_latency:.0f}, ceiling) {ideal:8.1f} calls/s")
+    print(f"  sequential baseline       {sequential_rate:8.1f} calls/s  ({sequential_written} articles)")
+    print(f"  stage / ideal             {stage_rate / ideal:8.2f}   (target >= 0.85)")
+    print(f"  stage / sequential        {stage_rate / sequential_rate:8.1f}x  (target >= 20x)")
+    print(f"  cpu load average          {os.getloadavg()[0]:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
