@@ -148,6 +148,9 @@ class Content(Base):
     published_at: Mapped[datetime | None]
     published_version: Mapped[int | None]
     published_variant: Mapped[str | None] = mapped_column(String(1))
+    review_note: Mapped[str | None] = mapped_column(Text)
+    # Set while a regeneration run owns this article, so two runs never rewrite it at once.
+    regeneration_run_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -261,3 +264,85 @@ class ResponseCache(Base):
     hits: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class PostMetric(Base):
+    """One observed performance number of one variant of a published article (clicks, CTR, likes...)."""
+
+    __tablename__ = "post_metrics"
+    __table_args__ = (UniqueConstraint("content_id", "variant", "version", "metric", "observed_at", "source"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), index=True)
+    variant: Mapped[str] = mapped_column(String(1))
+    version: Mapped[int]
+    metric: Mapped[str] = mapped_column(String(60))
+    value: Mapped[float]
+    observed_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TriggerRule(Base):
+    """When to regenerate: `metric comparison threshold`, at least `min_age_hours` after publishing.
+
+    `content_id` NULL makes it a default for every published article of the site.
+    """
+
+    __tablename__ = "trigger_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    content_id: Mapped[int | None] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(60))
+    comparison: Mapped[str] = mapped_column(String(2))
+    threshold: Mapped[float]
+    min_age_hours: Mapped[float] = mapped_column(default=0.0)
+    instruction: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TriggerFiring(Base):
+    """A rule that fired for one published version of an article; the record that makes it fire once.
+
+    `status`: requested -> running -> consumed, or failed (the rule is armed again). The unique key
+    means a rule fires at most once per published version, whatever the sensor or the Dagster instance.
+    """
+
+    __tablename__ = "trigger_firings"
+    __table_args__ = (UniqueConstraint("content_id", "rule_key", "published_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), index=True)
+    rule_key: Mapped[str] = mapped_column(String(80))
+    published_version: Mapped[int]
+    metric: Mapped[str] = mapped_column(String(60))
+    comparison: Mapped[str] = mapped_column(String(2))
+    threshold: Mapped[float]
+    instruction: Mapped[str] = mapped_column(Text, default="")
+    triggered_variants: Mapped[list[str]] = mapped_column()
+    observed: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20), default="requested")
+    attempts: Mapped[int] = mapped_column(default=1)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    fired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consumed_at: Mapped[datetime | None]
+
+
+class ReviewEvent(Base):
+    """An article's status change (review gate, regeneration), with who/what did it and a note."""
+
+    __tablename__ = "review_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[str] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    version: Mapped[int | None]
+    variant: Mapped[str | None] = mapped_column(String(1))
+    note: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
