@@ -13,4 +13,31 @@ content_pipeline = define_asset_job(
     description="The main job: keywords -> clusters -> ideas -> content -> image prompts -> images for one site.",
 )
 
-__all__ = ["ALL_ASSETS", "clusters", "content", "content_pipeline", "ideas", "image_prompts", "images", "keywords"]
+ingest_keywords = define_asset_job(
+    "ingest_keywords",
+    selection=AssetSelection.assets(keywords),
+    description="Read one site's keyword file (the inbox sensor requests it; later stages follow by automation).",
+)
+
+regenerate_variants = define_asset_job(
+    "regenerate_variants",
+    selection=AssetSelection.assets(content, image_prompts, images),
+    description="Rewrite under-performing published articles as new A/B variants with new images (metric sensor).",
+    tags={"pipeline/run_kind": "regeneration"},
+)
+
+JOBS = [content_pipeline, ingest_keywords, regenerate_variants]
+
+__all__ = [
+    "ALL_ASSETS",
+    "JOBS",
+    "clusters",
+    "content",
+    "content_pipeline",
+    "ideas",
+    "image_prompts",
+    "images",
+    "ingest_keywords",
+    "keywords",
+    "regenerate_variants",
+]

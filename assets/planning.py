@@ -1,9 +1,10 @@
 """Planning assets: keywords -> clusters -> ideas (thin adapters over `pipeline.stages`)."""
 
-from dagster import AssetExecutionContext, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, AutomationCondition, Failure, MaterializeResult, asset
 from pydantic import Field
 
 from assets.partitions import sites_partitions
+from assets.pools import LLM_POOL
 from assets.reporting import StageConfig, engine_for, materialize_result
 from pipeline.keywords import KeywordFileError
 from pipeline.stages.clusters import build_clusters
@@ -35,7 +36,14 @@ def keywords(context: AssetExecutionContext, store: StoreResource) -> Materializ
     return materialize_result(context, "keywords", report, row_count_key="keywords_total")
 
 
-@asset(partitions_def=sites_partitions, deps=[keywords], group_name="planning", kinds={"scikitlearn", "sql", "llm"})
+@asset(
+    partitions_def=sites_partitions,
+    deps=[keywords],
+    group_name="planning",
+    kinds={"scikitlearn", "sql", "llm"},
+    pool=LLM_POOL,
+    automation_condition=AutomationCondition.eager(),
+)
 def clusters(
     context: AssetExecutionContext, config: ClustersConfig, store: StoreResource, llm: LLMResource
 ) -> MaterializeResult:
@@ -53,7 +61,14 @@ def clusters(
     )
 
 
-@asset(partitions_def=sites_partitions, deps=[clusters], group_name="planning", kinds={"sql", "llm"})
+@asset(
+    partitions_def=sites_partitions,
+    deps=[clusters],
+    group_name="planning",
+    kinds={"sql", "llm"},
+    pool=LLM_POOL,
+    automation_condition=AutomationCondition.eager(),
+)
 def ideas(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
 ) -> MaterializeResult:

@@ -1,34 +1,67 @@
 """Writing assets: content -> image_prompts -> images (thin adapters over `pipeline.stages`)."""
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, asset
+from pydantic import Field
 
 from assets.partitions import sites_partitions
 from assets.planning import ideas
+from assets.pools import IMAGE_POOL, LLM_POOL
 from assets.reporting import StageConfig, engine_for, materialize_result
 from pipeline.stages.content import write_content
 from pipeline.stages.image_prompts import generate_image_prompts
 from pipeline.stages.images import generate_images
+from pipeline.stages.regeneration import regenerate_variants
 from resources import LLMResource, MediaResource, StoreResource
 
 
-@asset(partitions_def=sites_partitions, deps=[ideas], group_name="writing", kinds={"sql", "llm", "html"})
+class ContentConfig(StageConfig):
+    """Run options of the content asset."""
+
+    regenerate_firings: list[int] = Field(
+        default_factory=list,
+        description="Trigger firings to regenerate as new A/B variants (set by the metric sensor); "
+        "when given, only these articles are rewritten.",
+    )
+
+
+@asset(
+    partitions_def=sites_partitions,
+    deps=[ideas],
+    group_name="writing",
+    kinds={"sql", "llm", "html"},
+    pool=LLM_POOL,
+    automation_condition=AutomationCondition.eager(),
+)
 def content(
-    context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
+    context: AssetExecutionContext, config: ContentConfig, store: StoreResource, llm: LLMResource
 ) -> MaterializeResult:
     """One article per idea: sanitised HTML with H2 sections, meta title/description, keywords, tags.
 
-    Stored as version 1, variant A, status `draft`; later versions (A/B regenerations) keep history.
-    Each article is saved as soon as it is written.
+    Stored as version 1, variant A, status `draft`; each article is saved as soon as it is written.
+    With `regenerate_firings` (metric triggers), under-performing published articles are rewritten as a
+    new version with variants A and B, history kept, and sent back to `draft` for review.
     """
     db = store.open()
     with engine_for(context, db, llm, config) as engine:
-        report = write_content(db, engine, context.partition_key, config.options())
+        if config.regenerate_firings:
+            report = regenerate_variants(
+                db, engine, context.partition_key, config.regenerate_firings, context.run.run_id
+            )
+        else:
+            report = write_content(db, engine, context.partition_key, config.options())
     return materialize_result(
         context, "content", report, engine, row_count_key="articles_total", allowed_failures=config.allowed_failures
     )
 
 
-@asset(partitions_def=sites_partitions, deps=[content], group_name="writing", kinds={"sql", "llm"})
+@asset(
+    partitions_def=sites_partitions,
+    deps=[content],
+    group_name="writing",
+    kinds={"sql", "llm"},
+    pool=LLM_POOL,
+    automation_condition=AutomationCondition.eager(),
+)
 def image_prompts(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
 ) -> MaterializeResult:
@@ -46,7 +79,14 @@ def image_prompts(
     )
 
 
-@asset(partitions_def=sites_partitions, deps=[image_prompts], group_name="writing", kinds={"llm", "png"})
+@asset(
+    partitions_def=sites_partitions,
+    deps=[image_prompts],
+    group_name="writing",
+    kinds={"llm", "png"},
+    pool=IMAGE_POOL,
+    automation_condition=AutomationCondition.eager(),
+)
 def images(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource, media: MediaResource
 ) -> MaterializeResult:

@@ -4,6 +4,8 @@
     pipeline sites list
     pipeline status [--site SLUG] [--json]
     pipeline estimate --site SLUG [--stage NAME] [--json]
+    pipeline review list [--site SLUG] [--status STATUS] [--json] | show ID [--variant A|B]
+    pipeline review approve ID [--variant A|B] | reject ID --note TEXT | publish ID [--variant A|B]
 
 `sites add` validates the keyword file, registers the site in the store and adds the `sites` partition
 to the Dagster instance that `dagster` commands and `make ui` use (`DAGSTER_HOME`, default `.dagster/`
@@ -21,11 +23,15 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline import settings
-from pipeline.estimate import MODEL_STAGES, estimate_site
+from pydantic import ValidationError
+
+from pipeline import review, settings
 from pipeline.keywords import KeywordFileError, read_keyword_file
-from pipeline.sites import InvalidSlug, validate_slug
+from pipeline.metrics import METRIC_NAME, MetricsFileError, import_metrics_file
+from pipeline.sites import InvalidSlug, SiteSettings, site_settings, validate_slug
+from pipeline.stages import MODEL_STAGES
 from pipeline.store import Store, UnknownSite
+from pipeline.triggers import COMPARISONS, site_rules
 
 PARTITIONS_NAME = "sites"
 
@@ -36,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (KeywordFileError, InvalidSlug, UnknownSite) as error:
+    except (KeywordFileError, InvalidSlug, UnknownSite, review.ReviewError, MetricsFileError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -64,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--site", help="only this site")
     status.add_argument("--json", action="store_true", help="print a JSON list, one object per site")
     status.set_defaults(handler=_status)
+
+    _add_review_commands(commands)
+    _add_automation_commands(commands, sites)
     return parser
 
 
@@ -110,6 +119,7 @@ def ensure_dagster_home() -> Path:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    from pipeline.estimate import estimate_site  # imported here: it loads scikit-learn, slow for other commands
     from resources.llm import llm_from_environment  # the same provider/model choice as runs
 
     store = _store()
@@ -190,6 +200,237 @@ def _display_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+# -- review ---------------------------------------------------------------------------------------------
+
+
+def _add_review_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gate = commands.add_parser("review", help="the review gate: list, show, approve, reject and publish articles")
+    actions = gate.add_subparsers(dest="action", required=True)
+
+    listing = actions.add_parser("list", help="articles with status, current version and variants")
+    listing.add_argument("--site", help="only this site")
+    listing.add_argument("--status", choices=review.STATUSES, help="only articles with this status")
+    listing.add_argument("--json", action="store_true", help="print a JSON list, one object per article")
+    listing.set_defaults(handler=_review_list)
+
+    show = actions.add_parser("show", help="an article's metadata, images, review history and text")
+    show.add_argument("id", type=int, help="content id (see: pipeline review list)")
+    show.add_argument("--variant", choices=review.VARIANTS, default=review.DEFAULT_VARIANT, help="variant to show")
+    show.set_defaults(handler=_review_show)
+
+    approve = actions.add_parser("approve", help="draft -> approved, for a variant of the current version")
+    approve.add_argument("id", type=int, help="content id")
+    approve.add_argument("--variant", choices=review.VARIANTS, help="variant to approve (default A)")
+    approve.set_defaults(handler=_review_approve)
+
+    reject = actions.add_parser("reject", help="draft or approved -> draft, with a note saying what to change")
+    reject.add_argument("id", type=int, help="content id")
+    reject.add_argument("--note", required=True, help="what has to change (stored on the article)")
+    reject.set_defaults(handler=_review_reject)
+
+    publish = actions.add_parser("publish", help="approved -> published: export HTML, Markdown and images")
+    publish.add_argument("id", type=int, help="content id")
+    publish.add_argument("--variant", choices=review.VARIANTS, help="variant to publish (default: the approved one)")
+    publish.set_defaults(handler=_review_publish)
+
+    for command in (approve, reject, publish):
+        command.add_argument("--actor", help="who acts, recorded in the review history (default: cli:$USER)")
+
+
+def _review_list(args: argparse.Namespace) -> int:
+    items = review.review_list(_store(), site=args.site, status=args.status)
+    if args.json:
+        print(json.dumps([item.as_dict() for item in items], indent=2))
+        return 0
+    if not items:
+        print("No articles" + (f" with status {args.status}" if args.status else "") + ".")
+        return 0
+    columns = ["id", "site", "status", "version", "variants", "updated", "title"]
+    rows = [
+        [
+            str(item.id),
+            item.site,
+            item.status,
+            str(item.version),
+            ",".join(item.variants),
+            item.updated_at.strftime("%Y-%m-%d %H:%M"),
+            item.title,
+        ]
+        for item in items
+    ]
+    _print_table(columns, rows)
+    return 0
+
+
+def _review_show(args: argparse.Namespace) -> int:
+    shown = review.show(_store(), args.id, variant=args.variant)
+    article, variant, content = shown.article, shown.variant, shown.article.content
+    letters = ",".join(v.variant for v in article.current_variants)
+    print(f"Content {content.id}  site {article.site.slug}  status {content.status}")
+    print(f"Idea:        {article.idea.title}")
+    print(f"Version:     {article.version} (variants {letters}; showing {variant.variant})")
+    if content.published_version is not None:
+        print(
+            f"Published:   version {content.published_version} variant {content.published_variant} "
+            f"at {content.published_at:%Y-%m-%d %H:%M} as {article.site.slug}/{article.slug}/"
+        )
+    if content.review_note:
+        print(f"Review note: {content.review_note}")
+    print(f"Written by:  {variant.provider}/{variant.model} ({variant.prompt_version}), {variant.word_count} words")
+    print(f"Meta title:  {variant.meta_title}")
+    print(f"Description: {variant.meta_description}")
+    print(f"Keywords:    {variant.primary_keyword}; " + ", ".join(variant.secondary_keywords))
+    print(f"Tags:        {', '.join(variant.tags) or '-'}   Categories: {', '.join(variant.categories) or '-'}")
+    print("\nImages:")
+    if not shown.images:
+        print("  none yet (materialize image_prompts and images)")
+    for prompt, image in shown.images:
+        where = "featured" if prompt.kind == "featured" else f"after '{prompt.anchor_heading}'"
+        state = "ok" if image is not None and Path(image.path).is_file() else "MISSING"
+        print(f"  {state:8} {where}: {prompt.alt_text}")
+    print("\nHistory:")
+    if not shown.events:
+        print("  no status changes yet")
+    for event in shown.events:
+        which = f"v{event.version}" + (f" {event.variant}" if event.variant else "") if event.version else ""
+        change = f"{event.from_status} -> {event.to_status}"
+        note = f"  {event.note}" if event.note else ""
+        print(f"  {event.created_at:%Y-%m-%d %H:%M}  {change}  {which}  {event.actor}{note}")
+    print(f"\n# {variant.title}\n")
+    print(review.article_markdown(variant.body_html))
+    return 0
+
+
+def _review_approve(args: argparse.Namespace) -> int:
+    done = review.approve(_store(), args.id, variant=args.variant, actor=args.actor)
+    print(f"Approved content {done.content_id} (version {done.version}, variant {done.variant}).")
+    print(f"Next: pipeline review publish {done.content_id}")
+    return 0
+
+
+def _review_reject(args: argparse.Namespace) -> int:
+    done = review.reject(_store(), args.id, note=args.note, actor=args.actor)
+    print(f"Rejected content {done.content_id}: {done.from_status} -> draft, note: {done.note}")
+    return 0
+
+
+def _review_publish(args: argparse.Namespace) -> int:
+    done = review.publish(_store(), args.id, settings.publish_dir(), variant=args.variant, actor=args.actor)
+    print(
+        f"Published content {done.content_id} (version {done.version}, variant {done.variant}) "
+        f"at {done.published_at.isoformat()} to {done.folder}"
+    )
+    for path in done.files:
+        print(f"  {path.relative_to(done.folder)}")
+    return 0
+
+
+# -- automation: site settings, metrics, trigger rules ----------------------------------------------------
+
+
+class UsageError(ValueError):
+    """A command given arguments that do not make sense together, or invalid settings."""
+
+
+def _add_automation_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    sites: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    configure = sites.add_parser("settings", help="show a site's settings, or replace them from a JSON file")
+    configure.add_argument("slug")
+    configure.add_argument("--file", type=Path, help="JSON file with the new settings (validated as a whole)")
+    configure.set_defaults(handler=_sites_settings)
+
+    metrics = commands.add_parser("metrics", help="post metrics").add_subparsers(dest="action", required=True)
+    load = metrics.add_parser("import", help="import a metrics CSV (content_id,variant,metric,value,observed_at)")
+    load.add_argument("file", type=Path)
+    load.set_defaults(handler=_metrics_import)
+
+    triggers = commands.add_parser("triggers", help="regeneration trigger rules").add_subparsers(
+        dest="action", required=True
+    )
+    add = triggers.add_parser("add", help="add a rule for one article (--content) or a site default")
+    add.add_argument("--site", required=True)
+    add.add_argument("--content", type=int, help="article id; omit for a default for every published article")
+    add.add_argument("--metric", required=True, help="metric name, e.g. ctr, clicks, likes")
+    add.add_argument("--comparison", required=True, choices=sorted(COMPARISONS))
+    add.add_argument("--threshold", required=True, type=float)
+    add.add_argument("--min-age-hours", type=float, default=0.0, help="minimum time since publishing")
+    add.add_argument("--instruction", default="", help="what the rewrite should focus on")
+    add.set_defaults(handler=_triggers_add)
+    listing = triggers.add_parser("list", help="rules of a site (store and settings) and their firings")
+    listing.add_argument("--site", required=True)
+    listing.set_defaults(handler=_triggers_list)
+    remove = triggers.add_parser("remove", help="disable a stored rule")
+    remove.add_argument("rule_id", type=int)
+    remove.set_defaults(handler=_triggers_remove)
+
+
+def _sites_settings(args: argparse.Namespace) -> int:
+    store = _store()
+    site = store.site(args.slug)
+    if args.file:
+        try:
+            new = SiteSettings.model_validate_json(args.file.read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as error:
+            raise UsageError(f"settings file {args.file}: {error}") from error
+        store.update_site_settings(site.id, new.model_dump(exclude_defaults=True))
+        print(f"Settings of '{args.slug}' replaced.")
+    current = site_settings(store.site(args.slug).settings)
+    print(current.model_dump_json(indent=2))
+    return 0
+
+
+def _metrics_import(args: argparse.Namespace) -> int:
+    result = import_metrics_file(_store(), args.file)
+    print(f"{result.path}: {result.rows} rows, {result.added} new, {result.already_known} already imported")
+    return 0
+
+
+def _triggers_add(args: argparse.Namespace) -> int:
+    store = _store()
+    site = store.site(args.site)
+    if args.content is not None and store.content_by_ids([args.content]).get(args.content, None) is None:
+        raise UsageError(f"no article with id {args.content}")
+    if not METRIC_NAME.match(args.metric):
+        raise UsageError(f"{args.metric!r} is not a metric name (lowercase letters, digits, _)")
+    rule = store.add_trigger_rule(
+        {
+            "site_id": site.id,
+            "content_id": args.content,
+            "metric": args.metric,
+            "comparison": args.comparison,
+            "threshold": args.threshold,
+            "min_age_hours": args.min_age_hours,
+            "instruction": args.instruction,
+        }
+    )
+    target = f"content {args.content}" if args.content is not None else f"every published article of {args.site}"
+    print(f"Rule {rule.id}: regenerate {target} when {args.metric} {args.comparison} {args.threshold:g}")
+    return 0
+
+
+def _triggers_list(args: argparse.Namespace) -> int:
+    store = _store()
+    site = store.site(args.site)
+    for rule in site_rules(store, site):
+        scope = f"content {rule.content_id}" if rule.content_id else "site default"
+        print(f"{rule.key}\t{scope}\t{rule.describe()}\t{rule.instruction}")
+    for firing in store.firings(site_id=site.id):
+        print(
+            f"firing {firing.id}\tcontent {firing.content_id} v{firing.published_version}\t{firing.rule_key}\t"
+            f"{firing.status}\truns: {firing.run_id or '-'}\tattempts {firing.attempts}"
+        )
+    return 0
+
+
+def _triggers_remove(args: argparse.Namespace) -> int:
+    if not _store().disable_trigger_rule(args.rule_id):
+        raise UsageError(f"no rule with id {args.rule_id}")
+    print(f"Rule {args.rule_id} disabled.")
+    return 0
 
 
 if __name__ == "__main__":

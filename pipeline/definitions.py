@@ -3,17 +3,35 @@
 This is the composition root: the only module of `pipeline/` (with the CLI) that imports Dagster.
 """
 
-from dagster import Definitions, in_process_executor
+import os
 
-from assets import ALL_ASSETS, content_pipeline
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    in_process_executor,
+)
+
+from assets import ALL_ASSETS, JOBS
 from resources import MediaResource, StoreResource
 from resources.llm import llm_from_environment
+from sensors import JOBS as MAINTENANCE_JOBS
 from sensors import SCHEDULES, SENSORS
+
+# Declarative automation runs out of the box: downstream stages follow an ingested keyword file.
+automation = AutomationConditionSensorDefinition(
+    "stage_automation",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", "30")),
+    description="Materializes each stage's partition once its upstream stage was updated (eager conditions).",
+)
 
 defs = Definitions(
     assets=ALL_ASSETS,
-    jobs=[content_pipeline],
-    sensors=SENSORS,
+    jobs=[*JOBS, *MAINTENANCE_JOBS],
+    sensors=[*SENSORS, automation],
     schedules=SCHEDULES,
     resources={"store": StoreResource(), "llm": llm_from_environment(), "media": MediaResource()},
     # The chain is linear per site: one process per run avoids 2-3 s of process start per step.

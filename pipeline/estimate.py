@@ -16,7 +16,7 @@ from pipeline.keywords import read_keyword_file
 from pipeline.llm.catalog import Usage
 from pipeline.llm.engine import ModelEngine
 from pipeline.sites import site_settings
-from pipeline.stages import RunOptions
+from pipeline.stages import MODEL_STAGES, RunOptions
 from pipeline.stages.clusters import NAMING_BATCH, build_clusters
 from pipeline.stages.content import write_content
 from pipeline.stages.ideas import generate_ideas
@@ -24,7 +24,6 @@ from pipeline.stages.image_prompts import generate_image_prompts
 from pipeline.stages.images import generate_images
 from pipeline.store import Store
 
-MODEL_STAGES = ("clusters", "ideas", "content", "image_prompts", "images")
 # Typical rendered prompt size (tokens) of one call, for projected items only.
 TYPICAL_INPUT_TOKENS = {"clusters": 1_200, "ideas": 900, "content": 800, "image_prompts": 900, "images": 0}
 

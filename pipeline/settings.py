@@ -19,9 +19,16 @@ def data_dir() -> Path:
 
 
 def database_url() -> str:
-    """The store's SQLAlchemy URL: `DATABASE_URL`, else a SQLite file in the data directory."""
+    """The store's SQLAlchemy URL: `DATABASE_URL`, else a SQLite file in the data directory.
+
+    A PostgreSQL URL without a driver (`postgresql://`, `postgres://`, as hosting consoles print them) gets
+    `postgresql+psycopg2://`: SQLAlchemy would pick psycopg 3, which is not installed.
+    """
     url = os.environ.get("DATABASE_URL")
     if url:
+        for bare in ("postgresql://", "postgres://"):
+            if url.startswith(bare):
+                return "postgresql+psycopg2://" + url.removeprefix(bare)
         return url
     path = data_dir() / "pipeline.db"
     return f"sqlite:///{path}"
@@ -30,6 +37,26 @@ def database_url() -> str:
 def media_dir() -> Path:
     """Root folder for generated image files; `PIPELINE_MEDIA_DIR` overrides it."""
     return Path(os.environ.get("PIPELINE_MEDIA_DIR") or data_dir() / "media")
+
+
+def publish_dir() -> Path:
+    """Root folder for published articles (`<site>/<article>/`); `PIPELINE_PUBLISH_DIR` overrides it."""
+    return Path(os.environ.get("PIPELINE_PUBLISH_DIR") or data_dir() / "publish")
+
+
+def inbox_dir() -> Path:
+    """Folder watched for keyword files named `SLUG.csv`; `PIPELINE_INBOX_DIR` overrides it."""
+    return Path(os.environ.get("PIPELINE_INBOX_DIR") or PROJECT_ROOT / "data" / "inbox")
+
+
+def metrics_dir() -> Path:
+    """Folder watched for post-metric files; `PIPELINE_METRICS_DIR` overrides it."""
+    return Path(os.environ.get("PIPELINE_METRICS_DIR") or PROJECT_ROOT / "data" / "metrics")
+
+
+def sites_dir() -> Path:
+    """Where keyword files from the inbox are kept, one immutable copy per version."""
+    return data_dir() / "sites"
 
 
 def dagster_home() -> Path:

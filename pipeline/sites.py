@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +41,18 @@ class Taxonomy(BaseModel):
     tags: list[str] = Field(default_factory=list)
 
 
+class TriggerRuleSettings(BaseModel):
+    """A default trigger rule for every published article of a site (set in site settings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(pattern=r"^[a-z][a-z0-9_]{0,59}$")
+    comparison: Literal["<", "<=", ">", ">=", "=="]
+    threshold: float
+    min_age_hours: float = Field(default=0.0, ge=0)
+    instruction: str = ""
+
+
 class SiteSettings(BaseModel):
     """Per-site knobs, stored in `sites.settings`; unknown keys are rejected so typos surface."""
 
@@ -58,6 +70,7 @@ class SiteSettings(BaseModel):
     )
     prices: dict[str, dict[str, float]] = Field(default_factory=dict, description="Per-model price overrides.")
     max_run_cost_usd: float | None = Field(default=None, ge=0, description="Budget cap for any run of this site.")
+    triggers: list[TriggerRuleSettings] = Field(default_factory=list, description="Default regeneration rules.")
 
 
 def site_settings(raw: Mapping[str, Any] | None) -> SiteSettings:

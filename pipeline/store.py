@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from pipeline.keywords import KeywordRow
 from pipeline.models import (
@@ -33,8 +34,12 @@ from pipeline.models import (
     ImagePrompt,
     Keyword,
     ModelCall,
+    PostMetric,
     ResponseCache,
+    ReviewEvent,
     Site,
+    TriggerFiring,
+    TriggerRule,
     utcnow,
 )
 
@@ -65,6 +70,11 @@ class SiteCounts:
 _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
 _lock = threading.Lock()
+
+# PostgreSQL advisory-lock keys (namespace, id) that concurrent runs and processes serialise on.
+# SQLite needs none: it admits one writer at a time.
+_MIGRATION_LOCK = (7316, 0)
+_SITE_LOCK_NAMESPACE = 7317
 
 
 def _engine_for(url: str) -> Engine:
@@ -113,6 +123,10 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Runs starting at once on a new (or older) database would race to create the same tables;
+                # the lock makes the others wait, then find the schema already at head.
+                connection.execute(select(func.pg_advisory_xact_lock(*_MIGRATION_LOCK)))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
         _migrated.add(self.url)
@@ -126,6 +140,15 @@ class Store:
     def _insert(self, session: Session):
         """`INSERT` with `ON CONFLICT` support for the session's dialect."""
         return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+
+    def _lock_site(self, session: Session, site_id: int) -> None:
+        """Serialise this transaction with other writers of the same site, until it ends (PostgreSQL).
+
+        For read-then-write steps that row constraints alone cannot make safe when two runs touch one site.
+        Taken before any row lock, so writers queue instead of deadlocking. SQLite has one writer anyway.
+        """
+        if session.bind.dialect.name == "postgresql":
+            session.execute(select(func.pg_advisory_xact_lock(_SITE_LOCK_NAMESPACE, site_id)))
 
     # -- sites ------------------------------------------------------------------------------------
 
@@ -150,6 +173,11 @@ class Store:
             raise UnknownSite(slug)
         return found
 
+    def update_site_settings(self, site_id: int, values: Mapping[str, Any]) -> None:
+        """Replace a site's settings (already validated by `SiteSettings`)."""
+        with self.transaction() as session:
+            session.execute(update(Site).where(Site.id == site_id).values(settings=dict(values), updated_at=utcnow()))
+
     def sites(self) -> list[Site]:
         """All registered sites, by slug."""
         with self._sessions() as session:
@@ -164,6 +192,9 @@ class Store:
         membership and the work built on them survive. Returns (inserted, updated).
         """
         with self.transaction() as session:
+            # Two imports of one site at once would lock keyword rows in file order and could deadlock;
+            # serialised, each also counts exactly what it inserted.
+            self._lock_site(session, site_id)
             before = session.scalar(select(func.count()).where(Keyword.site_id == site_id)) or 0
             insert = self._insert(session)
             now = utcnow()
@@ -233,6 +264,7 @@ class Store:
         number of clusters created.
         """
         with self.transaction() as session:
+            self._lock_site(session, site_id)
             insert = self._insert(session)
             keys = sorted(set(assignments.values()))
             existing = set(session.scalars(select(Cluster.key).where(Cluster.site_id == site_id)))
@@ -269,16 +301,26 @@ class Store:
                         .values(cluster_id=cluster_id)
                     )
             # Clusters a recluster left empty go, unless ideas were built on them (their content stays).
+            # Emptiness is read back, not inferred from `assignments`: clusters another run created since
+            # this one read the site have members this run never saw, and must survive.
             used = set(assignments.values())
+            has_members = set(
+                session.scalars(
+                    select(Keyword.cluster_id)
+                    .where(Keyword.site_id == site_id, Keyword.cluster_id.is_not(None))
+                    .distinct()
+                )
+            )
             has_ideas = set(session.scalars(select(Idea.cluster_id).where(Idea.site_id == site_id).distinct()))
             for key, cluster_id in ids.items():
-                if key not in used and cluster_id not in has_ideas:
+                if key not in used and cluster_id not in has_members and cluster_id not in has_ideas:
                     session.delete(session.get(Cluster, cluster_id))
             return len(new)
 
     def refresh_cluster_stats(self, site_id: int, top_n: int = 10) -> None:
         """Recompute count, volume, mean difficulty, dominant intent and top keywords per cluster."""
         with self.transaction() as session:
+            self._lock_site(session, site_id)  # no stale stats from reading members mid-assignment
             clusters = session.scalars(select(Cluster).where(Cluster.site_id == site_id)).all()
             members: dict[int, list[Keyword]] = {}
             for keyword in session.scalars(
@@ -345,11 +387,18 @@ class Store:
             return list(session.scalars(statement))
 
     def add_ideas(self, site_id: int, cluster_id: int, ideas: Iterable[Mapping[str, Any]]) -> int:
-        """Insert a cluster's ideas on their natural key (cluster, title slug); returns rows added."""
+        """Insert a cluster's ideas on their natural key (cluster, title slug); returns rows added.
+
+        A cluster's ideas are written once: if another run stored ideas for it first (two runs planning the
+        same cluster at once, the model giving each different titles), nothing is added and 0 is returned.
+        """
         values = [{"site_id": site_id, "cluster_id": cluster_id, "created_at": utcnow(), **idea} for idea in ideas]
         if not values:
             return 0
         with self.transaction() as session:
+            self._lock_site(session, site_id)
+            if session.scalar(select(Idea.id).where(Idea.cluster_id == cluster_id).limit(1)) is not None:
+                return 0
             insert = self._insert(session)
             result = session.execute(
                 insert(Idea).values(values).on_conflict_do_nothing(index_elements=[Idea.cluster_id, Idea.key])
@@ -421,11 +470,18 @@ class Store:
         return [variant for variant in self.current_variants(site_id) if variant.id not in have]
 
     def add_image_prompts(self, site_id: int, variant_id: int, prompts: Iterable[Mapping[str, Any]]) -> int:
-        """Insert a variant's image prompts on (variant, kind, position) in one transaction."""
+        """Insert a variant's image prompts on (variant, kind, position) in one transaction.
+
+        Written once per variant: if another run stored prompts for it first, nothing is added (0), so two
+        different answers are never mixed into one set.
+        """
         values = [{"site_id": site_id, "variant_id": variant_id, "created_at": utcnow(), **p} for p in prompts]
         if not values:
             return 0
         with self.transaction() as session:
+            self._lock_site(session, site_id)
+            if session.scalar(select(ImagePrompt.id).where(ImagePrompt.variant_id == variant_id).limit(1)) is not None:
+                return 0
             insert = self._insert(session)
             result = session.execute(
                 insert(ImagePrompt)
@@ -481,7 +537,9 @@ class Store:
             if calls:
                 session.execute(ModelCall.__table__.insert(), [{"created_at": now, **values} for values in calls])
             insert = self._insert(session)
-            for entry in cache:
+            # In key order: two runs caching or hitting the same answers then lock those rows in the same
+            # order, so their batches queue instead of deadlocking (PostgreSQL).
+            for entry in sorted(cache, key=lambda entry: entry["key"]):
                 statement = insert(ResponseCache).values(**entry, hits=0, created_at=now, last_used_at=now)
                 session.execute(
                     statement.on_conflict_do_update(
@@ -493,7 +551,7 @@ class Store:
                         },
                     )
                 )
-            for key, count in Counter(hits).items():
+            for key, count in sorted(Counter(hits).items()):
                 session.execute(
                     update(ResponseCache)
                     .where(ResponseCache.key == key)
@@ -531,6 +589,227 @@ class Store:
                 statement = statement.where(ModelCall.run_id == run_id)
             return list(session.scalars(statement))
 
+    # -- metrics, triggers, regeneration --------------------------------------------------------
+
+    def content_by_ids(self, ids: Iterable[int]) -> dict[int, Content]:
+        """Articles by id (missing ids are simply absent)."""
+        ids = list(ids)
+        with self._sessions() as session:
+            return {c.id: c for c in session.scalars(select(Content).where(Content.id.in_(ids)))} if ids else {}
+
+    def variants(self, content_id: int) -> list[ContentVariant]:
+        """Every variant of an article, newest version first (A before B within a version)."""
+        with self._sessions() as session:
+            statement = (
+                select(ContentVariant)
+                .where(ContentVariant.content_id == content_id)
+                .order_by(ContentVariant.version.desc(), ContentVariant.variant)
+            )
+            return list(session.scalars(statement))
+
+    def current_version(self, content_id: int) -> int:
+        """The highest version number of an article (0 if it has none)."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(func.coalesce(func.max(ContentVariant.version), 0)).where(
+                    ContentVariant.content_id == content_id
+                )
+            )
+
+    def add_metrics(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert metric observations on their natural key in one transaction; returns rows added."""
+        if not rows:
+            return 0
+        added = 0
+        with self.transaction() as session:
+            insert = self._insert(session)
+            now = utcnow()
+            for chunk in _chunks(rows, 500):
+                result = session.execute(
+                    insert(PostMetric)
+                    .values([{"created_at": now, **row} for row in chunk])
+                    .on_conflict_do_nothing(
+                        index_elements=[
+                            PostMetric.content_id,
+                            PostMetric.variant,
+                            PostMetric.version,
+                            PostMetric.metric,
+                            PostMetric.observed_at,
+                            PostMetric.source,
+                        ]
+                    )
+                )
+                added += result.rowcount
+        return added
+
+    def latest_metrics(self, content_id: int, version: int) -> dict[str, dict[str, float]]:
+        """The newest value of every metric per variant of one version: `{variant: {metric: value}}`."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(PostMetric.variant, PostMetric.metric, PostMetric.value)
+                .where(PostMetric.content_id == content_id, PostMetric.version == version)
+                .order_by(PostMetric.observed_at, PostMetric.id)
+            )
+            latest: dict[str, dict[str, float]] = {}
+            for variant, metric, value in rows:
+                latest.setdefault(variant, {})[metric] = value
+            return latest
+
+    def published_content(self, site_id: int | None = None) -> list[Content]:
+        """Published articles (of one site, or all), oldest publication first."""
+        with self._sessions() as session:
+            statement = select(Content).where(Content.status == "published", Content.published_version.is_not(None))
+            if site_id is not None:
+                statement = statement.where(Content.site_id == site_id)
+            return list(session.scalars(statement.order_by(Content.published_at, Content.id)))
+
+    def add_trigger_rule(self, values: Mapping[str, Any]) -> TriggerRule:
+        """Store a trigger rule (site default when `content_id` is None)."""
+        with self.transaction() as session:
+            rule = TriggerRule(created_at=utcnow(), **values)
+            session.add(rule)
+            session.flush()
+            return rule
+
+    def trigger_rules(self, site_id: int) -> list[TriggerRule]:
+        """Enabled rules of a site: article-specific and site defaults."""
+        with self._sessions() as session:
+            statement = select(TriggerRule).where(TriggerRule.site_id == site_id, TriggerRule.enabled.is_(True))
+            return list(session.scalars(statement.order_by(TriggerRule.id)))
+
+    def disable_trigger_rule(self, rule_id: int) -> bool:
+        """Turn a rule off (kept for history); False if there is no such rule."""
+        with self.transaction() as session:
+            return (
+                session.execute(update(TriggerRule).where(TriggerRule.id == rule_id).values(enabled=False)).rowcount > 0
+            )
+
+    def fire_trigger(self, values: Mapping[str, Any]) -> int | None:
+        """Record that a rule fired for one published version; the id if it fires now, None if it already did.
+
+        Atomic on the natural key (content, rule, published version): however many sensor ticks or
+        Dagster instances evaluate the same rule, only one insert wins. A firing whose regeneration failed
+        is armed again: it is re-requested here (attempts + 1) instead of inserted.
+        """
+        with self.transaction() as session:
+            insert = self._insert(session)
+            firing_id = session.scalar(
+                insert(TriggerFiring)
+                .values(**values, status="requested", attempts=1, fired_at=utcnow())
+                .on_conflict_do_nothing(
+                    index_elements=[TriggerFiring.content_id, TriggerFiring.rule_key, TriggerFiring.published_version]
+                )
+                .returning(TriggerFiring.id)
+            )
+            if firing_id is not None:
+                return firing_id
+            return session.scalar(
+                update(TriggerFiring)
+                .where(
+                    TriggerFiring.content_id == values["content_id"],
+                    TriggerFiring.rule_key == values["rule_key"],
+                    TriggerFiring.published_version == values["published_version"],
+                    TriggerFiring.status == "failed",
+                )
+                .values(
+                    status="requested",
+                    attempts=TriggerFiring.attempts + 1,
+                    run_id=None,
+                    fired_at=utcnow(),
+                    observed=values["observed"],
+                    triggered_variants=values["triggered_variants"],
+                )
+                .returning(TriggerFiring.id)
+            )
+
+    def firings(self, *, site_id: int | None = None, statuses: Sequence[str] | None = None) -> list[TriggerFiring]:
+        """Trigger firings, optionally of one site and with given statuses."""
+        with self._sessions() as session:
+            statement = select(TriggerFiring).order_by(TriggerFiring.id)
+            if site_id is not None:
+                statement = statement.where(TriggerFiring.site_id == site_id)
+            if statuses:
+                statement = statement.where(TriggerFiring.status.in_(statuses))
+            return list(session.scalars(statement))
+
+    def claim_firing(self, firing_id: int, run_id: str) -> TriggerFiring | None:
+        """Take a requested firing and lock its article for `run_id`, atomically; None if not claimable.
+
+        The article lock (`content.regeneration_run_id`) is what guarantees no two runs rewrite it at once.
+        """
+        with self.transaction() as session:
+            firing = session.get(TriggerFiring, firing_id)
+            if firing is None or firing.status != "requested":
+                return None
+            locked = session.execute(
+                update(Content)
+                .where(
+                    Content.id == firing.content_id,
+                    (Content.regeneration_run_id.is_(None)) | (Content.regeneration_run_id == run_id),
+                )
+                .values(regeneration_run_id=run_id)
+            ).rowcount
+            if not locked:
+                return None
+            firing.status, firing.run_id = "running", run_id
+            return firing
+
+    def fail_firing(self, firing_id: int, run_id: str, error: str) -> None:
+        """Mark a regeneration failed: the rule is armed again, the article unlocked, nothing else changes."""
+        with self.transaction() as session:
+            firing = session.get(TriggerFiring, firing_id)
+            if firing is None:
+                return
+            firing.status, firing.error = "failed", error[:4000]
+            session.execute(
+                update(Content)
+                .where(Content.id == firing.content_id, Content.regeneration_run_id == run_id)
+                .values(regeneration_run_id=None)
+            )
+
+    def write_regenerated_version(
+        self, firing_id: int, run_id: str, variants: Sequence[Mapping[str, Any]], analysis: str
+    ) -> int:
+        """Write new A/B variants as the next version, set the article to draft, consume the firing and unlock,
+        all in one transaction. Earlier versions (and the published one) stay untouched. Returns the version."""
+        with self.transaction() as session:
+            firing = session.get(TriggerFiring, firing_id)
+            content = session.get(Content, firing.content_id)
+            if content.regeneration_run_id != run_id:
+                raise RuntimeError(f"content {content.id} is not locked by run {run_id}; not writing")
+            version = 1 + (
+                session.scalar(select(func.max(ContentVariant.version)).where(ContentVariant.content_id == content.id))
+                or 0
+            )
+            now = utcnow()
+            for values in variants:
+                session.add(ContentVariant(content_id=content.id, version=version, created_at=now, **values))
+            session.add(
+                ReviewEvent(
+                    content_id=content.id,
+                    from_status=content.status,
+                    to_status="draft",
+                    version=version,
+                    note=f"regenerated by trigger {firing.rule_key} ({firing.metric} {firing.comparison} "
+                    f"{firing.threshold:g}): {analysis[:1500]}",
+                    actor=f"regeneration:{run_id}",
+                    created_at=now,
+                )
+            )
+            content.status, content.regeneration_run_id, content.updated_at = "draft", None, now
+            firing.status, firing.consumed_at, firing.error = "consumed", now, None
+            return version
+
+    def stale_cache_entries(self, older_than: datetime) -> int:
+        """Delete cached answers not used since `older_than`; returns how many."""
+        with self.transaction() as session:
+            return session.execute(delete(ResponseCache).where(ResponseCache.last_used_at < older_than)).rowcount
+
+    def media_paths(self) -> set[str]:
+        """Every image path the store references."""
+        with self._sessions() as session:
+            return set(session.scalars(select(Image.path)))
+
     # -- status -----------------------------------------------------------------------------------
 
     def counts(self, slug: str) -> SiteCounts:
@@ -551,6 +830,140 @@ class Store:
                 image_prompts=count(ImagePrompt),
                 images=sum(1 for path in paths if Path(path).is_file()),
             )
+
+    # -- review -----------------------------------------------------------------------------------
+
+    def review_queue(
+        self, *, site_id: int | None = None, status: str | None = None
+    ) -> list[tuple[Content, str, list[ContentVariant]]]:
+        """Articles with their site slug and the variants of their current (highest) version, by site and id.
+
+        Variant bodies are not loaded (a listing does not need them); reading `body_html` on them raises.
+        """
+        with self._sessions() as session:
+            articles = select(Content, Site.slug).join(Site, Site.id == Content.site_id)
+            newest = (
+                select(ContentVariant.content_id, func.max(ContentVariant.version).label("version"))
+                .group_by(ContentVariant.content_id)
+                .subquery()
+            )
+            current = (
+                select(ContentVariant)
+                .join(Content, Content.id == ContentVariant.content_id)
+                .join(
+                    newest,
+                    (newest.c.content_id == ContentVariant.content_id) & (newest.c.version == ContentVariant.version),
+                )
+                .options(defer(ContentVariant.body_html, raiseload=True))
+                .order_by(ContentVariant.content_id, ContentVariant.variant)
+            )
+            if site_id is not None:
+                articles, current = (
+                    articles.where(Content.site_id == site_id),
+                    current.where(Content.site_id == site_id),
+                )
+            if status is not None:
+                articles, current = articles.where(Content.status == status), current.where(Content.status == status)
+            variants: dict[int, list[ContentVariant]] = {}
+            for variant in session.scalars(current):
+                variants.setdefault(variant.content_id, []).append(variant)
+            rows = session.execute(articles.order_by(Site.slug, Content.id)).all()
+        return [(content, slug, variants.get(content.id, [])) for content, slug in rows]
+
+    def review_article(self, content_id: int) -> tuple[Content, Site, Idea, list[ContentVariant]] | None:
+        """An article with its site, its idea and every variant (newest version first, A before B); None if unknown."""
+        with self._sessions() as session:
+            row = session.execute(
+                select(Content, Site, Idea)
+                .join(Site, Site.id == Content.site_id)
+                .join(Idea, Idea.id == Content.idea_id)
+                .where(Content.id == content_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            variants = session.scalars(
+                select(ContentVariant)
+                .where(ContentVariant.content_id == content_id)
+                .order_by(ContentVariant.version.desc(), ContentVariant.variant)
+            )
+            return row[0], row[1], row[2], list(variants)
+
+    def earlier_article_with_idea_key(self, site_id: int, key: str, content_id: int) -> bool:
+        """Whether an older article of the site comes from an idea with the same key.
+
+        Idea keys are unique per cluster, not per site, and publish folders are named by them.
+        """
+        with self._sessions() as session:
+            clash = (
+                select(Content.id)
+                .join(Idea, Idea.id == Content.idea_id)
+                .where(Content.site_id == site_id, Idea.key == key, Content.id < content_id)
+                .exists()
+            )
+            return bool(session.scalar(select(clash)))
+
+    def variant_images(self, variant_id: int) -> list[tuple[ImagePrompt, Image | None]]:
+        """A variant's image prompts with their image row (None if not generated): featured first, then by position."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(ImagePrompt, Image)
+                .outerjoin(Image, Image.image_prompt_id == ImagePrompt.id)
+                .where(ImagePrompt.variant_id == variant_id)
+            ).all()
+        return sorted(
+            ((p, i) for p, i in rows), key=lambda row: (row[0].kind != "featured", row[0].position, row[0].id)
+        )
+
+    def review_events(self, content_id: int) -> list[ReviewEvent]:
+        """An article's status history (review gate and regeneration), oldest first."""
+        with self._sessions() as session:
+            statement = select(ReviewEvent).where(ReviewEvent.content_id == content_id)
+            return list(session.scalars(statement.order_by(ReviewEvent.created_at, ReviewEvent.id)))
+
+    def transition_content(
+        self,
+        content_id: int,
+        from_status: str,
+        to_status: str,
+        *,
+        actor: str,
+        version: int | None = None,
+        variant: str | None = None,
+        note: str | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Move an article from `from_status` to `to_status` (plus `changes` to its other columns) and append its
+        `ReviewEvent`, in one transaction.
+
+        A compare-and-set on the status, so two reviewers acting on the same state cannot both win, and an
+        article locked by a regeneration run is left alone: returns False, writing nothing, in either case.
+        """
+        with self.transaction() as session:
+            now = utcnow()
+            moved = session.execute(
+                update(Content)
+                .where(
+                    Content.id == content_id,
+                    Content.status == from_status,
+                    Content.regeneration_run_id.is_(None),
+                )
+                .values(**dict(changes or {}), status=to_status, updated_at=now)
+            ).rowcount
+            if moved != 1:
+                return False
+            session.add(
+                ReviewEvent(
+                    content_id=content_id,
+                    from_status=from_status,
+                    to_status=to_status,
+                    version=version,
+                    variant=variant,
+                    note=note,
+                    actor=actor,
+                    created_at=now,
+                )
+            )
+            return True
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -136,8 +136,9 @@ def llm_from_environment() -> LLMResource:
     has_key = bool(os.environ.get("OPENAI_API_KEY"))
     base_url = os.environ.get("OPENAI_BASE_URL") or None
     provider = os.environ.get("PIPELINE_LLM_PROVIDER") or ("openai" if has_key or base_url else "offline")
+    image_size = os.environ.get("PIPELINE_IMAGE_SIZE") or None
     if provider != "openai":
-        return LLMResource(provider=provider)
+        return LLMResource(provider=provider, image_size=image_size)
     # An unset EnvVar fails the run even for optional fields, so only pass it when the variable exists;
     # a local compatible server needs some key string but not a secret one.
     return LLMResource(
@@ -145,4 +146,5 @@ def llm_from_environment() -> LLMResource:
         api_key=EnvVar("OPENAI_API_KEY") if has_key else "local-server-no-key",
         base_url=base_url,
         concurrency=int(os.environ.get("PIPELINE_LLM_CONCURRENCY", "16")),
+        image_size=image_size,
     )

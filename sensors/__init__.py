@@ -1,8 +1,14 @@
-"""Sensors and schedules (keyword inbox, metric triggers, nightly fill-in, clean-up).
+"""Sensors and schedules: keyword inbox, metric triggers, nightly fill-in, weekly clean-up.
 
-None are defined yet: the keyword inbox and metric sensors, and the schedules, arrive with the
-automation work. `pipeline.definitions` collects `SENSORS` and `SCHEDULES` from here.
+All run by default (`default_status=RUNNING`), so `make ui` is working automation out of the box.
 """
 
-SENSORS: list = []
-SCHEDULES: list = []
+from sensors.inbox import keyword_inbox
+from sensors.metrics import metric_triggers
+from sensors.schedules import maintenance, nightly_fill_in, weekly_clean_up
+
+SENSORS = [keyword_inbox, metric_triggers]
+SCHEDULES = [nightly_fill_in, weekly_clean_up]
+JOBS = [maintenance]
+
+__all__ = ["JOBS", "SCHEDULES", "SENSORS"]

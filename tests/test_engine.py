@@ -276,10 +276,20 @@ def test_site_prompt_override_is_used_and_its_version_recorded_on_rows(env):
 
 
 def test_every_prompt_file_has_a_version_and_an_offline_composer():
+    from pipeline.llm.offline import _COMPOSERS
+
     registry = PromptRegistry()
-    assert registry.names() == ["article", "cluster_names", "ideas", "image_prompts"]
+    assert registry.names() == [
+        "article",
+        "article_rewrite",
+        "cluster_names",
+        "ideas",
+        "image_prompts",
+        "metrics_analysis",
+    ]
     for name in registry.names():
         assert registry.get(name).version == "1"
+        assert name in _COMPOSERS
 
 
 def test_every_catalog_model_has_a_price():

@@ -96,6 +96,7 @@ DEFAULT_CATALOG = Catalog(
         "clusters": StageModel(model="gpt-5-mini", max_output_tokens=4_000, expected_output_tokens=1_200),
         "ideas": StageModel(model="gpt-5-mini", max_output_tokens=6_000, expected_output_tokens=1_500),
         "content": StageModel(model="gpt-5", max_output_tokens=16_000, expected_output_tokens=3_500),
+        "regeneration": StageModel(model="gpt-5", max_output_tokens=16_000, expected_output_tokens=3_500),
         "image_prompts": StageModel(model="gpt-5-mini", max_output_tokens=3_000, expected_output_tokens=400),
         "images": StageModel(model="gpt-image-2", max_output_tokens=1, expected_output_tokens=1),
     },

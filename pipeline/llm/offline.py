@@ -33,6 +33,7 @@ from pipeline.prompts.schemas import (
     IdeaDraft,
     ImagePromptDraft,
     ImagePromptSet,
+    MetricsAnalysis,
     SectionImagePrompt,
 )
 
@@ -266,6 +267,67 @@ def write_article(data: Mapping[str, Any]) -> ArticleDraft:
     )
 
 
+# -- regeneration -------------------------------------------------------------------------------------
+
+_CHANGES_BY_METRIC = {
+    "click": [
+        "Rewrite the title around the searcher's question",
+        "Make the meta description promise a concrete result",
+    ],
+    "ctr": ["Rewrite the title around the searcher's question", "Make the meta description promise a concrete result"],
+    "impression": ["Target the primary keyword earlier in the title", "Cover the cluster's secondary keywords in H2s"],
+    "time": ["Open with the answer in the first paragraph", "Break long sections into shorter steps"],
+    "bounce": ["Open with the answer in the first paragraph", "Add a short summary list near the top"],
+    "like": ["Lead with a stronger hook", "Add concrete examples readers can try"],
+    "share": ["Lead with a stronger hook", "Add a memorable takeaway per section"],
+    "conversion": ["Add a clear call to action after the key section", "Show the benefit before the details"],
+}
+
+
+def analyse_metrics(data: Mapping[str, Any]) -> MetricsAnalysis:
+    """An analysis built from the numbers: which variants crossed the threshold, how A and B compare."""
+    rule = data["rule"]
+    metric = rule["metric"]
+    values = {v["variant"]: v["metrics"].get(metric) for v in data["variants"]}
+    shown = ", ".join(f"{variant} = {value:g}" for variant, value in sorted(values.items()) if value is not None)
+    triggered = " and ".join(data["triggered_variants"])
+    known = {k: v for k, v in values.items() if v is not None}
+    if len(known) == 2:
+        better = max(known, key=known.get) if rule["comparison"] in {"<", "<="} else min(known, key=known.get)
+        comparison = (
+            f"Variant {better} does better on {metric} ({shown}); its title and opening are the model to follow."
+        )
+    else:
+        comparison = f"Only one variant has {metric} data ({shown}); no A/B conclusion yet."
+    changes = next(
+        (c for key, c in _CHANGES_BY_METRIC.items() if key in metric), ["Sharpen the title", "Tighten the opening"]
+    )
+    if data.get("instruction"):
+        changes = [*changes, f"Team instruction: {data['instruction']}"]
+    title = data["article"]["title"]
+    condition = f"{rule['comparison']} {rule['threshold']:g}"
+    return MetricsAnalysis(
+        underperformed=f"{metric} of variant {triggered} is {condition} ({shown}) for “{title}”.",
+        comparison=comparison,
+        changes=changes,
+        brief_a=f"Question-led: answer “{data['article']['primary_keyword']}” in the title and first sentence.",
+        brief_b="Benefit-led: promise the concrete result in the title and show it in a summary list up front.",
+    )
+
+
+def rewrite_article(data: Mapping[str, Any]) -> ArticleDraft:
+    """A new variant: the article composed again with the variant's brief as its angle and a new headline."""
+    idea = dict(data["idea"])
+    keyword = (idea["target_keywords"] or [idea["title"]])[0]
+    if data["variant"] == "A":
+        idea["title"] = f"{_headline(keyword)}? The Answer, Then the Details"
+    else:
+        idea["title"] = f"{_headline(keyword)}: What You Get and How to Do It"
+    idea["angle"] = f"{data['brief']} {data['analysis']['changes'][0]}."
+    draft = write_article({**data, "idea": idea})
+    return draft.model_copy(update={"meta_title": _clip(idea["title"], 60)})
+
+
 # -- image prompts ------------------------------------------------------------------------------------
 
 _STYLES = (
@@ -372,4 +434,6 @@ _COMPOSERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "ideas": plan_ideas,
     "article": write_article,
     "image_prompts": describe_images,
+    "metrics_analysis": analyse_metrics,
+    "article_rewrite": rewrite_article,
 }

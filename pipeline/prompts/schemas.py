@@ -91,3 +91,13 @@ class ImagePromptSet(Answer):
 
     featured: ImagePromptDraft
     in_article: list[SectionImagePrompt]
+
+
+class MetricsAnalysis(Answer):
+    """Answer of the `metrics_analysis` prompt: why an article under-performed and what to change."""
+
+    underperformed: str = Field(description="What under-performed, with the numbers, against the rule.")
+    comparison: str = Field(description="How variant A and variant B compare, and what explains the gap.")
+    changes: list[str] = Field(description="Concrete changes to make in the rewrite, most important first.")
+    brief_a: str = Field(description="Direction for the new variant A.")
+    brief_b: str = Field(description="A different direction for the new variant B, to test against A.")

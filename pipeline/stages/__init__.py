@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The stages that call a model, in pipeline order.
+MODEL_STAGES = ("clusters", "ideas", "content", "image_prompts", "images")
+
 
 @dataclass
 class StageReport:

@@ -7,11 +7,14 @@ one is set (the model may not invent them). An answer with no usable body is a f
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline.article_html import plain_text, read_sections, render_article
 from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.models import Cluster, Idea
 from pipeline.prompts.schemas import ArticleDraft
-from pipeline.sites import site_settings
+from pipeline.sites import Taxonomy, site_settings
 from pipeline.stages import RunOptions, StageReport, dry_run_report
 from pipeline.store import Store
 
@@ -29,22 +32,7 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
         Task(
             ref=ref,
             prompt_name="article",
-            data={
-                "site": site.name,
-                "idea": {
-                    "title": idea.title,
-                    "angle": idea.angle,
-                    "content_type": idea.content_type,
-                    "outline": idea.outline,
-                    "target_keywords": idea.target_keywords,
-                    "estimated_word_count": idea.estimated_word_count,
-                },
-                "cluster": {
-                    "name": clusters[idea.cluster_id].name,
-                    "description": clusters[idea.cluster_id].description or "",
-                },
-                "taxonomy": taxonomy.model_dump() if taxonomy else None,
-            },
+            data=article_data(site.name, idea, clusters[idea.cluster_id], taxonomy),
             schema=ArticleDraft,
         )
         for ref, idea in ideas.items()
@@ -57,28 +45,12 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
         if isinstance(outcome, ModelCallFailed):
             report.failures.append(str(outcome))
             continue
-        draft = outcome.answer
-        body = render_article(draft)
-        sections = read_sections(body)
-        words = len(plain_text(body).split())
-        if not sections or words < MIN_WORDS:
-            report.failures.append(
-                f"content for {task.ref}: answer had {words} words and {len(sections)} sections; not stored"
-            )
+        try:
+            variant = variant_row(outcome.answer, ideas[task.ref].target_keywords[0], taxonomy)
+        except UnusableArticle as problem:
+            report.failures.append(f"content for {task.ref}: {problem}; not stored")
             continue
-        variant = {
-            "title": " ".join(draft.title.split())[:300],
-            "body_html": body,
-            "meta_title": draft.meta_title.strip()[:300],
-            "meta_description": draft.meta_description.strip()[:400],
-            "primary_keyword": draft.primary_keyword.strip() or ideas[task.ref].target_keywords[0],
-            "secondary_keywords": _unique(draft.secondary_keywords),
-            "tags": _filter(draft.tags, taxonomy.tags if taxonomy else None)[:MAX_TAGS],
-            "categories": _filter(draft.categories, taxonomy.categories if taxonomy else None)[:3],
-            "word_count": words,
-            **outcome.provenance(),
-        }
-        written += store.add_content(site.id, ideas[task.ref].id, variant)
+        written += store.add_content(site.id, ideas[task.ref].id, variant | outcome.provenance())
     variants = store.current_variants(site.id)
     report.counts = {
         "articles_written": written,
@@ -92,6 +64,50 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
     if variants:
         report.markdown = article_markdown(variants[0].title, variants[0].meta_description, variants[0].body_html)
     return report
+
+
+class UnusableArticle(ValueError):
+    """A model answer that must not be stored as an article (no sections, too short)."""
+
+
+def article_data(site_name: str, idea: Idea, cluster: Cluster, taxonomy: Taxonomy | None) -> dict[str, Any]:
+    """What the article prompts get about the idea, its cluster and the site's taxonomy."""
+    return {
+        "site": site_name,
+        "idea": {
+            "title": idea.title,
+            "angle": idea.angle,
+            "content_type": idea.content_type,
+            "outline": idea.outline,
+            "target_keywords": idea.target_keywords,
+            "estimated_word_count": idea.estimated_word_count,
+        },
+        "cluster": {"name": cluster.name, "description": cluster.description or ""},
+        "taxonomy": taxonomy.model_dump() if taxonomy else None,
+    }
+
+
+def variant_row(draft: ArticleDraft, fallback_keyword: str, taxonomy: Taxonomy | None) -> dict[str, Any]:
+    """The stored form of an article answer: sanitised HTML with H2 sections, cleaned metadata.
+
+    Raises `UnusableArticle` for answers that must never be stored as content.
+    """
+    body = render_article(draft)
+    sections = read_sections(body)
+    words = len(plain_text(body).split())
+    if not sections or words < MIN_WORDS:
+        raise UnusableArticle(f"answer had {words} words and {len(sections)} sections")
+    return {
+        "title": " ".join(draft.title.split())[:300],
+        "body_html": body,
+        "meta_title": draft.meta_title.strip()[:300],
+        "meta_description": draft.meta_description.strip()[:400],
+        "primary_keyword": draft.primary_keyword.strip() or fallback_keyword,
+        "secondary_keywords": _unique(draft.secondary_keywords),
+        "tags": _filter(draft.tags, taxonomy.tags if taxonomy else None)[:MAX_TAGS],
+        "categories": _filter(draft.categories, taxonomy.categories if taxonomy else None)[:3],
+        "word_count": words,
+    }
 
 
 def article_markdown(title: str, description: str, body_html: str, excerpt_chars: int = 600) -> str:

@@ -1,0 +1,138 @@
+"""Regeneration: rewrite under-performing published articles as new A/B variants, from trigger firings.
+
+For each firing the run claims the article (a lock no other run can take), asks the model to analyse
+the metrics (following the rule's instruction, passed as data), asks for new variants A and B with
+different briefs, and writes them as the next version, sets the article back to `draft` and consumes
+the firing, all in one transaction. Image prompts and images for the new variants follow in the same run
+(the `image_prompts` and `images` assets fill what is missing). If anything fails, nothing is written:
+the published version stays as it is, the article is unlocked and the rule is armed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.article_html import plain_text, read_sections
+from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.models import Site, TriggerFiring
+from pipeline.prompts.schemas import ArticleDraft, MetricsAnalysis
+from pipeline.sites import site_settings
+from pipeline.stages import StageReport
+from pipeline.stages.content import UnusableArticle, article_data, variant_row
+from pipeline.store import Store
+
+STAGE = "regeneration"
+OPENING_CHARS = 400
+
+
+class RegenerationFailed(RuntimeError):
+    """One article could not be regenerated; nothing was written for it."""
+
+
+def regenerate_variants(
+    store: Store, engine: ModelEngine, slug: str, firing_ids: Sequence[int], run_id: str
+) -> StageReport:
+    """Regenerate the articles of the given firings; each article succeeds or fails on its own."""
+    site = store.site(slug)
+    report = StageReport()
+    regenerated, skipped, previews = 0, 0, []
+    for firing_id in firing_ids:
+        firing = store.claim_firing(firing_id, run_id)
+        if firing is None or firing.site_id != site.id:
+            skipped += 1  # consumed already, or another run holds the article: never rewrite twice
+            continue
+        try:
+            version, analysis, titles = _regenerate(store, engine, site, firing)
+        except (ModelCallFailed, RegenerationFailed, UnusableArticle) as failure:
+            store.fail_firing(firing.id, run_id, str(failure))
+            report.failures.append(f"regeneration of content {firing.content_id}: {failure}; published version kept")
+            continue
+        except BaseException as error:
+            store.fail_firing(firing.id, run_id, f"{type(error).__name__}: {error}")
+            raise
+        regenerated += 1
+        previews.append(
+            f"### Content {firing.content_id}: version {version}\n\n**Analysis.** {analysis.underperformed} "
+            f"{analysis.comparison}\n\n- A: {titles[0]}\n- B: {titles[1]}"
+        )
+    report.counts = {"firings": len(firing_ids), "regenerated": regenerated, "skipped": skipped}
+    report.markdown = "\n\n".join(previews) or None
+    return report
+
+
+def _regenerate(
+    store: Store, engine: ModelEngine, site: Site, firing: TriggerFiring
+) -> tuple[int, MetricsAnalysis, tuple[str, str]]:
+    content = store.content_by_ids([firing.content_id])[firing.content_id]
+    idea = next(i for i in store.ideas(site.id) if i.id == content.idea_id)
+    cluster = next(c for c in store.clusters(site.id) if c.id == idea.cluster_id)
+    published = [v for v in store.variants(content.id) if v.version == content.published_version] or store.variants(
+        content.id
+    )[:1]
+    taxonomy = site_settings(site.settings).taxonomy
+    analysis = engine.generate(
+        STAGE,
+        Task(
+            ref=f"content:{content.id}:analysis",
+            prompt_name="metrics_analysis",
+            data={
+                "article": {
+                    "title": published[0].title,
+                    "primary_keyword": published[0].primary_keyword,
+                    "content_type": idea.content_type,
+                },
+                "variants": [
+                    {
+                        "variant": v.variant,
+                        "title": v.title,
+                        "meta_description": v.meta_description,
+                        "opening": plain_text(v.body_html)[:OPENING_CHARS],
+                        "metrics": firing.observed.get(v.variant, {}),
+                    }
+                    for v in published
+                ],
+                "rule": {
+                    "metric": firing.metric,
+                    "comparison": firing.comparison,
+                    "threshold": firing.threshold,
+                },
+                "triggered_variants": firing.triggered_variants,
+                "instruction": firing.instruction,
+            },
+            schema=MetricsAnalysis,
+        ),
+    ).answer
+    current = published[0]
+    base = article_data(site.name, idea, cluster, taxonomy)
+    tasks = [
+        Task(
+            ref=f"content:{content.id}:{variant}",
+            prompt_name="article_rewrite",
+            data=base
+            | {
+                "variant": variant,
+                "brief": brief,
+                "instruction": firing.instruction,
+                "analysis": {"underperformed": analysis.underperformed, "changes": analysis.changes},
+                "current": {
+                    "title": current.title,
+                    "meta_description": current.meta_description,
+                    "sections": [heading for heading, _ in read_sections(current.body_html)],
+                },
+            },
+            schema=ArticleDraft,
+        )
+        for variant, brief in (("A", analysis.brief_a), ("B", analysis.brief_b))
+    ]
+    rows = {}
+    for task, outcome in engine.generate_each(STAGE, tasks):
+        if isinstance(outcome, ModelCallFailed):
+            raise outcome
+        variant = task.data["variant"]
+        rows[variant] = {"variant": variant, **variant_row(outcome.answer, idea.target_keywords[0], taxonomy)}
+        rows[variant] |= outcome.provenance()
+    if set(rows) != {"A", "B"}:
+        raise RegenerationFailed("both variants are needed")
+    summary = f"{analysis.underperformed} {analysis.comparison} Changes: {'; '.join(analysis.changes)}"
+    version = store.write_regenerated_version(firing.id, firing.run_id or "", [rows["A"], rows["B"]], summary)
+    return version, analysis, (rows["A"]["title"], rows["B"]["title"])

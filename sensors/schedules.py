@@ -1,0 +1,76 @@
+"""Schedules: nightly fill-in of missing work for every site, weekly clean-up of media and cache."""
+
+from dagster import (
+    Config,
+    DefaultScheduleStatus,
+    OpExecutionContext,
+    RunRequest,
+    ScheduleEvaluationContext,
+    job,
+    op,
+    schedule,
+)
+from pydantic import Field
+
+from assets import content_pipeline
+from assets.partitions import sites_partitions
+from pipeline.maintenance import clean_up
+from resources import MediaResource, StoreResource
+
+NIGHTLY_CRON = "0 2 * * *"  # 02:00 UTC every day
+WEEKLY_CRON = "0 3 * * 0"  # 03:00 UTC every Sunday
+
+
+@schedule(
+    name="nightly_fill_in",
+    cron_schedule=NIGHTLY_CRON,
+    execution_timezone="UTC",
+    job=content_pipeline,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every night, runs the main job for every site: each stage does only the work still missing, "
+    "within the site's budget (max_run_cost_usd in site settings).",
+)
+def nightly_fill_in(context: ScheduleEvaluationContext) -> list[RunRequest]:
+    """One run per site partition, keyed by date so a re-evaluated tick never doubles a night's runs."""
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    return [
+        RunRequest(partition_key=slug, run_key=f"nightly:{day}:{slug}", tags={"pipeline/run_kind": "fill-in"})
+        for slug in sorted(context.instance.get_dynamic_partitions(sites_partitions.name))
+    ]
+
+
+class CleanupConfig(Config):
+    """How old a cache entry may get unused before the clean-up drops it."""
+
+    cache_max_age_days: int = Field(default=60, ge=1)
+
+
+@op(description="Deletes media files no image row references and response-cache entries unused for long.")
+def clean_up_media_and_cache(
+    context: OpExecutionContext, config: CleanupConfig, store: StoreResource, media: MediaResource
+) -> None:
+    """Run the clean-up and log what it removed."""
+    report = clean_up(store.open(), media.directory(), config.cache_max_age_days)
+    context.log.info(
+        f"clean-up: {report.files_deleted} orphaned files ({report.bytes_freed:,} bytes), "
+        f"{report.cache_entries_deleted} stale cache entries"
+    )
+
+
+@job(name="maintenance", description="Weekly clean-up of orphaned media files and stale cache entries.")
+def maintenance() -> None:
+    """The clean-up job."""
+    clean_up_media_and_cache()
+
+
+@schedule(
+    name="weekly_clean_up",
+    cron_schedule=WEEKLY_CRON,
+    execution_timezone="UTC",
+    job=maintenance,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every Sunday 03:00 UTC: delete orphaned media files and cache entries unused for 60 days.",
+)
+def weekly_clean_up(context: ScheduleEvaluationContext) -> RunRequest:
+    """One clean-up run per week."""
+    return RunRequest(run_key=f"clean-up:{context.scheduled_execution_time:%Y-%m-%d}")
