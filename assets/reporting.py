@@ -15,15 +15,26 @@ from resources import LLMResource
 class StageConfig(Config):
     """Run controls of a model-calling asset (set in the launchpad or run config)."""
 
-    force: bool = Field(default=False, description="Bypass the response cache (answers are still stored).")
+    force: bool = Field(
+        default=False, description="Redo items that already have output (history kept), bypassing the cache."
+    )
     dry_run: bool = Field(default=False, description="Estimate calls, tokens and cost; call and write nothing.")
     limit: int | None = Field(default=None, ge=0, description="Process at most this many pending items.")
     item_id: int | None = Field(default=None, description="Process only this item (id of the stage's input row).")
+    skip_recent_days: float | None = Field(
+        default=None, ge=0, description="Leave items whose input was created in the last N days."
+    )
     allowed_failures: int = Field(default=0, ge=0, description="Item failures tolerated before the asset fails.")
 
     def options(self) -> RunOptions:
         """The stage-level view of these controls."""
-        return RunOptions(force=self.force, dry_run=self.dry_run, limit=self.limit, item_id=self.item_id)
+        return RunOptions(
+            force=self.force,
+            dry_run=self.dry_run,
+            limit=self.limit,
+            item_id=self.item_id,
+            skip_recent_days=self.skip_recent_days,
+        )
 
 
 def engine_for(context: AssetExecutionContext, store: Store, llm: LLMResource, config: StageConfig) -> ModelEngine:

@@ -800,6 +800,71 @@ class Store:
             firing.status, firing.consumed_at, firing.error = "consumed", now, None
             return version
 
+    def plannable_clusters(self, site_id: int) -> list[Cluster]:
+        """Named, non-bucket clusters with keywords, whether or not they have ideas (for a forced re-plan)."""
+        return [
+            c for c in self.clusters(site_id, include_unclustered=False) if c.name is not None and c.keyword_count > 0
+        ]
+
+    def content_ids_by_idea(self, site_id: int) -> dict[int, int]:
+        """idea id -> article id, for every article of a site."""
+        with self._sessions() as session:
+            return dict(session.execute(select(Content.idea_id, Content.id).where(Content.site_id == site_id)).all())
+
+    def add_content_version(self, content_id: int, variant: Mapping[str, Any], *, actor: str) -> int:
+        """A forced rewrite: the next version (variant A) of an article, which goes back to `draft`.
+
+        Earlier versions, and the published one, stay. Returns the new version number.
+        """
+        with self.transaction() as session:
+            content = session.get(Content, content_id, with_for_update=True)
+            version = 1 + (
+                session.scalar(select(func.max(ContentVariant.version)).where(ContentVariant.content_id == content_id))
+                or 0
+            )
+            now = utcnow()
+            session.add(ContentVariant(content_id=content_id, version=version, variant="A", created_at=now, **variant))
+            session.add(
+                ReviewEvent(
+                    content_id=content_id,
+                    from_status=content.status,
+                    to_status="draft",
+                    version=version,
+                    variant="A",
+                    note="rewritten by a forced run",
+                    actor=actor,
+                    created_at=now,
+                )
+            )
+            content.status, content.updated_at = "draft", now
+            return version
+
+    def replace_image_prompts(self, site_id: int, variant_id: int, prompts: Iterable[Mapping[str, Any]]) -> int:
+        """A forced redo: a variant's image prompts replaced (their image rows go with them) in one transaction."""
+        values = [{"site_id": site_id, "variant_id": variant_id, "created_at": utcnow(), **p} for p in prompts]
+        with self.transaction() as session:
+            session.execute(delete(ImagePrompt).where(ImagePrompt.variant_id == variant_id))
+            if values:
+                session.execute(ImagePrompt.__table__.insert(), values)
+            return len(values)
+
+    def replace_unwritten_ideas(self, site_id: int, cluster_id: int, ideas: Iterable[Mapping[str, Any]]) -> int:
+        """A forced re-plan: a cluster's ideas that have no article yet are replaced by `ideas`; ideas with an
+        article stay (new ideas whose key they already use are skipped). Returns ideas added."""
+        with self.transaction() as session:
+            has_content = select(Content.id).where(Content.idea_id == Idea.id).exists()
+            session.execute(delete(Idea).where(Idea.cluster_id == cluster_id, ~has_content))
+            kept = set(session.scalars(select(Idea.key).where(Idea.cluster_id == cluster_id)))
+            now = utcnow()
+            values = [
+                {"site_id": site_id, "cluster_id": cluster_id, "created_at": now, **idea}
+                for idea in ideas
+                if idea["key"] not in kept
+            ]
+            if values:
+                session.execute(Idea.__table__.insert(), values)
+            return len(values)
+
     def stale_cache_entries(self, older_than: datetime) -> int:
         """Delete cached answers not used since `older_than`; returns how many."""
         with self.transaction() as session:

@@ -7,7 +7,9 @@ asset fails after everything else has been saved.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # The stages that call a model, in pipeline order.
@@ -32,16 +34,29 @@ class StageReport:
 class RunOptions:
     """Run controls every model-calling stage accepts (from the asset's run config)."""
 
-    force: bool = False  # bypass the response cache
+    force: bool = False  # redo items that already have output (history kept), bypassing the response cache
     dry_run: bool = False  # estimate calls, tokens and cost; call and write nothing
     limit: int | None = None  # at most this many items
     item_id: int | None = None  # only this item (the id of the stage's input row)
+    skip_recent_days: float | None = None  # leave items whose input is younger than this
 
-    def select(self, items: list[Any], key: Any = lambda item: item.id) -> list[Any]:
-        """Apply `item_id` and `limit` to a stage's list of pending items."""
+    def select(
+        self,
+        items: list[Any],
+        key: Callable[[Any], int] = lambda item: item.id,
+        created: Callable[[Any], datetime | None] = lambda item: getattr(item, "created_at", None),
+    ) -> list[Any]:
+        """Apply `item_id`, `skip_recent_days` and `limit` to a stage's candidate items, in that order."""
         if self.item_id is not None:
             items = [item for item in items if key(item) == self.item_id]
+        if self.skip_recent_days is not None:
+            cutoff = datetime.now(UTC) - timedelta(days=self.skip_recent_days)
+            items = [item for item in items if (when := created(item)) is None or _aware(when) <= cutoff]
         return items[: self.limit] if self.limit is not None else items
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def dry_run_report(estimate: Any, pending: int) -> StageReport:

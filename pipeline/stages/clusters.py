@@ -92,9 +92,10 @@ def build_clusters(
 def _name_new_clusters(
     store: Store, engine: ModelEngine, site_id: int, site_name: str, options: RunOptions, report: StageReport
 ) -> int:
-    clusters = [c for c in store.clusters(site_id) if c.name is None and c.keyword_count > 0]
+    # `force` names every cluster again; otherwise only new (unnamed) ones.
+    clusters = [c for c in store.clusters(site_id) if (c.name is None or options.force) and c.keyword_count > 0]
     for cluster in clusters:
-        if cluster.key == UNCLUSTERED_KEY:
+        if cluster.key == UNCLUSTERED_KEY and cluster.name is None:
             store.name_cluster(
                 cluster.id,
                 UNCLUSTERED_NAME,

@@ -27,7 +27,9 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
     site = store.site(slug)
     taxonomy = site_settings(site.settings).taxonomy
     clusters = {c.id: c for c in store.clusters(site.id)}
-    ideas = {f"idea:{idea.id}": idea for idea in options.select(store.ideas_without_content(site.id))}
+    candidates = store.ideas(site.id) if options.force else store.ideas_without_content(site.id)
+    ideas = {f"idea:{idea.id}": idea for idea in options.select(candidates)}
+    existing = store.content_ids_by_idea(site.id) if options.force else {}
     tasks = [
         Task(
             ref=ref,
@@ -50,7 +52,12 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
         except UnusableArticle as problem:
             report.failures.append(f"content for {task.ref}: {problem}; not stored")
             continue
-        written += store.add_content(site.id, ideas[task.ref].id, variant | outcome.provenance())
+        idea_id = ideas[task.ref].id
+        if idea_id in existing:  # forced rewrite: a new version, history kept, back to draft
+            store.add_content_version(existing[idea_id], variant | outcome.provenance(), actor="force")
+            written += 1
+        else:
+            written += store.add_content(site.id, idea_id, variant | outcome.provenance())
     variants = store.current_variants(site.id)
     report.counts = {
         "articles_written": written,

@@ -21,7 +21,8 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
     """Ask for `ideas_per_cluster` ideas for each named cluster that has none; save each cluster's as it comes."""
     site = store.site(slug)
     count = site_settings(site.settings).ideas_per_cluster
-    clusters = {c.key: c for c in options.select(store.clusters_without_ideas(site.id))}
+    candidates = store.plannable_clusters(site.id) if options.force else store.clusters_without_ideas(site.id)
+    clusters = {c.key: c for c in options.select(candidates)}
     members = {key: store.cluster_keywords(c.id) for key, c in clusters.items()}
     tasks = [
         Task(
@@ -59,7 +60,10 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
                 report.failures.append(f"ideas for cluster {key}: an idea had an empty title or outline")
                 continue
             rows.append(row | outcome.provenance())
-        added += store.add_ideas(site.id, clusters[key].id, rows)
+        if options.force:  # re-plan: ideas without an article are replaced, written ones stay
+            added += store.replace_unwritten_ideas(site.id, clusters[key].id, rows)
+        else:
+            added += store.add_ideas(site.id, clusters[key].id, rows)
     ideas = store.ideas(site.id)
     report.counts = {
         "clusters_planned": planned,

@@ -23,7 +23,8 @@ def generate_image_prompts(
     """Write the image prompts of every current variant that has none, saving each variant's set as it comes."""
     site = store.site(slug)
     limit = site_settings(site.settings).in_article_images
-    variants = {f"variant:{v.id}": v for v in options.select(store.variants_without_image_prompts(site.id))}
+    candidates = store.current_variants(site.id) if options.force else store.variants_without_image_prompts(site.id)
+    variants = {f"variant:{v.id}": v for v in options.select(candidates)}
     sections = {ref: read_sections(v.body_html) for ref, v in variants.items()}
     tasks = [
         Task(
@@ -82,7 +83,11 @@ def generate_image_prompts(
                     "alt_text": item.alt_text.strip()[:300] or anchor,
                 }
             )
-        added += store.add_image_prompts(site.id, variants[task.ref].id, [r | outcome.provenance() for r in rows])
+        rows = [r | outcome.provenance() for r in rows]
+        if options.force:  # redo: the variant's prompts (and their images) are replaced
+            added += store.replace_image_prompts(site.id, variants[task.ref].id, rows)
+        else:
+            added += store.add_image_prompts(site.id, variants[task.ref].id, rows)
     prompts = store.image_prompts(site.id)
     report.counts = {
         "variants_prompted": len(tasks) - len(report.failures),

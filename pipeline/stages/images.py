@@ -30,7 +30,8 @@ def generate_images(
     """Generate missing images for a site, saving each file and its row as soon as it arrives."""
     site = store.site(slug)
     folder = media_dir / slug
-    prompts = {f"image_prompt:{p.id}": p for p in options.select(store.prompts_missing_images(site.id))}
+    candidates = store.image_prompts(site.id) if options.force else store.prompts_missing_images(site.id)
+    prompts = {f"image_prompt:{p.id}": p for p in options.select(candidates)}
     tasks = [ImageTask(ref=ref, prompt=prompt.prompt) for ref, prompt in prompts.items()]
     if options.dry_run:
         return dry_run_report(engine.estimate("images", tasks), len(tasks))
