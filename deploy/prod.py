@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -374,8 +375,10 @@ def up(settings: dict[str, str]) -> int:
             state[service] = {"pid": process.pid, "log": str(log), "command": command}
             (home / STATE_FILE).write_text(json.dumps(state, indent=2))
             if service == "code-server":
-                code_server = (settings["DAGSTER_CODE_SERVER_HOST"], int(settings["DAGSTER_CODE_SERVER_PORT"]))
-                wait_for("the code server", lambda: port_open(*code_server), state, STARTUP_TIMEOUT_S)  # noqa: B023
+                code_server = partial(
+                    port_open, settings["DAGSTER_CODE_SERVER_HOST"], int(settings["DAGSTER_CODE_SERVER_PORT"])
+                )
+                wait_for("the code server", code_server, state, STARTUP_TIMEOUT_S)
         wait_for("the webserver", lambda: bool(graphql(settings, "{ version }")), state, STARTUP_TIMEOUT_S)
         wait_for("the code location", lambda: location_loaded(settings), state, STARTUP_TIMEOUT_S)
         wait_for("the daemon", lambda: daemon_healthy(settings), state, STARTUP_TIMEOUT_S)

@@ -61,6 +61,10 @@ class SiteSettings(BaseModel):
     ideas_per_cluster: int = Field(default=3, ge=1, le=20)
     in_article_images: int = Field(default=2, ge=0, le=10)
     target_cluster_size: int = Field(default=12, ge=2, le=500)
+    clustering_backend: Literal["auto", "lexical", "semantic", "local"] = Field(
+        default="auto",
+        description="auto: semantic when the provider has embeddings, else lexical; local: bundled MiniLM model.",
+    )
     taxonomy: Taxonomy | None = None
     prompts: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Prompt overrides: name -> {version, instructions}."

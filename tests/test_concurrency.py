@@ -10,6 +10,7 @@ PostgreSQL only (the queue, pools and the shared instance are what is under test
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -188,11 +189,10 @@ def test_two_sites_requested_at_once_run_in_parallel_and_each_store_is_complete(
     assert max(alpha.start_time, beta.start_time) < min(alpha.end_time, beta.end_time), "the runs overlapped"
 
     # The `llm` pool (limit 1) held model-calling steps back: never two at once across the two runs.
-    windows = sorted(
-        w for run_id in runs.values() for s, w in production.step_windows(run_id).items() if s in LLM_STEPS
-    )
+    steps = [production.step_windows(run_id) for run_id in runs.values()]
+    windows = sorted(window for run in steps for step, window in run.items() if step in LLM_STEPS)
     assert len(windows) == 2 * len(LLM_STEPS)
-    assert all(earlier[1] <= later[0] for earlier, later in zip(windows, windows[1:], strict=False))
+    assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(windows))
 
     for slug, run_id in runs.items():
         assert_site_complete(production.store, slug)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select
@@ -170,7 +169,7 @@ def test_bad_credentials_stop_all_calls_and_the_key_is_never_stored_or_logged(op
     assert "AuthenticationError" in failure.description and "not_started" in failure.description
     logs = "\n".join(str(entry.dagster_event or entry.user_message) for entry in env.instance.all_logs(result.run_id))
     assert API_KEY not in logs and API_KEY not in failure.description
-    assert API_KEY.encode() not in Path(env.root / "pipeline.db").read_bytes()
+    assert API_KEY.encode() not in env.database_bytes()
     with env.store.transaction() as s:
         assert s.scalars(select(ModelCall.error_class).where(ModelCall.outcome != "ok")).all() == [
             "AuthenticationError"
@@ -196,7 +195,8 @@ def test_an_unchanged_request_is_served_from_the_cache_and_force_bypasses_it(ope
         victim = s.scalars(select(Content)).first()
         s.execute(delete(ContentVariant).where(ContentVariant.content_id == victim.id))
         s.execute(delete(Content).where(Content.id == victim.id))
-    forced = env.materialize(selection=["content"], run_config={"ops": {"content": {"config": {"force": True}}}})
+    config = {"force": True, "item_id": victim.idea_id}
+    forced = env.materialize(selection=["content"], run_config={"ops": {"content": {"config": config}}})
     assert forced.success and chat_requests(server) == 1
 
 
@@ -273,3 +273,25 @@ def test_limits_are_shared_by_every_engine_in_the_process(openai_env):
     assert (
         first._limiter("gpt-5") is second._limiter("gpt-5") is limiter_for(first.provider.identity, "gpt-5", 500, None)
     )
+
+
+def test_with_a_provider_clusters_use_its_embeddings_and_a_rerun_embeds_nothing(openai_env):
+    env, server = openai_env, openai_env.server
+    assert env.materialize(selection=["keywords", "clusters"]).success
+    embedding_calls = [c for c in env.store.model_calls() if c.stage == "embeddings"]
+    assert len(embedding_calls) == 2, "397 keywords in batches of 256"
+    assert all(c.input_tokens > 0 and c.cost_usd > 0 and c.model == "text-embedding-3-small" for c in embedding_calls)
+    assert len(server.log.records("embeddings")) == 2
+    keywords = env.store.keywords(env.store.site("sample").id)
+    assert all(k.cluster_id is not None for k in keywords)
+
+    assert env.materialize(selection=["clusters"]).success
+    assert len(server.log.records("embeddings")) == 2
+
+
+def test_the_lexical_backend_can_be_chosen_per_site_even_with_a_provider(openai_env):
+    env = openai_env
+    env.store.update_site_settings(env.store.site("sample").id, {"clustering_backend": "lexical"})
+    assert env.materialize(selection=["keywords", "clusters"]).success
+    assert [c for c in env.store.model_calls() if c.stage == "embeddings"] == []
+    assert len(env.server.log.records("embeddings")) == 0

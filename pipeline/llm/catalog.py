@@ -99,11 +99,13 @@ DEFAULT_CATALOG = Catalog(
         "regeneration": StageModel(model="gpt-5", max_output_tokens=16_000, expected_output_tokens=3_500),
         "image_prompts": StageModel(model="gpt-5-mini", max_output_tokens=3_000, expected_output_tokens=400),
         "images": StageModel(model="gpt-image-2", max_output_tokens=1, expected_output_tokens=1),
+        "embeddings": StageModel(model="text-embedding-3-small", max_output_tokens=1, expected_output_tokens=1),
     },
     prices={
         "gpt-5": Price(input_per_mtok=1.25, cached_input_per_mtok=0.125, output_per_mtok=10.0),
         "gpt-5-mini": Price(input_per_mtok=0.25, cached_input_per_mtok=0.025, output_per_mtok=2.0),
         "gpt-image-2": Price(per_image=0.04),
+        "text-embedding-3-small": Price(input_per_mtok=0.02),
         OFFLINE_MODEL: Price(),
     },
 )

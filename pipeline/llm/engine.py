@@ -96,6 +96,25 @@ class ImageRequest:
 
 
 @dataclass(frozen=True)
+class EmbeddingRequest:
+    """Texts to turn into vectors with the stage's embedding model."""
+
+    stage: str
+    texts: list[str]
+    settings: StageModel
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One vector per requested text, in request order."""
+
+    vectors: list[list[float]]
+    model: str
+    usage: Usage
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
 class RenderedImage:
     """PNG bytes from a provider, with the model that produced them."""
 
@@ -137,6 +156,7 @@ class Provider(Protocol):
     name: str
     identity: str  # provider + endpoint, part of the cache key
     cacheable: bool  # False for free, deterministic providers: caching them would only cost writes
+    embeddings: bool  # whether `embed` is available (the semantic clustering backend needs it)
     secrets: tuple[str, ...]  # values that must never appear in messages, logs or the store
 
     async def complete(self, request: CompletionRequest) -> Completion:
@@ -145,6 +165,10 @@ class Provider(Protocol):
 
     async def image(self, request: ImageRequest) -> RenderedImage:
         """Render one image as PNG bytes, or raise `ProviderError`."""
+        ...
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Embed texts, or raise `ProviderError` (providers without embeddings set `embeddings = False`)."""
         ...
 
     async def aclose(self) -> None:
@@ -385,6 +409,20 @@ class ModelEngine:
         """Render images with bounded concurrency; yield `(task, image or failure)` as each completes."""
         settings = self.catalog.stage(stage)
         return self._window(stage, tasks, lambda task: self._prepare_image(stage, settings, task))
+
+    def embed(self, stage: str, texts: list[str], batch_size: int = 256) -> list[list[float]]:
+        """Vectors for `texts` (in order), in concurrent batches; raise `ModelCallFailed` if any batch fails."""
+        settings = self.catalog.stage(stage)
+        batches = [texts[start : start + batch_size] for start in range(0, len(texts), batch_size)]
+        tasks = [(f"{stage}:{index}", batch) for index, batch in enumerate(batches)]
+        vectors: dict[str, list[list[float]]] = {}
+        for (ref, _), outcome in self._window(
+            stage, tasks, lambda task: self._prepare_embedding(stage, settings, task)
+        ):
+            if isinstance(outcome, ModelCallFailed):
+                raise outcome
+            vectors[ref] = outcome.vectors
+        return [vector for ref, _ in tasks for vector in vectors[ref]]
 
     def estimate(self, stage: str, tasks: Iterable[Task[Any] | ImageTask]) -> Estimate:
         """Expected calls, tokens and cost of `tasks` without calling anything (cache hits cost nothing)."""
@@ -636,6 +674,53 @@ class ModelEngine:
                 stage, image_prompt, image.model, image.usage, latency, "ok", task.ref, attempts=image.attempts
             )
             return image
+
+        return _Pending(task, call(), reserve, finish)
+
+    def _prepare_embedding(
+        self, stage: str, settings: StageModel, task: tuple[str, list[str]]
+    ) -> _Pending | tuple[tuple[str, list[str]], Any]:
+        ref, texts = task
+        request = EmbeddingRequest(stage, texts, settings)
+        tokens = sum(estimate_tokens(text) for text in texts)
+        reserve = self.catalog.cost(settings.model, Usage(input_tokens=tokens))
+        refused = self._gate(stage, ref, reserve)
+        if refused:
+            return task, refused
+        prompt = Prompt("embeddings", "-", "")
+
+        async def call() -> tuple[Embeddings | None, ProviderError | None, float]:
+            started = time.perf_counter()
+            attempts = 0
+            for repair in range(self.options.repair_attempts + 1):
+                if self._limiter:
+                    await self._limiter(settings.model).acquire(tokens)
+                try:
+                    result = await self.provider.embed(request)
+                except ProviderError as error:
+                    attempts += error.attempts
+                    if error.outcome == "malformed" and repair < self.options.repair_attempts:
+                        continue
+                    error.attempts = attempts
+                    return None, error, time.perf_counter() - started
+                except Exception as exc:  # a provider bug must not kill the other calls
+                    return None, ProviderError("error", type(exc).__name__, str(exc), attempts=attempts + 1), 0.0
+                if len(result.vectors) != len(texts):
+                    return None, ProviderError("invalid", "WrongCount", "vector count differs from input"), 0.0
+                done = dataclasses.replace(result, attempts=attempts + result.attempts)
+                return done, None, time.perf_counter() - started
+            raise AssertionError("unreachable")
+
+        def finish(result: tuple[Embeddings | None, ProviderError | None, float]) -> Embeddings | ModelCallFailed:
+            embeddings, error, latency = result
+            if error is not None:
+                self._record(stage, prompt, settings.model, error.usage, latency, error.outcome, ref, error)
+                return self._failure(stage, ref, error)
+            assert embeddings is not None
+            self._record(
+                stage, prompt, embeddings.model, embeddings.usage, latency, "ok", ref, attempts=embeddings.attempts
+            )
+            return embeddings
 
         return _Pending(task, call(), reserve, finish)
 

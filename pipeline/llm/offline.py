@@ -22,7 +22,15 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.llm.catalog import OFFLINE_MODEL, Usage
-from pipeline.llm.engine import Completion, CompletionRequest, ImageRequest, ProviderError, RenderedImage
+from pipeline.llm.engine import (
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    ImageRequest,
+    ProviderError,
+    RenderedImage,
+)
 from pipeline.prompts import encode_data
 from pipeline.prompts.schemas import (
     ArticleDraft,
@@ -52,6 +60,7 @@ class OfflineProvider:
     name = "offline"
     identity = "offline"
     cacheable = False  # free and deterministic: a cache would only add writes
+    embeddings = False  # clustering uses the lexical backend offline
     secrets: tuple[str, ...] = ()
 
     async def complete(self, request: CompletionRequest) -> Completion:
@@ -72,6 +81,10 @@ class OfflineProvider:
         """Render a PNG whose colours and shapes derive from the prompt, labelled as an offline preview."""
         width, height = _parse_size(request.size)
         return RenderedImage(png=render_png(request.prompt, width, height), model=OFFLINE_MODEL, usage=Usage(images=1))
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Not offered offline: the lexical clustering backend needs no embeddings."""
+        raise ProviderError("error", "Unsupported", "the offline provider has no embeddings; use the lexical backend")
 
     async def aclose(self) -> None:
         """Nothing to release."""

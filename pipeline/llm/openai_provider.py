@@ -19,7 +19,15 @@ from openai.lib._parsing._completions import type_to_response_format_param
 from pydantic import BaseModel, ValidationError
 
 from pipeline.llm.catalog import Usage
-from pipeline.llm.engine import Completion, CompletionRequest, ImageRequest, ProviderError, RenderedImage
+from pipeline.llm.engine import (
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
+    ImageRequest,
+    ProviderError,
+    RenderedImage,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -29,6 +37,7 @@ class OpenAIProvider:
 
     name = "openai"
     cacheable = True
+    embeddings = True
 
     def __init__(self, *, api_key: str, base_url: str | None = None, max_retries: int = 3, timeout_s: float = 120.0):
         if not api_key:
@@ -125,6 +134,27 @@ class OpenAIProvider:
         if not png:
             raise ProviderError("malformed", "EmptyImage", "image response had no image data", attempts=attempts)
         return RenderedImage(png=png, model=request.settings.model, usage=Usage(images=1), attempts=attempts)
+
+    async def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Vectors for a batch of texts from the Embeddings API, in input order."""
+        try:
+            raw = await self._sdk().embeddings.with_raw_response.create(
+                model=request.settings.model, input=request.texts
+            )
+        except openai.APIError as error:
+            raise self._classify(error) from error
+        attempts = raw.retries_taken + 1
+        try:
+            response = raw.parse()
+        except (json.JSONDecodeError, ValidationError) as error:
+            raise ProviderError(
+                "malformed", type(error).__name__, "embedding response unreadable", attempts=attempts
+            ) from error
+        vectors = [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+        usage = Usage(input_tokens=getattr(response.usage, "prompt_tokens", 0) or 0)
+        return Embeddings(
+            vectors=vectors, model=response.model or request.settings.model, usage=usage, attempts=attempts
+        )
 
     def _classify(self, error: openai.APIError) -> ProviderError:
         """Map an SDK error (raised after the SDK's own retries) to a `ProviderError`."""

@@ -11,7 +11,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from pipeline.clustering import ClusteringConfig, cluster_keywords
+import numpy as np
+
+from pipeline.clustering import ClusteringConfig, Embedder, cluster_keywords
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
 from pipeline.models import UNCLUSTERED_KEY, Keyword
 from pipeline.prompts.schemas import ClusterNames
@@ -44,11 +46,12 @@ def build_clusters(
         raise ValueError(f"site '{slug}' has no keywords yet: materialize the keywords asset first")
     pending = sum(1 for k in keywords if k.cluster_id is None) if not recluster else len(keywords)
     config = ClusteringConfig(target_cluster_size=settings.target_cluster_size)
+    embed = embedder(settings.clustering_backend, engine)
     existing = {} if recluster else store.cluster_members(site.id)
 
     if options.dry_run:
         assignments = (
-            cluster_keywords([k.normalized for k in keywords], existing, config).assignments if pending else {}
+            cluster_keywords([k.normalized for k in keywords], existing, config, embed).assignments if pending else {}
         )
         unnamed = _projected_unnamed(store, site.id, keywords, assignments)
         names = sorted(c.name for c in store.clusters(site.id) if c.name)
@@ -59,7 +62,7 @@ def build_clusters(
 
     created = 0
     if pending:
-        result = cluster_keywords([k.normalized for k in keywords], existing, config)
+        result = cluster_keywords([k.normalized for k in keywords], existing, config, embed)
         created = store.apply_cluster_assignments(site.id, result.assignments)
     store.refresh_cluster_stats(site.id, top_n=TOP_KEYWORDS)
 
@@ -87,6 +90,22 @@ def build_clusters(
         for c in clusters[:15]
     ]
     return report
+
+
+def embedder(backend: str, engine: ModelEngine) -> Embedder | None:
+    """The vectoriser for a site: None for the lexical default, the engine's embeddings endpoint (semantic,
+    and `auto` when the provider has one), or the bundled local model."""
+    if backend == "local":
+        from pipeline.local_embeddings import local_embedder  # optional extra: imported only when chosen
+
+        return local_embedder()
+    if backend == "semantic" or (backend == "auto" and engine.provider.embeddings):
+
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            return np.asarray(engine.embed("embeddings", list(texts)), dtype=np.float32)
+
+        return embed
+    return None
 
 
 def _name_new_clusters(
