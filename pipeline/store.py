@@ -419,27 +419,41 @@ class Store:
             statement = select(Idea).where(Idea.site_id == site_id, ~has_content).order_by(Idea.id)
             return list(session.scalars(statement))
 
-    def add_content(self, site_id: int, idea_id: int, variant: Mapping[str, Any]) -> bool:
-        """Create the article for an idea with its first variant (version 1, A) in one transaction.
-
-        Returns False (and writes nothing) when the idea already has an article.
-        """
+    def add_contents(self, site_id: int, articles: Sequence[tuple[int, Mapping[str, Any]]]) -> int:
+        """Create articles (version 1, variant A, `draft`) for ideas, in one transaction; ideas that already
+        have an article are skipped (their row is never touched). Returns how many articles were created."""
+        if not articles:
+            return 0
         with self.transaction() as session:
             insert = self._insert(session)
             now = utcnow()
-            content_id = session.scalar(
-                insert(Content)
-                .values(site_id=site_id, idea_id=idea_id, status="draft", created_at=now, updated_at=now)
-                .on_conflict_do_nothing(index_elements=[Content.idea_id])
-                .returning(Content.id)
+            created = dict(
+                session.execute(
+                    insert(Content)
+                    .values(
+                        [
+                            {
+                                "site_id": site_id,
+                                "idea_id": idea_id,
+                                "status": "draft",
+                                "created_at": now,
+                                "updated_at": now,
+                            }
+                            for idea_id, _ in articles
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=[Content.idea_id])
+                    .returning(Content.idea_id, Content.id)
+                ).all()
             )
-            if content_id is None:
-                return False
-            session.execute(
-                ContentVariant.__table__.insert(),
-                [{"content_id": content_id, "version": 1, "variant": "A", "created_at": now, **variant}],
-            )
-            return True
+            rows = [
+                {"content_id": created[idea_id], "version": 1, "variant": "A", "created_at": now, **variant}
+                for idea_id, variant in articles
+                if idea_id in created
+            ]
+            if rows:
+                session.execute(ContentVariant.__table__.insert(), rows)
+            return len(rows)
 
     def current_variants(self, site_id: int) -> list[ContentVariant]:
         """The newest version's variants of every article of a site."""

@@ -43,21 +43,24 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
         return dry_run_report(engine.estimate("content", tasks), len(tasks))
     report = StageReport()
     written = 0
-    for task, outcome in engine.generate_each("content", tasks):
-        if isinstance(outcome, ModelCallFailed):
-            report.failures.append(str(outcome))
-            continue
-        try:
-            variant = variant_row(outcome.answer, ideas[task.ref].target_keywords[0], taxonomy)
-        except UnusableArticle as problem:
-            report.failures.append(f"content for {task.ref}: {problem}; not stored")
-            continue
-        idea_id = ideas[task.ref].id
-        if idea_id in existing:  # forced rewrite: a new version, history kept, back to draft
-            store.add_content_version(existing[idea_id], variant | outcome.provenance(), actor="force")
-            written += 1
-        else:
-            written += store.add_content(site.id, idea_id, variant | outcome.provenance())
+    for batch in engine.generate_batches("content", tasks):
+        new_articles = []
+        for task, outcome in batch:
+            if isinstance(outcome, ModelCallFailed):
+                report.failures.append(str(outcome))
+                continue
+            try:
+                variant = variant_row(outcome.answer, ideas[task.ref].target_keywords[0], taxonomy)
+            except UnusableArticle as problem:
+                report.failures.append(f"content for {task.ref}: {problem}; not stored")
+                continue
+            idea_id = ideas[task.ref].id
+            if idea_id in existing:  # forced rewrite: a new version, history kept, back to draft
+                store.add_content_version(existing[idea_id], variant | outcome.provenance(), actor="force")
+                written += 1
+            else:
+                new_articles.append((idea_id, variant | outcome.provenance()))
+        written += store.add_contents(site.id, new_articles)
     variants = store.current_variants(site.id)
     report.counts = {
         "articles_written": written,
