@@ -38,7 +38,7 @@ from pipeline.llm.openai_provider import response_format  # noqa: E402
 from pipeline.models import Site  # noqa: E402
 from pipeline.prompts.schemas import ArticleDraft  # noqa: E402
 from pipeline.stages import RunOptions  # noqa: E402
-from pipeline.stages.content import write_content  # noqa: E402
+from pipeline.stages.content import article_data, write_content  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 from resources import LLMResource, MediaResource, StoreResource  # noqa: E402
 
@@ -123,19 +123,8 @@ def sample_messages(prepared: str) -> list[dict[str, str]]:
     store = Store(prepared)
     site = store.site("bench")
     idea = store.ideas(site.id)[0]
-    data = {
-        "site": site.name,
-        "idea": {
-            "title": idea.title,
-            "angle": idea.angle,
-            "content_type": idea.content_type,
-            "outline": idea.outline,
-            "target_keywords": idea.target_keywords,
-            "estimated_word_count": idea.estimated_word_count,
-        },
-        "cluster": {"name": "Cold Brew", "description": ""},
-        "taxonomy": None,
-    }
+    cluster = next(c for c in store.clusters(site.id) if c.id == idea.cluster_id)
+    data = article_data(site.name, idea, cluster, None)
     return PromptRegistry().get("article").messages(data)
 
 

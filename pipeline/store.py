@@ -458,18 +458,8 @@ class Store:
     def current_variants(self, site_id: int) -> list[ContentVariant]:
         """The newest version's variants of every article of a site."""
         with self._sessions() as session:
-            newest = (
-                select(ContentVariant.content_id, func.max(ContentVariant.version).label("version"))
-                .group_by(ContentVariant.content_id)
-                .subquery()
-            )
             statement = (
-                select(ContentVariant)
-                .join(Content, Content.id == ContentVariant.content_id)
-                .join(
-                    newest,
-                    (newest.c.content_id == ContentVariant.content_id) & (newest.c.version == ContentVariant.version),
-                )
+                _current_variants()
                 .where(Content.site_id == site_id)
                 .order_by(ContentVariant.content_id, ContentVariant.variant)
             )
@@ -921,18 +911,8 @@ class Store:
         """
         with self._sessions() as session:
             articles = select(Content, Site.slug).join(Site, Site.id == Content.site_id)
-            newest = (
-                select(ContentVariant.content_id, func.max(ContentVariant.version).label("version"))
-                .group_by(ContentVariant.content_id)
-                .subquery()
-            )
             current = (
-                select(ContentVariant)
-                .join(Content, Content.id == ContentVariant.content_id)
-                .join(
-                    newest,
-                    (newest.c.content_id == ContentVariant.content_id) & (newest.c.version == ContentVariant.version),
-                )
+                _current_variants()
                 .options(defer(ContentVariant.body_html, raiseload=True))
                 .order_by(ContentVariant.content_id, ContentVariant.variant)
             )
@@ -1043,6 +1023,23 @@ class Store:
                 )
             )
             return True
+
+
+def _current_variants():
+    """Variants of each article's highest version (joined to `content` for filtering by site)."""
+    newest = (
+        select(ContentVariant.content_id, func.max(ContentVariant.version).label("version"))
+        .group_by(ContentVariant.content_id)
+        .subquery()
+    )
+    return (
+        select(ContentVariant)
+        .join(Content, Content.id == ContentVariant.content_id)
+        .join(
+            newest,
+            (newest.c.content_id == ContentVariant.content_id) & (newest.c.version == ContentVariant.version),
+        )
+    )
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
