@@ -54,6 +54,8 @@ DEFAULTS = {
     "DAGSTER_CODE_SERVER_PORT": "4266",
     "PIPELINE_LLM_POOL_LIMIT": "4",
     "PIPELINE_IMAGE_POOL_LIMIT": "2",
+    # Not the embedded default's folder: the two stores would point at the same files.
+    "PIPELINE_MEDIA_DIR": str(REPO / "data" / "local" / "prod-media"),
 }
 
 
@@ -336,12 +338,6 @@ def daemon_healthy(settings: Mapping[str, str]) -> bool:
 def up(settings: dict[str, str]) -> int:
     """Start the production shape and wait until it is ready; a no-op when it already runs."""
     home = prepare_home(settings)
-    state = read_state(home)
-    if state and all(running(int(entry["pid"])) for entry in state.values()):
-        print(f"Already running (DAGSTER_HOME={home}); `make prod-down` stops it.")
-        return 0
-    stop_processes(state)  # leftovers of a half-dead earlier start
-
     for label, url in (("Dagster instance", instance_url(settings)), ("pipeline store", store_url(settings))):
         print(f"{label}: {hide_password(url)} ({ensure_database(url)})")
     from pipeline.store import Store
@@ -350,10 +346,16 @@ def up(settings: dict[str, str]) -> int:
     store.engine.dispose()
     instance = open_instance(settings)
     try:
-        limits = set_pools(instance, settings)
+        limits = set_pools(instance, settings)  # also when running: a changed limit applies at once
     finally:
         instance.dispose()
     print("Pools: " + ", ".join(f"{pool}={limit}" for pool, limit in limits.items()))
+
+    state = read_state(home)
+    if state and all(running(int(entry["pid"])) for entry in state.values()):
+        print(f"Already running (DAGSTER_HOME={home}); `make prod-down` stops it.")
+        return 0
+    stop_processes(state)  # leftovers of a half-dead earlier start
 
     logs = home / "logs"
     logs.mkdir(exist_ok=True)

@@ -35,6 +35,21 @@ from pipeline.triggers import COMPARISONS, site_rules
 
 PARTITIONS_NAME = "sites"
 
+# The embedded instance: queued runs, at most one at a time per site, so an automation run and a job run
+# (or two sensors) never work on the same site at once.
+EMBEDDED_INSTANCE_YAML = """telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    tag_concurrency_limits:
+      - key: dagster/partition
+        limit: 1
+        value:
+          applyLimitPerUniqueValue: true
+"""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pipeline` console script; returns the process exit code."""
@@ -109,12 +124,12 @@ def add_site_partition(slug: str) -> Path:
 
 
 def ensure_dagster_home() -> Path:
-    """Create the persistent Dagster home with a minimal `dagster.yaml` (telemetry off) if missing."""
+    """Create the persistent Dagster home with its `dagster.yaml` (telemetry off, one run per site) if missing."""
     home = settings.dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(EMBEDDED_INSTANCE_YAML)
     return home
 
 

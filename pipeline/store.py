@@ -424,6 +424,9 @@ class Store:
         have an article are skipped (their row is never touched). Returns how many articles were created."""
         if not articles:
             return 0
+        # In idea order: two runs writing overlapping batches then lock those rows in the same order, so they
+        # queue instead of deadlocking (PostgreSQL); each batch arrives in its own completion order.
+        articles = sorted(articles, key=lambda article: article[0])
         with self.transaction() as session:
             insert = self._insert(session)
             now = utcnow()
@@ -847,6 +850,7 @@ class Store:
         """A forced redo: a variant's image prompts replaced (their image rows go with them) in one transaction."""
         values = [{"site_id": site_id, "variant_id": variant_id, "created_at": utcnow(), **p} for p in prompts]
         with self.transaction() as session:
+            self._lock_site(session, site_id)  # two forced redos at once: the last one wins, never a mix
             session.execute(delete(ImagePrompt).where(ImagePrompt.variant_id == variant_id))
             if values:
                 session.execute(ImagePrompt.__table__.insert(), values)
@@ -856,6 +860,7 @@ class Store:
         """A forced re-plan: a cluster's ideas that have no article yet are replaced by `ideas`; ideas with an
         article stay (new ideas whose key they already use are skipped). Returns ideas added."""
         with self.transaction() as session:
+            self._lock_site(session, site_id)  # two forced re-plans at once: the last one wins, never both sets
             has_content = select(Content.id).where(Content.idea_id == Idea.id).exists()
             session.execute(delete(Idea).where(Idea.cluster_id == cluster_id, ~has_content))
             kept = set(session.scalars(select(Idea.key).where(Idea.cluster_id == cluster_id)))

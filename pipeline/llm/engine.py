@@ -14,10 +14,10 @@ validated `Generation` (or `RenderedImage`) or a `ModelCallFailed`. For each cal
    refusals and client errors (400/401/403) fail without retries, and 401/403 stop further calls;
 6. writes one ledger row per call or cache hit (tokens, cost, latency, attempts, outcome, run, partition).
 
-Ledger and cache writes happen on the caller's thread, batched (at most `FLUSH_EVERY` rows or
-`FLUSH_SECONDS` old, and always when a batch of tasks ends or the engine closes), so the store is only
-used from one thread, the event loop never blocks on the database, and a write per call does not cap
-throughput. Budget checks use the engine's in-memory totals, so batching never lets a run overspend.
+Ledger and cache rows are written on the caller's thread, in one transaction per hand-over, before the
+caller sees the results: a crash can never leave a stored item whose call is missing from the ledger, the
+event loop never blocks on the database, and under load (results arriving faster than the caller stores
+them) hand-overs grow, so the per-call write cost shrinks exactly when it would limit throughput.
 """
 
 from __future__ import annotations
@@ -350,7 +350,6 @@ class ModelEngine:
         self._calls: list[dict[str, Any]] = []
         self._cache: list[dict[str, Any]] = []
         self._hits: list[str] = []
-        self._flushed_at = time.monotonic()
         self._known_keys: dict[str, set[str]] = {}
         # Slow start: until one call has succeeded, only one is in flight, so a wrong key, model name or
         # endpoint costs one request instead of `concurrency` of them.
@@ -510,6 +509,8 @@ class ModelEngine:
                 if ready:
                     batch = list(ready)
                     ready.clear()
+                    # Paid calls are on record before the caller stores (or crashes on) their results.
+                    self.flush()
                     yield batch
                     continue
                 if not in_flight:
@@ -532,7 +533,6 @@ class ModelEngine:
             calls, cache, hits = self._calls, self._cache, self._hits
             self._calls, self._cache, self._hits = [], [], []
             self.store.record_calls(calls, cache, hits)
-        self._flushed_at = time.monotonic()
 
     def _width(self) -> int:
         return self.options.concurrency if self._proven else 1
@@ -810,12 +810,8 @@ class ModelEngine:
         )
         if cache is not None:
             self._cache.append(dict(cache))
-        if len(self._calls) >= FLUSH_EVERY or time.monotonic() - self._flushed_at > FLUSH_SECONDS:
-            self.flush()
 
 
-FLUSH_EVERY = 50
-FLUSH_SECONDS = 2.0
 _END = object()
 
 
