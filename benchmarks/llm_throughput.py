@@ -104,8 +104,12 @@ def sdk_ceiling(base_url: str, messages: list[dict[str, str]], requests: int, co
 
             async def one() -> None:
                 async with semaphore:
+                    # The same request the provider sends (schema passed through `extra_body`).
                     await client.chat.completions.create(
-                        model="gpt-5", messages=messages, response_format=response_format(ArticleDraft)
+                        model="gpt-5",
+                        messages=messages,
+                        max_completion_tokens=16_000,
+                        extra_body={"response_format": response_format(ArticleDraft)},
                     )
 
             await asyncio.gather(*(one() for _ in range(20)))  # warm-up: connections, imports

@@ -546,8 +546,12 @@ class Store:
             insert = self._insert(session)
             # In key order: two runs caching or hitting the same answers then lock those rows in the same
             # order, so their batches queue instead of deadlocking (PostgreSQL).
-            for entry in sorted(cache, key=lambda entry: entry["key"]):
-                statement = insert(ResponseCache).values(**entry, hits=0, created_at=now, last_used_at=now)
+            # One statement per batch, rows in key order (two runs caching the same answers cannot deadlock).
+            unique = {entry["key"]: entry for entry in cache}
+            for chunk in _chunks(sorted(unique.values(), key=lambda entry: entry["key"]), 200):
+                statement = insert(ResponseCache).values(
+                    [{**entry, "hits": 0, "created_at": now, "last_used_at": now} for entry in chunk]
+                )
                 session.execute(
                     statement.on_conflict_do_update(
                         index_elements=[ResponseCache.key],
