@@ -204,12 +204,15 @@ def test_a_cacheable_answer_is_reused_for_free_and_force_bypasses_the_cache(env)
     assert [c.cost_usd for c in env.store.model_calls()][3:6] == [0, 0, 0]
 
 
-def test_the_budget_stops_new_calls_before_it_is_exceeded_and_keeps_finished_work(env):
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_the_budget_stops_new_calls_before_it_is_exceeded_and_keeps_finished_work(env, concurrency):
     env.add_site()
     PaidOffline.calls = 0
     # gpt-5-mini: 1000 input + 500 output tokens = $0.00125 per call, but a call reserves ~$0.0031
     # (expected 1500 output tokens) before it starts, so $0.006 allows 3 calls.
-    with engine(env, PaidOffline(), max_run_cost_usd=0.006, concurrency=1) as capped:
+    # With calls in flight, one that does not fit beside their reservations waits for their real cost:
+    # the budget allows as many calls concurrently as sequentially.
+    with engine(env, PaidOffline(), max_run_cost_usd=0.006, concurrency=concurrency) as capped:
         results = [o for _, o in capped.generate_each("ideas", ideas_tasks(env, 8))]
     done = [r for r in results if not isinstance(r, ModelCallFailed)]
     refused = [r for r in results if isinstance(r, ModelCallFailed)]

@@ -346,6 +346,7 @@ class ModelEngine:
         self.budget_exhausted = False
         self._spent_before = store.run_cost(run_id) if (run_id and options.max_run_cost_usd is not None) else 0.0
         self._reserved = 0.0
+        self._calls_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._calls: list[dict[str, Any]] = []
@@ -498,15 +499,20 @@ class ModelEngine:
         in_flight: dict[concurrent.futures.Future, _Pending] = {}
         ready: collections.deque[tuple[I, Any]] = collections.deque()
         exhausted = False
+        deferred: Any = _END  # an item the budget could not take while other calls were in flight
         try:
             while True:
-                while not exhausted and len(in_flight) < self._backlog() and not ready:
-                    item = next(source, _END)
+                while (deferred is not _END or not exhausted) and len(in_flight) < self._backlog() and not ready:
+                    item, deferred = (deferred, _END) if deferred is not _END else (next(source, _END), _END)
                     if item is _END:
                         exhausted = True
                         break
                     prepared = prepare(item)
+                    if prepared is _DEFER:
+                        deferred = item  # retried once the calls in flight have settled their cost
+                        break
                     if isinstance(prepared, _Pending):
+                        self._calls_in_flight += 1
                         self._reserved += prepared.reserved_usd
                         in_flight[self._submit(self._bounded(prepared.coroutine))] = prepared
                     else:
@@ -519,17 +525,23 @@ class ModelEngine:
                     yield batch
                     continue
                 if not in_flight:
+                    if deferred is not _END:
+                        continue  # nothing in flight any more: the budget check is now definitive
                     return
                 done, _ = concurrent.futures.wait(in_flight, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     pending = in_flight.pop(future)
-                    self._reserved -= pending.reserved_usd
+                    self._calls_in_flight -= 1
+                    # Reset, not subtract, at zero: float residue must not look like money in flight.
+                    self._reserved = self._reserved - pending.reserved_usd if self._calls_in_flight else 0.0
                     outcome = pending.finish(future.result())
                     self._proven = self._proven or not isinstance(outcome, ModelCallFailed)
                     ready.append((pending.item, outcome))
         finally:
             for future in in_flight:
                 future.cancel()
+            self._calls_in_flight -= len(in_flight)
+            self._reserved = self._reserved if self._calls_in_flight else 0.0
             self.flush()
 
     def flush(self) -> None:
@@ -551,13 +563,19 @@ class ModelEngine:
         async with self._slots:
             return await coroutine
 
-    def _gate(self, stage: str, ref: str, reserve_usd: float) -> ModelCallFailed | None:
-        """Why a call must not start (fatal provider error, budget), or None."""
+    def _gate(self, stage: str, ref: str, reserve_usd: float) -> ModelCallFailed | object | None:
+        """Why a call must not start (fatal provider error, budget), `_DEFER` to wait, or None to go.
+
+        Reservations of calls in flight are estimates; a call that does not fit beside them waits until
+        they have settled their real cost, so the budget is neither exceeded nor left unused.
+        """
         if self.fatal_error:
             self.totals.not_started += 1
             return ModelCallFailed(stage, ref, "not_started", "ProviderUnavailable", self.fatal_error)
         budget = self.options.max_run_cost_usd
         if budget is not None and self._spent_before + self.totals.cost_usd + self._reserved + reserve_usd > budget:
+            if self._calls_in_flight:
+                return _DEFER
             self.budget_exhausted = True
             self.totals.not_started += 1
             spent = self._spent_before + self.totals.cost_usd
@@ -592,6 +610,8 @@ class ModelEngine:
             settings.model, Usage(input_tokens=input_tokens, output_tokens=settings.expected_output_tokens)
         )
         refused = self._gate(stage, task.ref, reserve)
+        if refused is _DEFER:
+            return _DEFER
         if refused:
             return task, refused
 
@@ -676,6 +696,8 @@ class ModelEngine:
         request = ImageRequest(stage, task.prompt, task.size or self.catalog.image_size, settings)
         reserve = self.catalog.cost(settings.model, Usage(images=1))
         refused = self._gate(stage, task.ref, reserve)
+        if refused is _DEFER:
+            return _DEFER
         if refused:
             return task, refused
         image_prompt = Prompt("image", "-", "")
@@ -722,6 +744,8 @@ class ModelEngine:
         tokens = sum(estimate_tokens(text) for text in texts)
         reserve = self.catalog.cost(settings.model, Usage(input_tokens=tokens))
         refused = self._gate(stage, ref, reserve)
+        if refused is _DEFER:
+            return _DEFER
         if refused:
             return task, refused
         prompt = Prompt("embeddings", "-", "")
@@ -830,6 +854,7 @@ class ModelEngine:
 
 BACKLOG_FACTOR = 4
 _END = object()
+_DEFER = object()
 
 
 @functools.cache
