@@ -50,8 +50,3 @@ def read_sections(html: str) -> list[tuple[str, str]]:
 def plain_text(html: str) -> str:
     """The visible text of an HTML fragment, entities decoded, whitespace collapsed."""
     return " ".join(unescape(_TAG.sub(" ", html)).split())
-
-
-def word_count(html: str) -> int:
-    """Words of visible text."""
-    return len(plain_text(html).split())

@@ -695,21 +695,55 @@ class ModelEngine:
     def _prepare_image(self, stage: str, settings: StageModel, task: ImageTask) -> _Pending | tuple[ImageTask, Any]:
         request = ImageRequest(stage, task.prompt, task.size or self.catalog.image_size, settings)
         reserve = self.catalog.cost(settings.model, Usage(images=1))
-        refused = self._gate(stage, task.ref, reserve)
+        return self._prepare_call(
+            stage, settings, task, task.ref, "image", reserve, 0, lambda: self.provider.image(request)
+        )
+
+    def _prepare_embedding(
+        self, stage: str, settings: StageModel, task: tuple[str, list[str]]
+    ) -> _Pending | tuple[tuple[str, list[str]], Any]:
+        ref, texts = task
+        request = EmbeddingRequest(stage, texts, settings)
+        tokens = sum(estimate_tokens(text) for text in texts)
+
+        async def embed() -> Embeddings:
+            result = await self.provider.embed(request)
+            if len(result.vectors) != len(texts):
+                raise ProviderError("invalid", "WrongCount", f"{len(result.vectors)} vectors for {len(texts)} texts")
+            return result
+
+        reserve = self.catalog.cost(settings.model, Usage(input_tokens=tokens))
+        return self._prepare_call(stage, settings, task, ref, "embeddings", reserve, tokens, embed)
+
+    def _prepare_call(
+        self,
+        stage: str,
+        settings: StageModel,
+        item: Any,
+        ref: str,
+        label: str,
+        reserve: float,
+        tokens: int,
+        invoke: Callable[[], Coroutine[Any, Any, Any]],
+    ) -> _Pending | tuple[Any, Any] | object:
+        """A call without a structured answer (image, embeddings): budget gate, rate limit, repair of
+        unreadable bodies within the bound, ledger row. `invoke` returns a result with `model`, `usage`,
+        `attempts`."""
+        refused = self._gate(stage, ref, reserve)
         if refused is _DEFER:
             return _DEFER
         if refused:
-            return task, refused
-        image_prompt = Prompt("image", "-", "")
+            return item, refused
+        prompt = Prompt(label, "-", "")
 
-        async def call() -> tuple[RenderedImage | None, ProviderError | None, float]:
+        async def call() -> tuple[Any, ProviderError | None, float]:
             started = time.perf_counter()
             attempts = 0
             for repair in range(self.options.repair_attempts + 1):
                 if self._limiter:
-                    await self._limiter(settings.model).acquire(0)
+                    await self._limiter(settings.model).acquire(tokens)
                 try:
-                    image = await self.provider.image(request)
+                    result = await invoke()
                 except ProviderError as error:
                     attempts += error.attempts
                     if error.outcome == "malformed" and repair < self.options.repair_attempts:
@@ -719,71 +753,19 @@ class ModelEngine:
                 except Exception as exc:  # a provider bug must not kill the other calls
                     error = ProviderError("error", type(exc).__name__, str(exc), attempts=attempts + 1)
                     return None, error, time.perf_counter() - started
-                done = dataclasses.replace(image, attempts=attempts + image.attempts)
-                return done, None, time.perf_counter() - started
-            raise AssertionError("unreachable")
-
-        def finish(result: tuple[RenderedImage | None, ProviderError | None, float]) -> RenderedImage | ModelCallFailed:
-            image, error, latency = result
-            if error is not None:
-                self._record(stage, image_prompt, settings.model, error.usage, latency, error.outcome, task.ref, error)
-                return self._failure(stage, task.ref, error)
-            assert image is not None
-            self._record(
-                stage, image_prompt, image.model, image.usage, latency, "ok", task.ref, attempts=image.attempts
-            )
-            return image
-
-        return _Pending(task, call(), reserve, finish)
-
-    def _prepare_embedding(
-        self, stage: str, settings: StageModel, task: tuple[str, list[str]]
-    ) -> _Pending | tuple[tuple[str, list[str]], Any]:
-        ref, texts = task
-        request = EmbeddingRequest(stage, texts, settings)
-        tokens = sum(estimate_tokens(text) for text in texts)
-        reserve = self.catalog.cost(settings.model, Usage(input_tokens=tokens))
-        refused = self._gate(stage, ref, reserve)
-        if refused is _DEFER:
-            return _DEFER
-        if refused:
-            return task, refused
-        prompt = Prompt("embeddings", "-", "")
-
-        async def call() -> tuple[Embeddings | None, ProviderError | None, float]:
-            started = time.perf_counter()
-            attempts = 0
-            for repair in range(self.options.repair_attempts + 1):
-                if self._limiter:
-                    await self._limiter(settings.model).acquire(tokens)
-                try:
-                    result = await self.provider.embed(request)
-                except ProviderError as error:
-                    attempts += error.attempts
-                    if error.outcome == "malformed" and repair < self.options.repair_attempts:
-                        continue
-                    error.attempts = attempts
-                    return None, error, time.perf_counter() - started
-                except Exception as exc:  # a provider bug must not kill the other calls
-                    return None, ProviderError("error", type(exc).__name__, str(exc), attempts=attempts + 1), 0.0
-                if len(result.vectors) != len(texts):
-                    return None, ProviderError("invalid", "WrongCount", "vector count differs from input"), 0.0
                 done = dataclasses.replace(result, attempts=attempts + result.attempts)
                 return done, None, time.perf_counter() - started
             raise AssertionError("unreachable")
 
-        def finish(result: tuple[Embeddings | None, ProviderError | None, float]) -> Embeddings | ModelCallFailed:
-            embeddings, error, latency = result
+        def finish(result: tuple[Any, ProviderError | None, float]) -> Any:
+            value, error, latency = result
             if error is not None:
                 self._record(stage, prompt, settings.model, error.usage, latency, error.outcome, ref, error)
                 return self._failure(stage, ref, error)
-            assert embeddings is not None
-            self._record(
-                stage, prompt, embeddings.model, embeddings.usage, latency, "ok", ref, attempts=embeddings.attempts
-            )
-            return embeddings
+            self._record(stage, prompt, value.model, value.usage, latency, "ok", ref, attempts=value.attempts)
+            return value
 
-        return _Pending(task, call(), reserve, finish)
+        return _Pending(item, call(), reserve, finish)
 
     def _failure(self, stage: str, ref: str, error: ProviderError) -> ModelCallFailed:
         message = self._redact(str(error))
