@@ -18,9 +18,13 @@ ALLOWED_TAGS = {"p", "ul", "ol", "li", "strong", "em", "b", "i", "blockquote", "
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
 
 
+# Built once: configuring a sanitiser costs about as much as cleaning a paragraph with it.
+_CLEANER = nh3.Cleaner(tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes={"http", "https", "mailto"})
+
+
 def sanitize_fragment(html: str) -> str:
     """Strip everything outside the allow-list (scripts, styles, event handlers, h1/h2)."""
-    return nh3.clean(html, tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, url_schemes={"http", "https", "mailto"})
+    return _CLEANER.clean(html)
 
 
 def render_article(draft: ArticleDraft) -> str:

@@ -8,6 +8,7 @@ The schema is created and upgraded by Alembic on open (`Store.migrate`).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -430,25 +431,18 @@ class Store:
         with self.transaction() as session:
             insert = self._insert(session)
             now = utcnow()
-            created = dict(
-                session.execute(
-                    insert(Content)
-                    .values(
-                        [
-                            {
-                                "site_id": site_id,
-                                "idea_id": idea_id,
-                                "status": "draft",
-                                "created_at": now,
-                                "updated_at": now,
-                            }
-                            for idea_id, _ in articles
-                        ]
-                    )
-                    .on_conflict_do_nothing(index_elements=[Content.idea_id])
-                    .returning(Content.idea_id, Content.id)
-                ).all()
+            # One cached statement run with many parameter sets (not a multi-row VALUES built per batch,
+            # which SQLAlchemy would compile again for every batch size).
+            statement = (
+                insert(Content.__table__)
+                .on_conflict_do_nothing(index_elements=[Content.idea_id])
+                .returning(Content.idea_id, Content.id)
             )
+            params = [
+                {"site_id": site_id, "idea_id": idea_id, "status": "draft", "created_at": now, "updated_at": now}
+                for idea_id, _ in articles
+            ]
+            created = dict(session.execute(statement, params).all())
             rows = [
                 {"content_id": created[idea_id], "version": 1, "variant": "A", "created_at": now, **variant}
                 for idea_id, variant in articles
@@ -458,15 +452,24 @@ class Store:
                 session.execute(ContentVariant.__table__.insert(), rows)
             return len(rows)
 
-    def current_variants(self, site_id: int) -> list[ContentVariant]:
-        """The newest version's variants of every article of a site."""
+    def current_variants(self, site_id: int, limit: int | None = None) -> list[ContentVariant]:
+        """The newest version's variants of every article of a site (the first `limit` of them)."""
         with self._sessions() as session:
             statement = (
                 _current_variants()
                 .where(Content.site_id == site_id)
                 .order_by(ContentVariant.content_id, ContentVariant.variant)
+                .limit(limit)
             )
             return list(session.scalars(statement))
+
+    def article_totals(self, site_id: int) -> tuple[int, int]:
+        """(articles, words in their current variants) of a site, counted in the database."""
+        current = _current_variants().where(Content.site_id == site_id).subquery()
+        totals = select(func.count(func.distinct(current.c.content_id)), func.sum(current.c.word_count))
+        with self._sessions() as session:
+            articles, words = session.execute(totals).one()
+        return int(articles), int(words or 0)
 
     # -- image prompts ----------------------------------------------------------------------------
 
@@ -543,25 +546,16 @@ class Store:
             now = utcnow()
             if calls:
                 session.execute(ModelCall.__table__.insert(), [{"created_at": now, **values} for values in calls])
-            insert = self._insert(session)
             # In key order: two runs caching or hitting the same answers then lock those rows in the same
-            # order, so their batches queue instead of deadlocking (PostgreSQL).
-            # One statement per batch, rows in key order (two runs caching the same answers cannot deadlock).
+            # order, so their batches queue instead of deadlocking (PostgreSQL). One statement with many
+            # parameter sets: a multi-row VALUES would be compiled again for every batch size.
             unique = {entry["key"]: entry for entry in cache}
-            for chunk in _chunks(sorted(unique.values(), key=lambda entry: entry["key"]), 200):
-                statement = insert(ResponseCache).values(
-                    [{**entry, "hits": 0, "created_at": now, "last_used_at": now} for entry in chunk]
-                )
-                session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=[ResponseCache.key],
-                        set_={
-                            "answer": statement.excluded.answer,
-                            "model": statement.excluded.model,
-                            "last_used_at": now,
-                        },
-                    )
-                )
+            if unique:
+                rows = [
+                    {**entry, "hits": 0, "created_at": now, "last_used_at": now}
+                    for entry in sorted(unique.values(), key=lambda entry: entry["key"])
+                ]
+                session.execute(_cache_upsert(session.bind.dialect.name), rows)
             for key, count in sorted(Counter(hits).items()):
                 session.execute(
                     update(ResponseCache)
@@ -1045,6 +1039,22 @@ def _current_variants():
             newest,
             (newest.c.content_id == ContentVariant.content_id) & (newest.c.version == ContentVariant.version),
         )
+    )
+
+
+@functools.cache
+def _cache_upsert(dialect: str) -> Any:
+    """`INSERT … ON CONFLICT (key) DO UPDATE` of response-cache rows, built once per dialect (building the
+    `excluded` alias costs more than running the statement)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(ResponseCache.__table__)
+    return statement.on_conflict_do_update(
+        index_elements=[ResponseCache.key],
+        set_={
+            "answer": statement.excluded.answer,
+            "model": statement.excluded.model,
+            "last_used_at": statement.excluded.last_used_at,
+        },
     )
 
 

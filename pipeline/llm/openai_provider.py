@@ -53,9 +53,7 @@ class OpenAIProvider:
     def _sdk(self) -> openai.AsyncOpenAI:
         # Created on first use, on the engine's event loop, which owns its connections.
         if self._client is None:
-            self._client = openai.AsyncOpenAI(
-                api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout_s
-            )
+            self._client = sdk_client(self._api_key, self.base_url, self.max_retries, self.timeout_s)
         return self._client
 
     async def aclose(self) -> None:
@@ -67,14 +65,7 @@ class OpenAIProvider:
     async def complete(self, request: CompletionRequest) -> Completion:
         """One structured Chat Completions call (strict JSON schema), validated into `request.schema`."""
         settings = request.settings
-        arguments = {
-            "model": settings.model,
-            "messages": request.messages,
-            "max_completion_tokens": settings.max_output_tokens,
-            # The strict schema goes in as-is: passed as `response_format`, the SDK would walk the whole
-            # schema through its parameter transform on every call (a third of its CPU per request).
-            "extra_body": {"response_format": response_format(request.schema)},
-        }
+        arguments = chat_arguments(request.messages, settings.model, settings.max_output_tokens, request.schema)
         if settings.temperature is not None:
             arguments["temperature"] = settings.temperature
         try:
@@ -172,6 +163,37 @@ class OpenAIProvider:
                 "error", type(error).__name__, f"HTTP {status}: {_first_lines(str(error))}", attempts=attempts
             )
         return ProviderError("error", type(error).__name__, _first_lines(str(error)))
+
+
+def sdk_client(api_key: str, base_url: str, max_retries: int, timeout_s: float) -> openai.AsyncOpenAI:
+    """The SDK client every OpenAI call goes through (the benchmark measures this same client)."""
+    return openai.AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        max_retries=max_retries,
+        timeout=timeout_s,
+        # The SDK's aiohttp transport (its `aiohttp` extra): the same client, retries and parsing, with
+        # about 30% less CPU per request than the default httpx2 transport (measured on 2 cores).
+        http_client=openai.DefaultAioHttpClient(),
+    )
+
+
+def chat_arguments(
+    messages: list[dict[str, str]], model: str, max_output_tokens: int, schema: type[BaseModel]
+) -> dict[str, Any]:
+    """Keyword arguments of `chat.completions.create` for one strict-schema call.
+
+    The messages and the schema travel in `extra_body`, which the SDK merges into the JSON body as-is
+    (top-level keys of `extra_body` replace the typed ones): passed as typed parameters, the SDK would walk
+    both through its parameter transform on every call, which costs about a third of its client CPU per
+    request (measured; neither holds anything the transform would change: no aliases, files or dates).
+    """
+    return {
+        "model": model,
+        "messages": [],  # required by the signature; replaced by `extra_body["messages"]`
+        "max_completion_tokens": max_output_tokens,
+        "extra_body": {"messages": messages, "response_format": response_format(schema)},
+    }
 
 
 @functools.cache

@@ -61,15 +61,18 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
             else:
                 new_articles.append((idea_id, variant | outcome.provenance()))
         written += store.add_contents(site.id, new_articles)
-    variants = store.current_variants(site.id)
+    # Totals are counted by the database and only the previewed articles are loaded: a site's whole
+    # corpus of HTML is not read back to describe one run.
+    articles_total, words_total = store.article_totals(site.id)
+    variants = store.current_variants(site.id, limit=15)
     report.counts = {
         "articles_written": written,
-        "articles_total": len({v.content_id for v in variants}),
-        "words_written_total": sum(v.word_count for v in variants),
+        "articles_total": articles_total,
+        "words_written_total": words_total,
     }
     report.preview = [
         {"title": v.title, "words": v.word_count, "primary_keyword": v.primary_keyword, "tags": ", ".join(v.tags)}
-        for v in variants[:15]
+        for v in variants
     ]
     if variants:
         report.markdown = article_markdown(variants[0].title, variants[0].meta_description, variants[0].body_html)
