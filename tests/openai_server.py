@@ -337,8 +337,10 @@ def _schema_name(body: Mapping[str, Any]) -> str | None:
 
 async def _prologue(
     state: ServerState, request: Request, path: PathName
-) -> tuple[dict[str, Any], Fault | None] | Response:
-    """Authenticate, read the body, pick the fault, log, and wait out the latency."""
+) -> tuple[dict[str, Any], Fault | None, float] | Response:
+    """Authenticate, read the body, pick the fault, log; returns the body, the fault and when the request
+    arrived (answers leave `latency_ms` after that, see `_wait_out_latency`)."""
+    arrived = time.monotonic()
     if not _authorized(request):
         state.log.add(RequestRecord("unauthenticated", None, None, None, time.time()))
         return error_response(
@@ -358,13 +360,20 @@ async def _prologue(
     fault = state.plan.next_fault(path, schema)
     model = body.get("model") if isinstance(body.get("model"), str) else None
     state.log.add(RequestRecord(path, model, schema, fault.kind if fault else None, time.time()))
-    if state.latency_ms > 0:
-        await asyncio.sleep(state.latency_ms / 1000)
     if fault is not None and fault.kind == "hang":
+        await _wait_out_latency(state, arrived)
         seconds = fault.hang_seconds if fault.hang_seconds is not None else state.plan.hang_seconds
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.stopping.wait(), timeout=seconds)
-    return body, fault
+    return body, fault, arrived
+
+
+async def _wait_out_latency(state: ServerState, arrived: float) -> None:
+    """Sleep until `latency_ms` after the request arrived: the answer is composed during the latency, as a
+    real provider's would be, so the server's own CPU time does not add to the latency clients see."""
+    remaining = state.latency_ms / 1000 - (time.monotonic() - arrived)
+    if remaining > 0:
+        await asyncio.sleep(remaining)
 
 
 def _transport_fault(fault: Fault | None) -> Response | None:
@@ -404,8 +413,9 @@ async def chat_completions(request: Request) -> Response:
     prologue = await _prologue(state, request, "chat")
     if isinstance(prologue, Response):
         return prologue
-    body, fault = prologue
+    body, fault, arrived = prologue
     if (faulted := _transport_fault(fault)) is not None:
+        await _wait_out_latency(state, arrived)
         return faulted
     if body.get("stream"):
         return error_response(400, "Streaming is not supported by the loopback server.", "invalid_request_error", None)
@@ -475,6 +485,7 @@ async def chat_completions(request: Request) -> Response:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
         },
     }
+    await _wait_out_latency(state, arrived)
     return JSONResponse(payload, headers=headers)
 
 
@@ -484,8 +495,9 @@ async def images_generations(request: Request) -> Response:
     prologue = await _prologue(state, request, "images")
     if isinstance(prologue, Response):
         return prologue
-    body, fault = prologue
+    body, fault, arrived = prologue
     if (faulted := _transport_fault(fault)) is not None:
+        await _wait_out_latency(state, arrived)
         return faulted
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -517,6 +529,7 @@ async def images_generations(request: Request) -> Response:
             "total_tokens": text_tokens + image_tokens,
         },
     }
+    await _wait_out_latency(state, arrived)
     return JSONResponse(payload, headers=_headers(state))
 
 
@@ -526,8 +539,9 @@ async def embeddings(request: Request) -> Response:
     prologue = await _prologue(state, request, "embeddings")
     if isinstance(prologue, Response):
         return prologue
-    body, fault = prologue
+    body, fault, arrived = prologue
     if (faulted := _transport_fault(fault)) is not None:
+        await _wait_out_latency(state, arrived)
         return faulted
     inputs = body.get("input")
     if isinstance(inputs, str):
@@ -552,6 +566,7 @@ async def embeddings(request: Request) -> Response:
         "model": str(body.get("model") or ""),
         "usage": {"prompt_tokens": used, "total_tokens": used},
     }
+    await _wait_out_latency(state, arrived)
     return JSONResponse(payload, headers=_headers(state))
 
 
