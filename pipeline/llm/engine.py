@@ -385,10 +385,7 @@ class ModelEngine:
             # Two busy threads share the GIL (the SDK's loop, the stage storing results): a 1 ms switch
             # interval instead of 5 ms lets each get it back promptly (measured ~10% more calls/s).
             sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
-            # Everything alive before the first call (imports, definitions, the store) stays alive: moved
-            # out of the collector's view, a full collection no longer pauses every call in flight for
-            # tens of milliseconds to rescan it (measured: ~5% more calls/s).
-            gc.freeze()
+            _freeze_long_lived_objects()
             self._loop = new_event_loop()
             self._thread = threading.Thread(target=self._loop.run_forever, name="model-engine", daemon=True)
             self._thread.start()
@@ -880,6 +877,23 @@ def _replace(request: CompletionRequest, **changes: Any) -> CompletionRequest:
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_frozen = False
+
+
+def _freeze_long_lived_objects() -> None:
+    """Once per process, before the first model call: move everything alive (imports, Dagster, the
+    definitions, ~300k objects) out of the garbage collector's view.
+
+    A full collection of that heap takes 50-170 ms on these machines, during which no call in flight is
+    read or sent; frozen, it is never rescanned (measured: ~5% more calls/s at 32 calls in flight). The
+    objects stay alive anyway; a little garbage pending at that moment is kept, once.
+    """
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -107,7 +107,9 @@ def variant_row(draft: ArticleDraft, fallback_keyword: str, taxonomy: Taxonomy |
     """
     body = render_article(draft)
     sections = read_sections(body)
-    words = len(plain_text(body).split())
+    # Every word of the body is in the intro or in a section's heading or text (read once, not twice).
+    words = len(plain_text(body.split("<h2>", 1)[0]).split())
+    words += sum(len(heading.split()) + len(text.split()) for heading, text in sections)
     if not sections or words < MIN_WORDS:
         raise UnusableArticle(f"answer had {words} words and {len(sections)} sections")
     return {
