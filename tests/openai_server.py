@@ -15,10 +15,11 @@ no network and no key. Three endpoints are served under `/v1`:
 - `POST /v1/embeddings`: deterministic unit vectors from hashed word and character-trigram features (so
   phrases sharing words are close), as floats or as the base64 float32 the SDK asks for by default.
 
-Every request needs `Authorization: Bearer <non-empty>` (else 401). Latency (`latency_ms`) is applied
-with `asyncio.sleep`, so concurrent requests overlap for real. Faults are scripted by a `FaultPlan`: an
-explicit queue consumed in request order, and/or a seeded rate that picks a fault kind per request
-deterministically. Every request is recorded in a thread-safe `RequestLog`.
+Every request needs `Authorization: Bearer <non-empty>` (else 401). Answers (and scripted faults) leave
+`latency_ms` after their request arrived, waited out with `asyncio.sleep`, so concurrent requests overlap
+for real and the server's own work happens within the latency, as a real provider's does. Faults are
+scripted by a `FaultPlan`: an explicit queue consumed in request order, and/or a seeded rate that picks a
+fault kind per request deterministically. Every request is recorded in a thread-safe `RequestLog`.
 
 In tests::
 
@@ -687,7 +688,7 @@ class LoopbackOpenAI:
 
     @property
     def latency_ms(self) -> float:
-        """Delay added to every request, in milliseconds."""
+        """Time from a request's arrival to its answer, in milliseconds."""
         return self.state.latency_ms
 
     @latency_ms.setter
