@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 from sqlalchemy import select
 
-from pipeline.article_html import read_sections
+from pipeline.article_html import plain_text, read_sections
 from pipeline.models import Cluster, Content, ContentVariant, Idea, ImagePrompt, Keyword, ModelCall
 from pipeline.models import Image as ImageRow
 from tests.conftest import SIX_ASSETS
@@ -59,6 +59,21 @@ def test_every_idea_has_content_with_real_h2_sections(sample_run):
         assert [h for h, _ in read_sections(variant.body_html)] == idea.outline
         assert variant.word_count > 80
         assert "<script" not in variant.body_html
+
+
+def test_content_metadata_counts_match_the_stored_articles_and_their_words(sample_run):
+    env, result = sample_run
+    [content] = [
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "content"
+    ]
+    with env.store.transaction() as s:
+        variants = s.scalars(select(ContentVariant)).all()
+    for variant in variants:  # counted from the sections, equal to the words of the whole body
+        assert variant.word_count == len(plain_text(variant.body_html).split())
+    assert content["articles_total"].value == len({v.content_id for v in variants}) == 93
+    assert content["words_written_total"].value == sum(v.word_count for v in variants)
 
 
 def test_ideas_target_only_keywords_of_their_own_cluster(sample_run):

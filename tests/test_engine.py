@@ -8,6 +8,7 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import select, update
 
+import pipeline.llm.engine as engine_module
 import resources.llm
 from pipeline.llm.catalog import DEFAULT_CATALOG, Usage
 from pipeline.llm.engine import (
@@ -256,6 +257,20 @@ def test_calls_run_concurrently_up_to_the_configured_bound(env):
     with engine(env, PaidOffline(), concurrency=4) as parallel:
         results = list(parallel.generate_each("ideas", ideas_tasks(env, 12)))
     assert len(results) == 12 and PaidOffline.max_in_flight == 4
+
+
+def test_long_lived_objects_are_frozen_once_per_process_before_the_first_call(env, monkeypatch):
+    env.add_site()
+    freezes: list[int] = []
+    monkeypatch.setattr(engine_module, "_frozen", False)
+    monkeypatch.setattr(engine_module.gc, "freeze", lambda: freezes.append(PaidOffline.calls))
+    PaidOffline.calls = 0
+    tasks = ideas_tasks(env, 4)
+    for batch in (tasks[:2], tasks[2:]):  # two engines in one process, each making real calls
+        with engine(env, PaidOffline()) as each:
+            list(each.generate_each("ideas", batch))
+    assert freezes == [0], "one freeze, before any call was made"
+    assert PaidOffline.calls == 4
 
 
 def test_user_text_travels_as_delimited_data_that_cannot_close_its_tag():
