@@ -346,3 +346,25 @@ class ReviewEvent(Base):
     note: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RejectedFile(Base):
+    """A file dropped in a watched folder (`inbox`, `metrics`) that could not be used, and why.
+
+    Keyed on (folder, name, fingerprint): the content hash of a readable file, or what the entry is
+    otherwise (a folder, a FIFO, a dangling link), so a file is recorded once per content however often it
+    is seen. `resolved_at` is set when that content is no longer in the folder (fixed, replaced or removed).
+    """
+
+    __tablename__ = "rejected_files"
+    __table_args__ = (UniqueConstraint("folder", "name", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    folder: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(1024))
+    path: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+    problem: Mapped[str] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(index=True)
