@@ -1,13 +1,21 @@
-"""Sites: slug rules and the typed per-site settings stored as JSON on the site row."""
+"""Sites: slug rules and the typed per-site settings stored as JSON on the site row.
+
+Settings are validated wherever they are read (a settings file, the stored JSON): every number must be
+finite (`NaN` and `Infinity` are refused, also inside free-form `models` and `prices`, because SQLite
+and PostgreSQL store them differently or not at all), keys must not repeat, and every problem is named by
+its path in the settings, e.g. `triggers[0].threshold`.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Slugs are Dagster partition keys: `,` `|` `...` and newlines break partition handling, so stay strict.
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
@@ -34,9 +42,23 @@ def slugify(text: str, max_length: int = 64) -> str:
     return slug[:max_length].rstrip("-")
 
 
+# The longest wait a trigger rule may ask for after publication (10 years): longer is a typo, not a plan.
+MAX_MIN_AGE_HOURS = 10 * 365 * 24
+
+
+class SiteSettingsError(ValueError):
+    """Site settings that cannot be used; the message names where they came from and every problem."""
+
+    def __init__(self, where: str, problems: list[str]):
+        self.where, self.problems = where, problems
+        lines = problems if len(problems) == 1 else [f"{len(problems)} problems", *(f"  - {p}" for p in problems)]
+        super().__init__(f"{where}: " + "\n".join(lines))
+
+
 class Taxonomy(BaseModel):
     """The site's allowed categories and tags; generated ones are filtered against it when set."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
     categories: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
 
@@ -44,19 +66,19 @@ class Taxonomy(BaseModel):
 class TriggerRuleSettings(BaseModel):
     """A default trigger rule for every published article of a site (set in site settings)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     metric: str = Field(pattern=r"^[a-z][a-z0-9_]{0,59}$")
     comparison: Literal["<", "<=", ">", ">=", "=="]
     threshold: float
-    min_age_hours: float = Field(default=0.0, ge=0)
+    min_age_hours: float = Field(default=0.0, ge=0, le=MAX_MIN_AGE_HOURS)
     instruction: str = ""
 
 
 class SiteSettings(BaseModel):
     """Per-site knobs, stored in `sites.settings`; unknown keys are rejected so typos surface."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     ideas_per_cluster: int = Field(default=3, ge=1, le=20)
     in_article_images: int = Field(default=2, ge=0, le=10)
@@ -77,6 +99,69 @@ class SiteSettings(BaseModel):
     triggers: list[TriggerRuleSettings] = Field(default_factory=list, description="Default regeneration rules.")
 
 
-def site_settings(raw: Mapping[str, Any] | None) -> SiteSettings:
-    """Validated settings of a site, defaults filled in."""
-    return SiteSettings.model_validate(dict(raw or {}))
+def site_settings(raw: Mapping[str, Any] | None, where: str = "site settings") -> SiteSettings:
+    """Validated settings of a site, defaults filled in; `SiteSettingsError` naming `where` and each problem."""
+    return _validated(dict(raw or {}), where)
+
+
+def parse_site_settings(text: str, where: str) -> SiteSettings:
+    """Settings from JSON text (a settings file), validated as a whole; `where` names the source in errors."""
+
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise SiteSettingsError(where, [f"key {repeated[0]!r} appears twice in one object"])
+        return dict(pairs)
+
+    try:
+        raw = json.loads(text, object_pairs_hook=unique_keys)
+    except json.JSONDecodeError as error:
+        problem = f"line {error.lineno}, column {error.colno}: not valid JSON ({error.msg})"
+        raise SiteSettingsError(where, [problem]) from None
+    except RecursionError:
+        raise SiteSettingsError(where, ["nested too deeply to be settings"]) from None
+    if not isinstance(raw, dict):
+        raise SiteSettingsError(where, [f"expected a JSON object {{...}}, got {type(raw).__name__}"])
+    return _validated(raw, where)
+
+
+def _validated(raw: dict[str, Any], where: str) -> SiteSettings:
+    non_finite = dict(_non_finite(raw))
+    problems = [
+        f"{path or 'settings'}: {_json_number(value)} is not allowed, numbers must be finite"
+        for path, value in non_finite.items()
+    ]
+    try:
+        settings = SiteSettings.model_validate(raw)
+    except ValidationError as error:
+        problems += [
+            text for path, text in (_describe(e) for e in error.errors(include_url=False)) if path not in non_finite
+        ]
+        raise SiteSettingsError(where, problems) from None
+    if problems:
+        raise SiteSettingsError(where, problems)
+    return settings
+
+
+def _non_finite(value: Any, path: str = "") -> list[tuple[str, float]]:
+    """Every NaN or infinite number in a JSON value, with its path (`triggers[0].threshold`)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _non_finite(item, f"{path}.{key}" if path else key)]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _non_finite(item, f"{path}[{index}]")]
+    return []
+
+
+def _json_number(value: float) -> str:
+    """A non-finite number as JSON spells it (`1e999` reads as Infinity)."""
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _describe(error: Mapping[str, Any]) -> tuple[str, str]:
+    """A pydantic error as (path, `path: message (got value)`)."""
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    shown = repr(error["input"]) if not isinstance(error["input"], dict | list) else ""
+    return path, f"{path or 'settings'}: {error['msg']}" + (f" (got {shown})" if shown and len(shown) <= 80 else "")
