@@ -36,6 +36,7 @@ from pipeline.models import (
     Keyword,
     ModelCall,
     PostMetric,
+    RejectedFile,
     ResponseCache,
     ReviewEvent,
     Site,
@@ -659,6 +660,67 @@ class Store:
             for variant, metric, value in rows:
                 latest.setdefault(variant, {})[metric] = value
             return latest
+
+    def publications(self, content_ids: Iterable[int]) -> dict[int, list[tuple[datetime, int]]]:
+        """When versions of these articles were published, from their review events, oldest first:
+        `{content_id: [(when, version), ...]}`; articles without such events are absent."""
+        ids = sorted(set(content_ids))
+        found: dict[int, list[tuple[datetime, int]]] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(ids, 500):
+                rows = session.execute(
+                    select(ReviewEvent.content_id, ReviewEvent.created_at, ReviewEvent.version)
+                    .where(
+                        ReviewEvent.content_id.in_(chunk),
+                        ReviewEvent.to_status == "published",
+                        ReviewEvent.version.is_not(None),
+                    )
+                    .order_by(ReviewEvent.created_at, ReviewEvent.id)
+                )
+                for content_id, when, version in rows:
+                    found.setdefault(content_id, []).append((when, version))
+        return found
+
+    def record_rejected_file(self, folder: str, name: str, path: str, fingerprint: str, problem: str) -> None:
+        """Record that a file in a watched folder was rejected (once per content; seen again: refreshed)."""
+        with self.transaction() as session:
+            now = utcnow()
+            statement = self._insert(session)(RejectedFile).values(
+                folder=folder,
+                name=name,
+                path=path,
+                fingerprint=fingerprint,
+                problem=problem,
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+            session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[RejectedFile.folder, RejectedFile.name, RejectedFile.fingerprint],
+                    set_={"problem": problem, "path": path, "last_seen_at": now, "resolved_at": None},
+                )
+            )
+
+    def resolve_rejected_files(self, folder: str, present: Mapping[str, str]) -> int:
+        """Mark rejections in `folder` resolved unless it still holds that name with that fingerprint
+        (`present`: name -> fingerprint of every entry there now); returns how many were resolved."""
+        with self.transaction() as session:
+            still_open = session.scalars(
+                select(RejectedFile).where(RejectedFile.folder == folder, RejectedFile.resolved_at.is_(None))
+            )
+            gone = [row for row in still_open if present.get(row.name) != row.fingerprint]
+            now = utcnow()
+            for row in gone:
+                row.resolved_at = now
+            return len(gone)
+
+    def rejected_files(self, *, include_resolved: bool = False) -> list[RejectedFile]:
+        """Rejected input files, by folder and name; only those still in their folder unless `include_resolved`."""
+        with self._sessions() as session:
+            statement = select(RejectedFile).order_by(RejectedFile.folder, RejectedFile.name, RejectedFile.id)
+            if not include_resolved:
+                statement = statement.where(RejectedFile.resolved_at.is_(None))
+            return list(session.scalars(statement))
 
     def published_content(self, site_id: int | None = None) -> list[Content]:
         """Published articles (of one site, or all), oldest publication first."""
