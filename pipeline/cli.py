@@ -23,15 +23,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from pipeline import review, settings
 from pipeline.keywords import KeywordFileError, read_keyword_file
-from pipeline.metrics import METRIC_NAME, MetricsFileError, import_metrics_file
-from pipeline.sites import InvalidSlug, SiteSettings, site_settings, validate_slug
+from pipeline.metrics import MAX_ID, MetricsFileError, import_metrics_file
+from pipeline.sites import InvalidSlug, SiteSettingsError, parse_site_settings, site_settings, validate_slug
 from pipeline.stages import MODEL_STAGES
 from pipeline.store import Store, UnknownSite
-from pipeline.triggers import COMPARISONS, site_rules
+from pipeline.triggers import COMPARISONS, rule_problems, site_rules
 
 PARTITIONS_NAME = "sites"
 
@@ -195,19 +193,36 @@ def _status(args: argparse.Namespace) -> int:
     store = _store()
     slugs = [args.site] if args.site else [site.slug for site in store.sites()]
     counts = [store.counts(slug) for slug in slugs]
+    rejected = store.rejected_files()
     if args.json:
         print(json.dumps([asdict(c) for c in counts], indent=2))
+        if rejected:  # stdout stays the documented list of sites
+            print(f"note: {len(rejected)} rejected input file(s); `pipeline status` lists them", file=sys.stderr)
         return 0
     if not counts:
         print("No sites registered yet: pipeline sites add SLUG --keywords FILE")
-        return 0
-    columns = ["site", "keywords", "clusters", "ideas", "content", "image_prompts", "images"]
-    _print_table(columns, [[str(getattr(c, column)) for column in columns] for c in counts])
-    print()
-    print(f"Store:  {_display_url(store.url)}")
-    print(f"Media:  {settings.media_dir()}")
-    print(f"Dagster instance: {settings.dagster_home()}  (open the UI with: make ui)")
+    else:
+        columns = ["site", "keywords", "clusters", "ideas", "content", "image_prompts", "images"]
+        _print_table(columns, [[str(getattr(c, column)) for column in columns] for c in counts])
+        print()
+        print(f"Store:  {_display_url(store.url)}")
+        print(f"Media:  {settings.media_dir()}")
+        print(f"Dagster instance: {settings.dagster_home()}  (open the UI with: make ui)")
+    if rejected:
+        print(f"\nRejected input files ({len(rejected)}; skipped until fixed or removed):")
+        _print_table(
+            ["folder", "file", "since", "problem"],
+            [[r.folder, r.name, f"{r.first_seen_at:%Y-%m-%d %H:%M}", _first_problem(r.problem)] for r in rejected],
+        )
     return 0
+
+
+def _first_problem(problem: str) -> str:
+    """The first concrete problem of a (possibly multi-line) rejection, with how many more there are."""
+    lines = [line.strip().removeprefix("- ") for line in problem.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else ""
+    return lines[1] + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
 
 
 def _display_url(url: str) -> str:
@@ -388,29 +403,45 @@ def _sites_settings(args: argparse.Namespace) -> int:
     site = store.site(args.slug)
     if args.file:
         try:
-            new = SiteSettings.model_validate_json(args.file.read_text(encoding="utf-8"))
-        except (OSError, ValidationError) as error:
-            raise UsageError(f"settings file {args.file}: {error}") from error
+            text = args.file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise UsageError(f"--file {args.file}: cannot be read ({error.strerror or error})") from error
+        except UnicodeDecodeError as error:
+            raise UsageError(f"--file {args.file}: not valid UTF-8 ({error.reason})") from error
+        try:
+            new = parse_site_settings(text, f"settings file {args.file}")
+        except SiteSettingsError as error:
+            raise UsageError(f"{error}\nThe settings of '{args.slug}' were not changed.") from error
         store.update_site_settings(site.id, new.model_dump(exclude_defaults=True))
         print(f"Settings of '{args.slug}' replaced.")
-    current = site_settings(store.site(args.slug).settings)
+    try:
+        current = site_settings(store.site(args.slug).settings, f"stored settings of site '{args.slug}'")
+    except SiteSettingsError as error:
+        raise UsageError(f"{error}\nReplace them: pipeline sites settings {args.slug} --file FILE") from error
     print(current.model_dump_json(indent=2))
     return 0
 
 
 def _metrics_import(args: argparse.Namespace) -> int:
     result = import_metrics_file(_store(), args.file)
-    print(f"{result.path}: {result.rows} rows, {result.added} new, {result.already_known} already imported")
+    repeated = f", {result.repeated} repeated rows merged" if result.repeated else ""
+    print(f"{result.path}: {result.rows} rows, {result.added} new, {result.already_known} already imported{repeated}")
     return 0
 
 
 def _triggers_add(args: argparse.Namespace) -> int:
     store = _store()
     site = store.site(args.site)
-    if args.content is not None and store.content_by_ids([args.content]).get(args.content, None) is None:
-        raise UsageError(f"no article with id {args.content}")
-    if not METRIC_NAME.match(args.metric):
-        raise UsageError(f"{args.metric!r} is not a metric name (lowercase letters, digits, _)")
+    found = rule_problems(args.metric, args.comparison, args.threshold, args.min_age_hours)
+    problems = [f"--{field.replace('_', '-')}: {problem}" for field, problem in found.items()]
+    if args.content is not None:
+        article = store.content_by_ids([args.content]).get(args.content) if 1 <= args.content <= MAX_ID else None
+        if article is None:
+            problems.append(f"--content: no article with id {args.content}")
+        elif article.site_id != site.id:
+            problems.append(f"--content: article {args.content} is not an article of site '{args.site}'")
+    if problems:
+        raise UsageError("no rule was added:\n" + "\n".join(f"  {problem}" for problem in problems))
     rule = store.add_trigger_rule(
         {
             "site_id": site.id,
@@ -442,7 +473,7 @@ def _triggers_list(args: argparse.Namespace) -> int:
 
 
 def _triggers_remove(args: argparse.Namespace) -> int:
-    if not _store().disable_trigger_rule(args.rule_id):
+    if not 1 <= args.rule_id <= MAX_ID or not _store().disable_trigger_rule(args.rule_id):
         raise UsageError(f"no rule with id {args.rule_id}")
     print(f"Rule {args.rule_id} disabled.")
     return 0
