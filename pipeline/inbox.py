@@ -3,21 +3,30 @@
 Each new or changed file is validated as a whole; a good one is copied, content-addressed, to the sites
 folder (`<data>/sites/SLUG/keywords-<sha>.csv`, so later edits to the inbox file never change an import
 in progress) and becomes the site's keyword file. A file whose content was already imported is skipped,
-even by a fresh Dagster instance, because the stored keyword file name carries its hash. A bad file is
-reported with the problem and never blocks the other files.
+even by a fresh Dagster instance, because the stored keyword file name carries its hash.
+
+The name's letter case does not matter: `Coffee.CSV` is site `coffee` (two names for one site, such as
+`coffee.csv` and `COFFEE.csv`, are both rejected until one is removed). Only regular files are read
+(`pipeline.drop_folder`). Anything that cannot be used (a folder or FIFO named `x.csv`, a dangling
+link, an invalid slug, a keyword file that fails validation) is rejected with its problem, recorded in
+the store's rejected files (shown by `pipeline status`) and never blocks the other files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.drop_folder import SUFFIX, Entry, Rejected, read_folder
 from pipeline.keywords import KeywordFileError, parse_keyword_bytes
 from pipeline.sites import InvalidSlug, validate_slug
 from pipeline.store import Store, UnknownSite
+
+FOLDER = "inbox"  # the watched folder's name in the rejected-files table
+
+__all__ = ["FOLDER", "Accepted", "InboxScan", "Rejected", "scan_inbox"]
 
 
 @dataclass(frozen=True)
@@ -29,55 +38,78 @@ class Accepted:
     stored: Path
     keywords: int
     new_site: bool
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A file that cannot be used, and why."""
-
-    path: Path
-    sha256: str
-    problem: str
+    name: str = ""  # the file's name in the inbox
 
 
 @dataclass
 class InboxScan:
-    """What one look at the inbox found."""
+    """What one look at the inbox found; `present` maps every candidate's name to its fingerprint."""
 
     accepted: list[Accepted] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     unchanged: int = 0
+    present: dict[str, str] = field(default_factory=dict)
 
 
 def scan_inbox(store: Store, folder: Path, seen: Mapping[str, str], sites_dir: Path) -> InboxScan:
-    """Register every new or changed `*.csv` in `folder`; `seen` maps file name -> last handled sha256."""
+    """Register every new or changed `*.csv` in `folder`; `seen` maps file name -> last handled fingerprint.
+
+    Raises `pipeline.drop_folder.FolderUnreadable` if the folder cannot be listed.
+    """
     scan = InboxScan()
-    for path in sorted(folder.glob("*.csv")):
-        data = path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        if seen.get(path.name) == sha:
+    entries = read_folder(folder)
+    by_slug: dict[str, list[str]] = {}
+    for entry in entries:
+        scan.present[entry.name] = entry.fingerprint
+        by_slug.setdefault(_slug_of(entry.name), []).append(entry.name)
+    for entry in entries:
+        if seen.get(entry.name) == entry.fingerprint:
             scan.unchanged += 1
             continue
+        slug = _slug_of(entry.name)
+        clash = by_slug[slug]
         try:
-            slug = validate_slug(path.stem)
-            parsed = parse_keyword_bytes(data, path)
-        except (InvalidSlug, KeywordFileError) as problem:
-            scan.rejected.append(Rejected(path, sha, str(problem)))
+            if entry.problem is not None:
+                raise _Unusable(f"keyword file {entry.name}: {entry.problem}; skipped")
+            if len(clash) > 1:
+                raise _Unusable(f"{', '.join(clash)} name the same site {slug!r}; remove all but one")
+            validate_slug(slug)
+            parsed = parse_keyword_bytes(entry.data or b"", folder / entry.name)
+        except (_Unusable, InvalidSlug, KeywordFileError) as problem:
+            store.record_rejected_file(FOLDER, entry.name, str(folder / entry.name), entry.fingerprint, str(problem))
+            scan.rejected.append(Rejected(entry.path, entry.fingerprint, str(problem), name=entry.name))
             continue
-        stored = sites_dir / slug / f"keywords-{sha[:16]}.csv"
-        try:
-            site = store.site(slug)
-            new_site = False
-        except UnknownSite:
-            site, new_site = None, True
-        if site is not None and site.keywords_file == str(stored):
+        accepted = _register(store, entry, slug, sites_dir, len(parsed.rows))
+        if accepted is None:
             scan.unchanged += 1  # this exact content was imported before (perhaps by another instance)
-            continue
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        temporary = stored.with_suffix(".tmp")
-        temporary.write_bytes(data)
-        shutil.move(temporary, stored)
-        # The display name is kept if the site exists (it may have been renamed); new sites get one from the slug.
-        store.upsert_site(slug, site.name if site else slug.replace("-", " ").title(), str(stored))
-        scan.accepted.append(Accepted(slug, sha, stored, len(parsed.rows), new_site))
+        else:
+            scan.accepted.append(accepted)
+    store.resolve_rejected_files(FOLDER, scan.present)
     return scan
+
+
+class _Unusable(ValueError):
+    """An inbox entry rejected before its content is looked at."""
+
+
+def _slug_of(name: str) -> str:
+    return name[: -len(SUFFIX)].lower()
+
+
+def _register(store: Store, entry: Entry, slug: str, sites_dir: Path, keywords: int) -> Accepted | None:
+    """Copy a valid file to the sites folder and make it the site's keyword file; None if it already is."""
+    stored = sites_dir / slug / f"keywords-{entry.fingerprint[:16]}.csv"
+    try:
+        site = store.site(slug)
+        new_site = False
+    except UnknownSite:
+        site, new_site = None, True
+    if site is not None and site.keywords_file == str(stored):
+        return None
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    temporary = stored.with_suffix(".tmp")
+    temporary.write_bytes(entry.data or b"")
+    shutil.move(temporary, stored)
+    # The display name is kept if the site exists (it may have been renamed); new sites get one from the slug.
+    store.upsert_site(slug, site.name if site else slug.replace("-", " ").title(), str(stored))
+    return Accepted(slug, entry.fingerprint, stored, keywords, new_site, name=entry.name)

@@ -1,26 +1,43 @@
 """Post metrics: reading performance numbers per article and A/B variant, and importing them idempotently.
 
 A metrics file is CSV with columns `content_id, variant, metric, value, observed_at` and optional
-`source` (default: the file name) and `version` (default: the article's published version). The file is
-validated as a whole (errors name the file, row and column) before anything is written; rows are keyed
-on (content, variant, version, metric, observed_at, source), so importing a file twice adds nothing.
+`source` (default: the file name) and `version`. The file is validated as a whole (errors name the file,
+row and column) before anything is written: a file with any error writes nothing.
+
+A row belongs to the version of the article that was live (published) when it was observed, whatever
+the time of the import: earlier publications are dated by their review events, the current one by the
+article's `published_at`. So re-reading a file never moves old observations to a newer version. A row
+observed before the article's first publication, in the future, with a value that is not a finite number
+or with a `version` other than the one live at `observed_at` is an error. Rows are keyed on (content,
+variant, version, metric, observed_at, source), so importing a file twice adds nothing.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pipeline.drop_folder import FolderUnreadable, Rejected, read_folder
 from pipeline.keywords import Problem
+from pipeline.models import Content
 from pipeline.store import Store
 
 REQUIRED = ("content_id", "variant", "metric", "value", "observed_at")
-METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,59}$")
+OPTIONAL = ("source", "version")
+METRIC_NAME = re.compile(r"[a-z][a-z0-9_]{0,59}")  # use with fullmatch
+MAX_ID = 2**31 - 1  # ids and versions are 32-bit integers in the store (PostgreSQL INTEGER)
+MAX_SOURCE_CHARS = 120
+FUTURE_SLACK = timedelta(minutes=5)  # clocks of the exporting system and of this one may differ a little
+FOLDER = "metrics"  # the watched folder's name in the rejected-files table
+
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
 
 
 class MetricsFileError(ValueError):
@@ -37,11 +54,12 @@ class MetricsFileError(ValueError):
 
 @dataclass(frozen=True)
 class MetricsImport:
-    """What one import did."""
+    """What one import did: `rows` distinct observations, of which `added` were new."""
 
     path: Path
     rows: int
     added: int
+    repeated: int = 0  # rows repeating an earlier row of the same file (same observation, same value)
 
     @property
     def already_known(self) -> int:
@@ -49,96 +67,269 @@ class MetricsImport:
         return self.rows - self.added
 
 
-def import_metrics_file(store: Store, path: Path | str) -> MetricsImport:
+@dataclass
+class MetricsScan:
+    """What one look at the metrics folder did; `present` maps every candidate's name to its fingerprint."""
+
+    imported: list[MetricsImport] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    unchanged: int = 0
+    present: dict[str, str] = field(default_factory=dict)
+
+
+def import_metrics_file(store: Store, path: Path | str, now: datetime | None = None) -> MetricsImport:
     """Validate a metrics CSV against the store and add its new rows in one transaction."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = path.read_bytes()
     except OSError as exc:
         raise MetricsFileError(path, [Problem(None, None, f"cannot be read ({exc.strerror or exc})")]) from exc
+    return import_metrics_bytes(store, data, path, now=now)
+
+
+def import_metrics_bytes(
+    store: Store, data: bytes, path: Path | str, source: str | None = None, now: datetime | None = None
+) -> MetricsImport:
+    """Validate metrics CSV content (`path` names it in messages and is the default source) and add it."""
+    path = Path(path)
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise MetricsFileError(path, [Problem(None, None, f"not valid UTF-8 ({exc.reason})")]) from exc
-    rows = parse_metrics(store, text, path.name, path)
-    return MetricsImport(path=path, rows=len(rows), added=store.add_metrics(rows))
+        line = data[: exc.start].count(b"\n") + 1
+        raise MetricsFileError(path, [Problem(line, None, f"not valid UTF-8 ({exc.reason}); save as UTF-8")]) from exc
+    rows = parse_metrics(store, text, source or path.name, path, now=now)
+    unique = list({_key(row): row for row in rows}.values())
+    return MetricsImport(path=path, rows=len(unique), added=store.add_metrics(unique), repeated=len(rows) - len(unique))
 
 
-def parse_metrics(store: Store, text: str, default_source: str, path: Path | str = "<metrics>") -> list[dict[str, Any]]:
+def scan_metrics_folder(store: Store, folder: Path, seen: Mapping[str, str]) -> MetricsScan:
+    """Import every new or changed `*.csv` of `folder` (`seen`: name -> fingerprint already handled).
+
+    A file that cannot be used (not a regular file, unreadable, invalid) is recorded in the store's
+    rejected files and listed in the result; it never stops the other files.
+    """
+    scan = MetricsScan()
+    if not folder.is_dir():
+        store.resolve_rejected_files(FOLDER, {})
+        return scan
+    try:
+        entries = read_folder(folder)
+    except FolderUnreadable as error:
+        scan.rejected.append(Rejected(folder, "unlistable", str(error), name=folder.name))
+        return scan
+    for entry in entries:
+        scan.present[entry.name] = entry.fingerprint
+        if seen.get(entry.name) == entry.fingerprint:
+            scan.unchanged += 1
+            continue
+        problem = entry.problem
+        if problem is None:
+            try:
+                where = folder / entry.name  # printable, unlike a name with undecodable bytes
+                scan.imported.append(import_metrics_bytes(store, entry.data or b"", where, source=entry.name))
+                continue
+            except MetricsFileError as error:
+                problem = str(error)
+        else:
+            problem = f"metrics file {entry.name}: {problem}; skipped"
+        store.record_rejected_file(FOLDER, entry.name, str(folder / entry.name), entry.fingerprint, problem)
+        scan.rejected.append(Rejected(entry.path, entry.fingerprint, problem, name=entry.name))
+    store.resolve_rejected_files(FOLDER, scan.present)
+    return scan
+
+
+def parse_metrics(
+    store: Store,
+    text: str,
+    default_source: str,
+    path: Path | str = "<metrics>",
+    now: datetime | None = None,
+) -> list[dict[str, Any]]:
     """Validated metric rows ready to insert, or `MetricsFileError` naming every bad row and column."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    now = now or datetime.now(UTC)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip().lower() for h in next(reader, [])]
+        records = [(reader.line_num, record) for record in reader if any(cell.strip() for cell in record)]
+    except csv.Error as error:
+        raise MetricsFileError(path, [Problem(reader.line_num, None, f"not valid CSV ({error})")]) from error
+    problems = [Problem(1, name, "column appears twice in the header") for name in _repeated(header)]
     missing = [column for column in REQUIRED if column not in header]
     if missing:
-        raise MetricsFileError(
-            path, [Problem(1, missing[0], f"required column missing (found: {', '.join(header) or 'nothing'})")]
-        )
-    reader.fieldnames = header
-    records = [(reader.line_num, record) for record in reader if any((v or "").strip() for v in record.values())]
+        problems.append(Problem(1, missing[0], f"required column missing (found: {', '.join(header) or 'nothing'})"))
+    if problems:
+        raise MetricsFileError(path, problems)
     if not records:
         raise MetricsFileError(path, [Problem(None, None, "the file has no metric rows")])
-    problems: list[Problem] = []
-    ids = {int(r["content_id"]) for _, r in records if (r.get("content_id") or "").strip().isdigit()}
+    positions = {name: header.index(name) for name in (*REQUIRED, *OPTIONAL) if name in header}
+    cells = [
+        (line, {name: (record[i].strip() if i < len(record) else "") for name, i in positions.items()})
+        for line, record in records
+    ]
+    ids = {number for _, c in cells if (number := _whole(c["content_id"])) is not None and number <= MAX_ID}
     articles = store.content_by_ids(ids)
-    rows = []
-    for line, record in records:
-        value = {k: (v or "").strip() for k, v in record.items() if k}
-        row, row_problems = _row(value, line, articles, default_source)
+    events = store.publications(articles.keys())
+    context = _Context(articles, events, _source(default_source), now)
+    rows: list[dict[str, Any]] = []
+    first_seen: dict[tuple, tuple[int, float]] = {}
+    for line, value in cells:
+        row, row_problems = _row(value, line, context)
         problems += row_problems
-        if row:
-            rows.append(row)
+        if row is None:
+            continue
+        earlier = first_seen.setdefault(_key(row), (line, row["value"]))
+        if earlier[1] != row["value"]:
+            problems.append(
+                Problem(line, "value", f"row {earlier[0]} has the same observation with value {earlier[1]:g}")
+            )
+        rows.append(row)
     if problems:
         raise MetricsFileError(path, problems)
     return rows
 
 
-def _row(value: dict[str, str], line: int, articles: dict, default_source: str) -> tuple[dict | None, list[Problem]]:
+@dataclass(frozen=True)
+class _Context:
+    articles: Mapping[int, Content]
+    events: Mapping[int, Sequence[tuple[datetime, int]]]
+    default_source: str
+    now: datetime
+
+
+def _row(value: dict[str, str], line: int, context: _Context) -> tuple[dict | None, list[Problem]]:
     problems: list[Problem] = []
+
+    def problem(column: str, message: str) -> None:
+        problems.append(Problem(line, column, message))
+
     article = None
-    if not value["content_id"].isdigit():
-        problems.append(Problem(line, "content_id", f"{value['content_id']!r} is not an article id"))
+    content_id = _whole(value["content_id"])
+    if content_id is None or content_id > MAX_ID:
+        problem("content_id", f"{_quote(value['content_id'])} is not an article id (a whole number up to {MAX_ID})")
     else:
-        article = articles.get(int(value["content_id"]))
+        article = context.articles.get(content_id)
         if article is None:
-            problems.append(Problem(line, "content_id", f"no article with id {value['content_id']}"))
+            problem("content_id", f"no article with id {content_id}")
     variant = value["variant"].upper()
     if variant not in {"A", "B"}:
-        problems.append(Problem(line, "variant", f"{value['variant']!r} is not A or B"))
+        problem("variant", f"{_quote(value['variant'])} is not A or B")
     metric = value["metric"].lower()
-    if not METRIC_NAME.match(metric):
-        problems.append(Problem(line, "metric", f"{value['metric']!r} is not a metric name (lowercase, digits, _)"))
-    try:
-        number = float(value["value"])
-    except ValueError:
-        number = None
-        problems.append(Problem(line, "value", f"{value['value']!r} is not a number"))
+    if not METRIC_NAME.fullmatch(metric):
+        problem("metric", f"{_quote(value['metric'])} is not a metric name (lowercase letters, digits, _)")
+    number = _number(value["value"], problem)
     observed = _timestamp(value["observed_at"])
     if observed is None:
-        problems.append(Problem(line, "observed_at", f"{value['observed_at']!r} is not an ISO date or date-time"))
+        problem("observed_at", f"{_quote(value['observed_at'])} is not an ISO date or date-time")
+    elif observed > context.now + FUTURE_SLACK:
+        problem("observed_at", f"{_quote(value['observed_at'])} is in the future (now is {_when(context.now)})")
+        observed = None
     version = None
     if value.get("version"):
-        if value["version"].isdigit():
-            version = int(value["version"])
-        else:
-            problems.append(Problem(line, "version", f"{value['version']!r} is not a version number"))
-    elif article is not None:
-        version = article.published_version
-        if version is None:
-            problems.append(Problem(line, "version", f"article {article.id} is not published; give its version"))
-    if problems:
+        version = _whole(value["version"])
+        if version is None or not 1 <= version <= MAX_ID:
+            problem("version", f"{_quote(value['version'])} is not a version number (1 to {MAX_ID})")
+    source = value.get("source") or context.default_source
+    if len(source) > MAX_SOURCE_CHARS:
+        problem("source", f"source is {len(source)} characters; the limit is {MAX_SOURCE_CHARS}")
+    live = None
+    if article is not None and observed is not None:
+        live = _live_version(article, context.events.get(article.id, ()), observed, problem)
+        if live is not None and version is not None and version != live[1]:
+            problem(
+                "version",
+                f"version {version} of article {article.id} was not live at {_when(observed)}: version "
+                f"{live[1]} was (published {_when(live[0])}); a row belongs to the version live when observed",
+            )
+    if problems or article is None or observed is None or live is None:
         return None, problems
     return {
         "content_id": article.id,
         "variant": variant,
-        "version": version,
+        "version": live[1],
         "metric": metric,
         "value": number,
         "observed_at": observed,
-        "source": value.get("source") or default_source,
+        "source": source,
     }, []
+
+
+def publication_history(article: Content, events: Sequence[tuple[datetime, int]]) -> list[tuple[datetime, int]]:
+    """When each version of `article` went live, oldest first: `[(published at, version), ...]`.
+
+    The current publication comes from the article row; earlier ones from its review events (the
+    current publication's own event is later than `published_at` by the export's duration, so dropped).
+    """
+    if article.published_at is None or article.published_version is None:
+        return []
+    current = (_aware(article.published_at), article.published_version)
+    earlier = [(_aware(when), version) for when, version in events if _aware(when) < current[0]]
+    return [*earlier, current]
+
+
+def _live_version(article: Content, events, observed: datetime, problem) -> tuple[datetime, int] | None:
+    history = publication_history(article, events)
+    if not history:
+        problem("content_id", f"article {article.id} has never been published; metrics are only for published ones")
+        return None
+    live = [publication for publication in history if publication[0] <= observed]
+    if not live:
+        problem(
+            "observed_at",
+            f"{_when(observed)} is before article {article.id} was first published ({_when(history[0][0])})",
+        )
+        return None
+    return live[-1]
+
+
+def _number(text: str, problem) -> float | None:
+    if not text:
+        problem("value", "value is empty")
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        problem("value", f"{_quote(text)} is not a number")
+        return None
+    if not math.isfinite(number):
+        problem("value", f"{_quote(text)} is not a finite number")
+        return None
+    return number
+
+
+def _whole(text: str) -> int | None:
+    # ASCII digits only: str.isdigit() also accepts '²' and other characters int() refuses.
+    return int(text) if _WHOLE_NUMBER.fullmatch(text) else None
 
 
 def _timestamp(text: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        # Stored in UTC: SQLite keeps no offset, and the same instant must be the same key on both backends.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
+
+
+def _key(row: Mapping[str, Any]) -> tuple:
+    return tuple(row[k] for k in ("content_id", "variant", "version", "metric", "observed_at", "source"))
+
+
+def _source(name: str) -> str:
+    return name[:MAX_SOURCE_CHARS]  # a long file name is cut rather than refused: it is only the default
+
+
+def _repeated(names: list[str]) -> list[str]:
+    return sorted({name for name in names if name and names.count(name) > 1})
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything the store writes is UTC.
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _quote(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")

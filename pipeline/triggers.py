@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pipeline.metrics import METRIC_NAME
 from pipeline.models import Content, Site, TriggerFiring
-from pipeline.sites import site_settings
+from pipeline.sites import MAX_MIN_AGE_HOURS, site_settings
 from pipeline.store import Store
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
@@ -60,6 +62,20 @@ class Due:
     observed: dict[str, dict[str, float]]
 
 
+def rule_problems(metric: str, comparison: str, threshold: float, min_age_hours: float) -> dict[str, str]:
+    """What is wrong with a rule's parts, by field name (empty when it is fine): the same limits as site settings."""
+    problems = {}
+    if not METRIC_NAME.fullmatch(metric):
+        problems["metric"] = f"{metric!r} is not a metric name (lowercase letters, digits, _; up to 60)"
+    if comparison not in COMPARISONS:
+        problems["comparison"] = f"{comparison!r} is not one of {' '.join(COMPARISONS)}"
+    if not math.isfinite(threshold):
+        problems["threshold"] = f"{threshold} is not a finite number"
+    if not math.isfinite(min_age_hours) or not 0 <= min_age_hours <= MAX_MIN_AGE_HOURS:
+        problems["min_age_hours"] = f"{min_age_hours:g} is not between 0 and {MAX_MIN_AGE_HOURS} hours"
+    return problems
+
+
 def site_rules(store: Store, site: Site) -> list[Rule]:
     """Rules of a site: article-specific ones first, then store defaults, then settings defaults."""
     rules = [
@@ -67,7 +83,7 @@ def site_rules(store: Store, site: Site) -> list[Rule]:
         for r in store.trigger_rules(site.id)
     ]
     rules.sort(key=lambda r: r.content_id is None)
-    for spec in site_settings(site.settings).triggers:
+    for spec in site_settings(site.settings, f"settings of site '{site.slug}'").triggers:
         digest = hashlib.sha1(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
         rules.append(
             Rule(f"site:{digest}", spec.metric, spec.comparison, spec.threshold, spec.min_age_hours, spec.instruction)

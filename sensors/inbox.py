@@ -15,6 +15,7 @@ from dagster import (
 from assets import ingest_keywords
 from assets.partitions import sites_partitions
 from pipeline import settings
+from pipeline.drop_folder import FolderUnreadable
 from pipeline.inbox import scan_inbox
 from resources import StoreResource
 
@@ -27,29 +28,36 @@ INTERVAL_SECONDS = int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", "30"))
     minimum_interval_seconds=INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
     description="Watches the inbox folder (PIPELINE_INBOX_DIR, default data/inbox) for SLUG.csv keyword files; "
-    "a new or changed file adds the site and runs `keywords`; later stages follow by automation.",
+    "a new or changed file adds the site and runs `keywords`; later stages follow by automation. Files it "
+    "cannot use are skipped, said so in the tick, and listed by `pipeline status`.",
 )
 def keyword_inbox(context: SensorEvaluationContext, store: StoreResource) -> SensorResult | SkipReason:
     """Register new/changed keyword files, add their partitions and request their keywords runs.
 
-    The cursor remembers each file's last handled content hash, so a file is handled once per content;
-    bad files are logged and reported in the skip reason without blocking the others.
+    The cursor remembers each entry's last handled fingerprint (content hash, or what a non-file entry
+    is), so an entry is handled once per content: a bad one is logged, named in the skip reason and
+    recorded in the store's rejected files once, and never blocks the others.
     """
     folder = settings.inbox_dir()
     if not folder.is_dir():
         return SkipReason(f"inbox folder {folder} does not exist; create it and drop SLUG.csv files there")
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    scan = scan_inbox(store.open(), folder, seen, settings.sites_dir())
+    seen = _cursor(context)
+    try:
+        scan = scan_inbox(store.open(), folder, seen, settings.sites_dir())
+    except FolderUnreadable as error:
+        context.log.error(f"keyword inbox: {error}")
+        return SkipReason(f"keyword inbox: {error}")
     for rejected in scan.rejected:
-        context.log.error(f"keyword inbox: {rejected.path.name} rejected: {rejected.problem}")
-        seen[rejected.path.name] = rejected.sha256  # report once; a fixed file has a new hash
+        context.log.error(f"keyword inbox: skipped {rejected.name}: {rejected.problem}")
     for accepted in scan.accepted:
-        seen[f"{accepted.slug}.csv"] = accepted.sha256
-        context.log.info(f"keyword inbox: {accepted.slug}.csv accepted ({accepted.keywords} keywords)")
-    cursor = json.dumps(seen, sort_keys=True)
+        context.log.info(
+            f"keyword inbox: {accepted.name} accepted for site {accepted.slug} ({accepted.keywords} keywords)"
+        )
+    cursor = json.dumps(scan.present, sort_keys=True)  # every entry there now has been handled
     if not scan.accepted:
-        problems = "; ".join(f"{r.path.name}: {r.problem.splitlines()[-1].strip()}" for r in scan.rejected)
-        return SensorResult(skip_reason=problems or "no new or changed keyword files", cursor=cursor)
+        skipped = "; ".join(f"{r.name}: {r.summary}" for r in scan.rejected)
+        reason = f"skipped {len(scan.rejected)} file(s): {skipped}" if skipped else "no new or changed keyword files"
+        return SensorResult(skip_reason=reason, cursor=cursor)
     known = set(context.instance.get_dynamic_partitions(sites_partitions.name))
     new = sorted({a.slug for a in scan.accepted} - known)
     return SensorResult(
@@ -62,3 +70,15 @@ def keyword_inbox(context: SensorEvaluationContext, store: StoreResource) -> Sen
         dynamic_partitions_requests=[sites_partitions.build_add_request(new)] if new else [],
         cursor=cursor,
     )
+
+
+def _cursor(context: SensorEvaluationContext) -> dict[str, str]:
+    """The handled entries from the cursor; a cursor that is not ours (edited by hand) starts afresh."""
+    try:
+        seen = json.loads(context.cursor) if context.cursor else {}
+    except ValueError:
+        seen = None
+    if not isinstance(seen, dict):
+        context.log.warning("keyword inbox: cursor is not a JSON object of file names; every file is looked at again")
+        return {}
+    return {str(name): str(fingerprint) for name, fingerprint in seen.items()}

@@ -1,6 +1,5 @@
 """The metric sensor: imports dropped metric files, evaluates trigger rules, requests regeneration runs."""
 
-import hashlib
 import json
 import os
 
@@ -15,7 +14,8 @@ from dagster import (
 from assets import regenerate_variants
 from assets.partitions import sites_partitions
 from pipeline import settings
-from pipeline.metrics import MetricsFileError, import_metrics_file
+from pipeline.metrics import scan_metrics_folder
+from pipeline.sites import SiteSettingsError
 from pipeline.triggers import fire_due, rearm_stalled
 from resources import StoreResource
 
@@ -28,27 +28,23 @@ INTERVAL_SECONDS = int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", "60"))
     minimum_interval_seconds=INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
     description="Imports metric files from PIPELINE_METRICS_DIR (default data/metrics), evaluates trigger rules "
-    "on published articles and requests a regeneration run per site for the rules that fire (once each).",
+    "on published articles and requests a regeneration run per site for the rules that fire (once each). "
+    "Files it cannot use are skipped, said so in the tick, and listed by `pipeline status`.",
 )
 def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> SensorResult:
     """One tick: import new metric files, re-arm stalled firings, fire due rules, request runs.
 
     "Fires once" is enforced in the store (a unique firing per article, rule and published version), not
     by the cursor or run keys, so repeated ticks and a fresh Dagster instance cannot fire a rule twice.
+    A bad metrics file, or a site whose settings are invalid, is reported and skipped; the rest go on.
     """
     db = store.open()
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    folder = settings.metrics_dir()
-    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        if seen.get(path.name) == sha:
-            continue
-        seen[path.name] = sha
-        try:
-            result = import_metrics_file(db, path)
-            context.log.info(f"metrics: {path.name}: {result.added} new rows ({result.already_known} known)")
-        except MetricsFileError as problem:
-            context.log.error(str(problem))
+    scan = scan_metrics_folder(db, settings.metrics_dir(), _cursor(context))
+    for imported in scan.imported:
+        context.log.info(f"metrics: {imported.path.name}: {imported.added} new rows ({imported.already_known} known)")
+    for rejected in scan.rejected:
+        context.log.error(f"metrics: skipped {rejected.name}: {rejected.problem}")
+    skipped = [f"{r.name}: {r.summary}" for r in scan.rejected]
 
     def run_status(run_id: str) -> str | None:
         run = context.instance.get_run_by_id(run_id)
@@ -62,7 +58,12 @@ def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> S
     for site in db.sites():
         if site.slug not in partitions:
             continue
-        fired = fire_due(db, site)
+        try:
+            fired = fire_due(db, site)
+        except SiteSettingsError as error:
+            context.log.error(f"metric triggers: site {site.slug} skipped: {error}")
+            skipped.append(f"site {site.slug}: {error.problems[0]}")
+            continue
         if not fired:
             continue
         attempts = {f.id: f.attempts for f in db.firings(site_id=site.id) if f.id in fired}
@@ -76,8 +77,21 @@ def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> S
                 tags={"pipeline/run_kind": "regeneration", "pipeline/firings": key},
             )
         )
+    reason = "no trigger rule fired" + (f"; skipped {'; '.join(skipped)}" if skipped else "")
     return SensorResult(
         run_requests=requests,
-        cursor=json.dumps(seen, sort_keys=True),
-        skip_reason=None if requests else "no trigger rule fired",
+        cursor=json.dumps(scan.present, sort_keys=True),  # every file there now has been handled
+        skip_reason=None if requests else reason,
     )
+
+
+def _cursor(context: SensorEvaluationContext) -> dict[str, str]:
+    """The handled files from the cursor; a cursor that is not ours (edited by hand) starts afresh."""
+    try:
+        seen = json.loads(context.cursor) if context.cursor else {}
+    except ValueError:
+        seen = None
+    if not isinstance(seen, dict):
+        context.log.warning("metrics: cursor is not a JSON object of file names; every file is looked at again")
+        return {}
+    return {str(name): str(fingerprint) for name, fingerprint in seen.items()}

@@ -123,9 +123,11 @@ def publish(env, content_id: int, days_ago: float = 10) -> None:
 
 
 def write_metrics(tmp_path, content_id: int, a: float, b: float | None = None, name: str = "m.csv") -> Path:
-    lines = ["content_id,variant,metric,value,observed_at,source", f"{content_id},A,ctr,{a},2026-11-01T00:00:00Z,gsc"]
+    # Observed a day ago: after the publication (10 days ago), which a metric row must follow.
+    when = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = ["content_id,variant,metric,value,observed_at,source", f"{content_id},A,ctr,{a},{when},gsc"]
     if b is not None:
-        lines.append(f"{content_id},B,ctr,{b},2026-11-01T00:00:00Z,gsc")
+        lines.append(f"{content_id},B,ctr,{b},{when},gsc")
     path = tmp_path / name
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -259,7 +261,7 @@ def test_a_failed_regeneration_keeps_the_published_version_and_rearms_the_trigge
     import_metrics_file(published.store, write_metrics(tmp_path, published.content_id, 0.01))
     [request] = tick_metrics(published).run_requests
     [firing_id] = request.run_config["ops"]["content"]["config"]["regenerate_firings"]
-    monkeypatch.setitem(resources.llm.PROVIDERS, "failing", lambda _resource: FailingRewrite())
+    monkeypatch.setitem(resources.llm.PROVIDERS, "failing", lambda _resource, _endpoint: FailingRewrite())
     published.resources["llm"] = LLMResource(provider="failing", image_size="256x256")
 
     result = regenerate(published, [firing_id], raise_on_error=False)
@@ -298,7 +300,7 @@ def test_the_rule_instruction_reaches_the_model_only_as_delimited_data(published
             seen.append(request.messages)
             return await super().complete(request)
 
-    resources.llm.PROVIDERS["recording"] = lambda _resource: Recording()
+    resources.llm.PROVIDERS["recording"] = lambda _resource, _endpoint: Recording()
     try:
         published.resources["llm"] = LLMResource(provider="recording", image_size="256x256")
         assert regenerate(published, request.run_config["ops"]["content"]["config"]["regenerate_firings"]).success
