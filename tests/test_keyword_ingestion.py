@@ -103,7 +103,7 @@ def test_export_headers_numbers_intents_and_extra_columns_are_normalised(tmp_pat
         45,
         "informational",
     )
-    assert rows["cold brew"].extra == {"CPC": "1.20"}
+    assert rows["cold brew"].extra == {"CPC": "1.20", "intents": "informational, commercial"}
     assert rows["latte art"].intent == "commercial"
     assert (rows["aeropress"].volume, rows["aeropress"].intent) == (None, None)
 

@@ -12,7 +12,11 @@ class NoKeywordFile(ValueError):
 
 
 def ingest_keywords(store: Store, slug: str) -> StageReport:
-    """Validate the site's keyword file as a whole, then upsert its keywords in one transaction."""
+    """Validate the site's keyword file as a whole, then upsert its keywords in one transaction.
+
+    Nothing is written unless every row is valid: a value the store could not hold is a `KeywordFileError`
+    naming file, row and column, raised before the upsert (see `pipeline.keywords`).
+    """
     site = store.site(slug)
     if not site.keywords_file:
         raise NoKeywordFile(
@@ -28,6 +32,8 @@ def ingest_keywords(store: Store, slug: str) -> StageReport:
             "updated": updated,
             "merged_duplicates": parsed.merged_duplicates,
             "blank_lines_skipped": parsed.blank_lines,
+            "title_lines_skipped": parsed.title_lines,
+            "volume_ranges_estimated": parsed.volume_ranges,
             "keywords_total": len(stored),
             "total_volume": sum(k.volume or 0 for k in stored),
         },
