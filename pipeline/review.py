@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from markdownify import markdownify
 
 from pipeline.article_html import plain_text
 from pipeline.keywords import normalize_keyword
 from pipeline.models import Content, ContentVariant, Idea, Image, ImagePrompt, ReviewEvent, Site, utcnow
+from pipeline.output_safety import html_to_markdown
 from pipeline.sites import slugify
 from pipeline.store import Store
 
@@ -48,6 +48,7 @@ ACTIONS: dict[str, dict[str, str]] = {
 }
 
 _H2 = re.compile(r"<h2\b[^>]*>(.*?)</h2>", re.IGNORECASE | re.DOTALL)
+_QUOTED_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 class ReviewError(Exception):
@@ -326,8 +327,12 @@ def publish(
 
 
 def article_markdown(body_html: str) -> str:
-    """An article body as Markdown (`## ` headings, `-` bullets), via markdownify."""
-    return markdownify(body_html, heading_style="ATX", bullets="-").strip()
+    """An article body as Markdown (`## ` headings, `-` bullets), model text escaped and links filtered.
+
+    The stored body is sanitised HTML, but its text may spell out `<script>`: `html_to_markdown` keeps
+    such text text, and only http(s), mailto and relative links (`pipeline.output_safety`).
+    """
+    return html_to_markdown(body_html)
 
 
 def render_html(variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
@@ -359,7 +364,16 @@ def render_html(variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
 def render_markdown(front_matter: Mapping[str, Any], variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
     """YAML front matter, then the featured image and the body as Markdown with each image after its H2."""
     featured, body = _body_with_images(variant, images)
-    matter = yaml.safe_dump(dict(front_matter), sort_keys=False, allow_unicode=True, width=1_000_000)
+    matter = yaml.dump(
+        {key: _quoted(value) for key, value in front_matter.items()},
+        Dumper=_FrontMatterDumper,
+        sort_keys=False,
+        allow_unicode=True,
+        width=1_000_000,
+    )
+    # Only double-quoted scalars can hold `<` or `[`; as YAML escapes they keep the front matter inert even
+    # where a renderer without front-matter support shows it as Markdown.
+    matter = _QUOTED_SCALAR.sub(lambda scalar: scalar.group(0).replace("<", "\\x3C").replace("[", "\\x5B"), matter)
     markdown = article_markdown("\n".join([featured, body]))
     return f"---\n{matter}---\n\n{markdown}\n"
 
@@ -504,6 +518,28 @@ def _front_matter(
         "model": variant.model,
         "provider": variant.provider,
     }
+
+
+class _QuotedStr(str):
+    """A front-matter string value, always written double-quoted."""
+
+
+class _FrontMatterDumper(yaml.SafeDumper):
+    """YAML for front matter: every string value double-quoted on one line, line breaks and control
+    characters escaped, so no value (`---`, `: `, quotes, newlines) can end the front matter or add keys."""
+
+
+_FrontMatterDumper.add_representer(
+    _QuotedStr, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style='"')
+)
+
+
+def _quoted(value: Any) -> Any:
+    if isinstance(value, str):
+        return _QuotedStr(value)
+    if isinstance(value, list | tuple):
+        return [_quoted(item) for item in value]
+    return value
 
 
 def _img(image: ArticleImage) -> str:
