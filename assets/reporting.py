@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 from pydantic import Field
 
 from pipeline.llm.engine import ModelEngine
+from pipeline.output_safety import markdown_text
 from pipeline.stages import RunOptions, StageFailed, StageReport
 from pipeline.store import Store
 from resources import LLMResource
@@ -90,13 +91,17 @@ def materialize_result(
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A GitHub-style markdown table of `rows` (keys of the first row are the columns)."""
+    """A GitHub-style markdown table of `rows` (keys of the first row are the columns).
+
+    Cells hold model text and the UI renders Markdown: each is escaped (`markdown_text`, and `|`), so it
+    shows as written and never as HTML or a link.
+    """
     columns = list(rows[0])
 
     def cell(value: Any) -> str:
         text = "" if value is None else str(value)
-        return text.replace("|", "\\|").replace("\n", " ")
+        return markdown_text(text).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from pathlib import Path
 from pipeline import review, settings
 from pipeline.keywords import KeywordFileError, read_keyword_file
 from pipeline.metrics import MAX_ID, MetricsFileError, import_metrics_file
+from pipeline.output_safety import terminal_text
 from pipeline.sites import InvalidSlug, SiteSettingsError, parse_site_settings, site_settings, validate_slug
 from pipeline.stages import MODEL_STAGES
 from pipeline.store import Store, UnknownSite
@@ -177,6 +178,9 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def _print_table(columns: list[str], rows: list[list[str]]) -> None:
+    # Cells can hold model text (titles): control characters are shown as escapes, never sent raw.
+    columns = [terminal_text(column) for column in columns]
+    rows = [[terminal_text(value) for value in row] for row in rows]
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
     print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
     for row in rows:
@@ -298,38 +302,47 @@ def _review_show(args: argparse.Namespace) -> int:
     shown = review.show(_store(), args.id, variant=args.variant)
     article, variant, content = shown.article, shown.variant, shown.article.content
     letters = ",".join(v.variant for v in article.current_variants)
-    print(f"Content {content.id}  site {article.site.slug}  status {content.status}")
-    print(f"Idea:        {article.idea.title}")
-    print(f"Version:     {article.version} (variants {letters}; showing {variant.variant})")
+    # Nearly every value here is model (or reviewer) text: each line goes through `terminal_text`, so an
+    # ESC, BEL or C1 control is printed as a visible escape and a newline cannot fake another line.
+    lines = [
+        f"Content {content.id}  site {article.site.slug}  status {content.status}",
+        f"Idea:        {article.idea.title}",
+        f"Version:     {article.version} (variants {letters}; showing {variant.variant})",
+    ]
     if content.published_version is not None:
-        print(
+        lines.append(
             f"Published:   version {content.published_version} variant {content.published_variant} "
             f"at {content.published_at:%Y-%m-%d %H:%M} as {article.site.slug}/{article.slug}/"
         )
     if content.review_note:
-        print(f"Review note: {content.review_note}")
-    print(f"Written by:  {variant.provider}/{variant.model} ({variant.prompt_version}), {variant.word_count} words")
-    print(f"Meta title:  {variant.meta_title}")
-    print(f"Description: {variant.meta_description}")
-    print(f"Keywords:    {variant.primary_keyword}; " + ", ".join(variant.secondary_keywords))
-    print(f"Tags:        {', '.join(variant.tags) or '-'}   Categories: {', '.join(variant.categories) or '-'}")
-    print("\nImages:")
+        lines.append(f"Review note: {content.review_note}")
+    lines += [
+        f"Written by:  {variant.provider}/{variant.model} ({variant.prompt_version}), {variant.word_count} words",
+        f"Meta title:  {variant.meta_title}",
+        f"Description: {variant.meta_description}",
+        f"Keywords:    {variant.primary_keyword}; " + ", ".join(variant.secondary_keywords),
+        f"Tags:        {', '.join(variant.tags) or '-'}   Categories: {', '.join(variant.categories) or '-'}",
+        "",
+        "Images:",
+    ]
     if not shown.images:
-        print("  none yet (materialize image_prompts and images)")
+        lines.append("  none yet (materialize image_prompts and images)")
     for prompt, image in shown.images:
         where = "featured" if prompt.kind == "featured" else f"after '{prompt.anchor_heading}'"
         state = "ok" if image is not None and Path(image.path).is_file() else "MISSING"
-        print(f"  {state:8} {where}: {prompt.alt_text}")
-    print("\nHistory:")
+        lines.append(f"  {state:8} {where}: {prompt.alt_text}")
+    lines += ["", "History:"]
     if not shown.events:
-        print("  no status changes yet")
+        lines.append("  no status changes yet")
     for event in shown.events:
         which = f"v{event.version}" + (f" {event.variant}" if event.variant else "") if event.version else ""
         change = f"{event.from_status} -> {event.to_status}"
         note = f"  {event.note}" if event.note else ""
-        print(f"  {event.created_at:%Y-%m-%d %H:%M}  {change}  {which}  {event.actor}{note}")
-    print(f"\n# {variant.title}\n")
-    print(review.article_markdown(variant.body_html))
+        lines.append(f"  {event.created_at:%Y-%m-%d %H:%M}  {change}  {which}  {event.actor}{note}")
+    lines += ["", f"# {variant.title}", ""]
+    for line in lines:
+        print(terminal_text(line))
+    print(terminal_text(review.article_markdown(variant.body_html), multiline=True))
     return 0
 
 

@@ -13,6 +13,7 @@ from pipeline.article_html import plain_text, read_sections, render_article
 from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
 from pipeline.models import Cluster, Idea
+from pipeline.output_safety import markdown_block, markdown_text
 from pipeline.prompts.schemas import ArticleDraft
 from pipeline.sites import Taxonomy, site_settings
 from pipeline.stages import RunOptions, StageReport, dry_run_report
@@ -126,11 +127,17 @@ def variant_row(draft: ArticleDraft, fallback_keyword: str, taxonomy: Taxonomy |
 
 
 def article_markdown(title: str, description: str, body_html: str, excerpt_chars: int = 600) -> str:
-    """A readable markdown preview of an article: title, description, each H2 with the start of its text."""
-    lines = [f"# {title}", "", f"*{description}*", ""]
+    """A readable markdown preview of an article: title, description, each H2 with the start of its text.
+
+    The UI renders it as Markdown, so every piece of model text is escaped (`pipeline.output_safety`):
+    a title or section that spells out `<script>` or `[x](javascript:...)` shows as that text.
+    """
+    lines = [f"# {markdown_block(title)}", ""]
+    if description.strip():
+        lines += [f"*{markdown_text(' '.join(description.split()))}*", ""]
     for heading, text in read_sections(body_html):
         excerpt = text if len(text) <= excerpt_chars else text[:excerpt_chars].rsplit(" ", 1)[0] + " …"
-        lines += [f"## {heading}", "", excerpt, ""]
+        lines += [f"## {markdown_block(heading)}", "", markdown_block(excerpt), ""]
     return "\n".join(lines)
 
 
