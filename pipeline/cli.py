@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline import review, settings
-from pipeline.keywords import KeywordFileError, read_keyword_file
+from pipeline.keywords import KeywordFileError, keep_keyword_file, parse_keyword_bytes, read_keyword_bytes
 from pipeline.metrics import MAX_ID, MetricsFileError, import_metrics_file
 from pipeline.output_safety import terminal_text
 from pipeline.sites import InvalidSlug, SiteSettingsError, parse_site_settings, site_settings, validate_slug
@@ -97,14 +97,19 @@ def _store() -> Store:
 def _sites_add(args: argparse.Namespace) -> int:
     slug = validate_slug(args.slug)
     path = args.keywords.resolve()
-    parsed = read_keyword_file(path)  # validate now, so a bad file is reported before anything is registered
+    data = read_keyword_bytes(path)
+    parsed = parse_keyword_bytes(data, path)  # validated first: a bad file registers nothing
+    # The site registers a copy of exactly the bytes validated, so re-exporting a bad file over `path`
+    # later cannot break the site: its previous good file stays registered.
+    kept = keep_keyword_file(data, settings.sites_dir() / slug)
     name = args.name or slug.replace("-", " ").title()
-    _store().upsert_site(slug, name, str(path))
+    _store().upsert_site(slug, name, str(kept))
     home = add_site_partition(slug)
     print(
         f"Registered site '{slug}' ({name}): {len(parsed.rows)} keywords in {path}"
         + (f" ({parsed.merged_duplicates} duplicates merged)" if parsed.merged_duplicates else "")
     )
+    print(f"Keyword file kept as {kept}")
     print(f"Partition '{slug}' added to the Dagster instance at {home}")
     print(f"Next: dagster asset materialize -m pipeline.definitions --select '*' --partition {slug}")
     return 0
