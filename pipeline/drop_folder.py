@@ -64,8 +64,9 @@ class Rejected:
         return lines[1] + (f" (and {more} more)" if more > 0 else "")
 
 
-def read_folder(folder: Path, suffix: str = SUFFIX, max_bytes: int = MAX_FILE_BYTES) -> list[Entry]:
+def read_folder(folder: Path, suffix: str = SUFFIX, max_bytes: int | None = None) -> list[Entry]:
     """Every `*suffix` entry of `folder` (case-insensitive), by name, read or with its problem; never blocks."""
+    max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
     try:
         with os.scandir(folder) as listing:
             names = sorted(entry.name for entry in listing if entry.name.lower().endswith(suffix))

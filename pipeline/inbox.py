@@ -60,14 +60,16 @@ def scan_inbox(store: Store, folder: Path, seen: Mapping[str, str], sites_dir: P
     entries = read_folder(folder)
     by_slug: dict[str, list[str]] = {}
     for entry in entries:
-        scan.present[entry.name] = entry.fingerprint
         by_slug.setdefault(_slug_of(entry.name), []).append(entry.name)
     for entry in entries:
-        if seen.get(entry.name) == entry.fingerprint:
-            scan.unchanged += 1
-            continue
         slug = _slug_of(entry.name)
         clash = by_slug[slug]
+        # A file rejected only for sharing its site has its own fingerprint, so it is looked at again once alone.
+        fingerprint = entry.fingerprint if len(clash) == 1 else f"clash:{entry.fingerprint[:40]}"
+        scan.present[entry.name] = fingerprint
+        if seen.get(entry.name) == fingerprint:
+            scan.unchanged += 1
+            continue
         try:
             if entry.problem is not None:
                 raise _Unusable(f"keyword file {entry.name}: {entry.problem}; skipped")
@@ -76,8 +78,8 @@ def scan_inbox(store: Store, folder: Path, seen: Mapping[str, str], sites_dir: P
             validate_slug(slug)
             parsed = parse_keyword_bytes(entry.data or b"", folder / entry.name)
         except (_Unusable, InvalidSlug, KeywordFileError) as problem:
-            store.record_rejected_file(FOLDER, entry.name, str(folder / entry.name), entry.fingerprint, str(problem))
-            scan.rejected.append(Rejected(entry.path, entry.fingerprint, str(problem), name=entry.name))
+            store.record_rejected_file(FOLDER, entry.name, str(folder / entry.name), fingerprint, str(problem))
+            scan.rejected.append(Rejected(entry.path, fingerprint, str(problem), name=entry.name))
             continue
         accepted = _register(store, entry, slug, sites_dir, len(parsed.rows))
         if accepted is None:
