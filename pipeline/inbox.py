@@ -14,13 +14,12 @@ the store's rejected files (shown by `pipeline status`) and never blocks the oth
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.drop_folder import SUFFIX, Entry, Rejected, read_folder
-from pipeline.keywords import KeywordFileError, parse_keyword_bytes
+from pipeline.keywords import KeywordFileError, keep_keyword_file, parse_keyword_bytes
 from pipeline.sites import InvalidSlug, validate_slug
 from pipeline.store import Store, UnknownSite
 
@@ -100,7 +99,7 @@ def _slug_of(name: str) -> str:
 
 def _register(store: Store, entry: Entry, slug: str, sites_dir: Path, keywords: int) -> Accepted | None:
     """Copy a valid file to the sites folder and make it the site's keyword file; None if it already is."""
-    stored = sites_dir / slug / f"keywords-{entry.fingerprint[:16]}.csv"
+    stored = sites_dir / slug / f"keywords-{entry.fingerprint[:16]}.csv"  # the name `keep_keyword_file` gives
     try:
         site = store.site(slug)
         new_site = False
@@ -108,10 +107,7 @@ def _register(store: Store, entry: Entry, slug: str, sites_dir: Path, keywords: 
         site, new_site = None, True
     if site is not None and site.keywords_file == str(stored):
         return None
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    temporary = stored.with_suffix(".tmp")
-    temporary.write_bytes(entry.data or b"")
-    shutil.move(temporary, stored)
+    stored = keep_keyword_file(entry.data or b"", sites_dir / slug)
     # The display name is kept if the site exists (it may have been renamed); new sites get one from the slug.
     store.upsert_site(slug, site.name if site else slug.replace("-", " ").title(), str(stored))
     return Accepted(slug, entry.fingerprint, stored, keywords, new_site, name=entry.name)
