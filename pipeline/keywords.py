@@ -1,10 +1,12 @@
 """Reading and validating a site's keyword file: a CSV as keyword tools export it.
 
 The whole file is validated before anything is written, so a bad file never leaves a partial import.
-Every problem names the file, the row (the physical line number, first line = 1) and the column (as the
-file's header names it); up to `MAX_REPORTED_PROBLEMS` are reported at once so a user can fix a file in
-one pass. A value the store could not hold is such a problem, never a database error later: NaN,
-infinity, a number beyond the store's INTEGER columns, a NUL or other control character.
+Every problem names the file, the row (the physical line number, first line = 1; a row that a quoted cell
+spans over several lines is named by its first) and the column (as the file's header names it); up to
+`MAX_REPORTED_PROBLEMS` are reported at once so a user can fix a file in one pass. A value the store
+could not hold is such a problem, never a database error later: NaN, infinity, a number beyond the
+store's INTEGER columns, a NUL or other control character. So are an unclosed quote (which would read
+the rest of the file into one cell) and text after a closing quote.
 
 Documented normalisations (not errors):
 - encodings: UTF-8, UTF-8 with a byte-order mark, UTF-16 LE or BE with a byte-order mark (Google Keyword
@@ -26,10 +28,10 @@ Documented normalisations (not errors):
 - a volume range (Keyword Planner's `1K – 10K`, en dash and non-breaking spaces included; `10 – 100`,
   `100K – 1M`; any dash) becomes its geometric midpoint, rounded: `1K – 10K` is 3162, `10 – 100` is 32,
   `100K – 1M` is 316228, `0 – 10` is 3 (a lower bound of 0 counts as 1). Keyword Planner's buckets are a
-  decade wide and volumes within one are far from evenly spread, so on the logarithmic scale on which
-  volumes compare, the geometric midpoint is never more than √10 ≈ 3.2× off, while the lower bound can be
-  10× too low and the arithmetic midpoint 5.5× too high. The range itself is kept in `extra` as
-  `volume_range`, so an estimate is never mistaken for a count;
+  decade wide and volumes compare by ratio (sorting, cluster totals), so the estimate should be off by
+  the smallest factor wherever in its bucket the true volume lies: the geometric midpoint is never more
+  than √10 ≈ 3.2× off, while the lower bound can be 10× too low and the arithmetic midpoint 5.5× too
+  high. The range itself is kept in `extra` as `volume_range`, so an estimate is never taken for a count;
 - intent accepts the four canonical values or their initials (`i`, `c`, `t`, `n`), several at once
   (Semrush's `Informational, Commercial`; separated by `,` `;` `/` or `|`). All are kept, once each, in
   the order of `INTENTS`: `Commercial, Informational` and `i|c` both become `informational, commercial`,
@@ -54,7 +56,7 @@ import io
 import math
 import os
 import re
-import tempfile
+import secrets
 import unicodedata
 from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException
@@ -191,10 +193,10 @@ def normalize_keyword(text: str) -> str:
 def neutralize_formula(value: str) -> str:
     """`value` as a CSV cell that spreadsheets show as text rather than run as a formula.
 
-    Excel, LibreOffice and Google Sheets evaluate a cell starting with `=`, `+`, `-` or `@` (or TAB or CR,
-    after which they trim) as a formula ("CSV injection"); a leading `'` makes it text. Keyword data is
-    text throughout, so every cell of any CSV the project writes goes through here, numbers included
-    (`-5` becomes `'-5`). Full-width forms (`＝`) count as their ASCII letters.
+    Excel, LibreOffice and Google Sheets evaluate a cell starting with `=`, `+`, `-` or `@` as a formula
+    ("CSV injection"; OWASP adds a leading TAB or CR); a leading `'` makes it text. Keyword data is text
+    throughout, so every cell of any CSV the project writes goes through here, numbers included (`-5`
+    becomes `'-5`). Full-width forms (`＝`) count as their ASCII letters.
     """
     if value and unicodedata.normalize("NFKC", value[0]).startswith(FORMULA_PREFIXES):
         return "'" + value
@@ -219,9 +221,10 @@ def keep_keyword_file(data: bytes, folder: Path) -> Path:
     kept = folder / f"keywords-{hashlib.sha256(data).hexdigest()[:16]}.csv"
     if not kept.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".keywords-", suffix=".tmp", delete=False) as aside:
-            aside.write(data)
-        os.replace(aside.name, kept)
+        # A name of its own per writer; created like any file (the umask applies), so runs can read it.
+        aside = folder / f".{kept.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        aside.write_bytes(data)
+        os.replace(aside, kept)
     return kept
 
 
@@ -242,11 +245,12 @@ def parse_keyword_bytes(raw: bytes, path: Path | str = "<upload>") -> KeywordFil
     if not text.strip():
         raise KeywordFileError(path, [empty])
     header_index, delimiter, start = _find_header(text)
-    reader = csv.reader(io.StringIO(text[start:], newline=""), delimiter=delimiter, strict=True)
+    body = text[start:]  # from the header on
+    reader = csv.reader(io.StringIO(body, newline=""), delimiter=delimiter, strict=True)
     try:
         cells = next(reader, [])
     except csv.Error as exc:
-        raise KeywordFileError(path, [_csv_problem(exc, text[start:], delimiter, header_index + 1, None)]) from None
+        raise KeywordFileError(path, [_csv_problem(exc, body, delimiter, header_index + 1, None)]) from None
     header = _read_header(cells, header_index + 1)
     problems = header.problems
     if problems:
@@ -263,8 +267,7 @@ def parse_keyword_bytes(raw: bytes, path: Path | str = "<upload>") -> KeywordFil
         except StopIteration:
             break
         except csv.Error as exc:
-            rest = _from_line(text[start:], consumed)
-            problems.append(_csv_problem(exc, rest, delimiter, line, header))
+            problems.append(_csv_problem(exc, _from_line(body, consumed), delimiter, line, header))
             break
         consumed = reader.line_num
         if not any(cell.strip() for cell in record):

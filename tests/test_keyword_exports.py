@@ -260,6 +260,13 @@ BAD_FILES = [
         id="unterminated-quote",
     ),
     pytest.param(
+        b'keyword,volume\ncold brew,10\n"moka" pot,20\n',
+        3,
+        "keyword",
+        "text follows the closing quote of this cell",
+        id="text-after-closing-quote",
+    ),
+    pytest.param(
         b'keyword,volume\n"moka pot,20\nlatte art",30\n',
         2,
         "keyword",
@@ -348,6 +355,10 @@ def test_a_bad_export_over_the_registered_file_leaves_the_site_on_its_good_copy(
     registered = Path(env.store.site("demo").keywords_file)
     assert registered.parent == tmp_path / "data" / "sites" / "demo" and registered.read_bytes() == export.read_bytes()
     assert f"Keyword file kept as {registered}" in capsys.readouterr().out
+    probe = registered.with_name("probe")
+    probe.write_bytes(b"")
+    assert registered.stat().st_mode == probe.stat().st_mode, "created like any file: runs can read it"
+    probe.unlink()
     assert env.materialize("demo", selection=["keywords"]).success
     before = snapshot(env)
 
@@ -358,6 +369,20 @@ def test_a_bad_export_over_the_registered_file_leaves_the_site_on_its_good_copy(
     assert snapshot(env) == before and Path(before[0]) == registered
     assert env.materialize("demo", selection=["keywords"]).success, "later keyword runs keep working"
     assert snapshot(env) == before
+
+
+def test_a_quoted_cell_over_several_lines_is_kept_and_later_rows_keep_their_line_numbers():
+    content = b'keyword,notes\ncold brew,"first line\nsecond line"\nmoka pot,ok\nlatte art,bad\x07\n'
+    with pytest.raises(KeywordFileError) as caught:
+        parse_keyword_bytes(content, "notes.csv")
+    message = str(caught.value)
+    assert "1 problem(s)" in message and "row 5, column 'notes': contains the control character U+0007" in message
+    parsed = parse_keyword_bytes(content.replace(b"\x07", b""), "notes.csv")
+    assert [(r.keyword, r.line, r.extra["notes"]) for r in parsed.rows] == [
+        ("cold brew", 2, "first line\nsecond line"),
+        ("moka pot", 4, "ok"),
+        ("latte art", 5, "bad"),
+    ]
 
 
 def test_utf16_without_a_byte_order_mark_is_reported_not_misread(tmp_path):
