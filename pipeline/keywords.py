@@ -329,7 +329,7 @@ def _decode(raw: bytes) -> tuple[str, str, list[Problem]]:
 
 
 def _looks_like_utf16(body: bytes) -> bool:
-    """Nearly every other byte of the first line is 0: UTF-16 (of mostly ASCII letters) without a BOM."""
+    """Nearly every other byte of the first 512 is 0: UTF-16 (of mostly ASCII text) without a BOM."""
     sample = body[:512]
     if len(sample) < 8:
         return False
@@ -403,7 +403,6 @@ def _canonical(name: str) -> str:
 
 @dataclass
 class _Header:
-    line: int
     names: list[str]  # as the file writes them (trimmed), by position
     columns: dict[str, int]  # the four known canonical names and every other column's own name -> position
     problems: list[Problem]
@@ -414,7 +413,7 @@ class _Header:
 
 def _read_header(cells: list[str], line: int) -> _Header:
     """Map canonical column names to positions; extra columns keep their own (trimmed) names."""
-    header = _Header(line, [c.strip() for c in cells], {}, [])
+    header = _Header([c.strip() for c in cells], {}, [])
     for position, name in enumerate(header.names):
         if (bad := _control_character(name)) is not None:
             header.problems.append(Problem(line, name, bad))
