@@ -5,7 +5,7 @@ from pydantic import Field
 
 from assets.partitions import sites_partitions
 from assets.pools import LLM_POOL
-from assets.reporting import StageConfig, engine_for, materialize_result
+from assets.reporting import StageConfig, engine_for, items_check, materialize_result
 from pipeline.keywords import KeywordFileError
 from pipeline.stages.clusters import build_clusters
 from pipeline.stages.ideas import generate_ideas
@@ -43,6 +43,7 @@ def keywords(context: AssetExecutionContext, store: StoreResource) -> Materializ
     kinds={"scikitlearn", "sql", "llm"},
     pool=LLM_POOL,
     automation_condition=AutomationCondition.eager(),
+    check_specs=[items_check("clusters")],
 )
 def clusters(
     context: AssetExecutionContext, config: ClustersConfig, store: StoreResource, llm: LLMResource
@@ -57,7 +58,13 @@ def clusters(
     with engine_for(context, db, llm, config) as engine:
         report = build_clusters(db, engine, context.partition_key, config.options(), recluster=config.recluster)
     return materialize_result(
-        context, "clusters", report, engine, row_count_key="clusters", allowed_failures=config.allowed_failures
+        context,
+        "clusters",
+        report,
+        engine,
+        row_count_key="clusters",
+        allowed_failures=config.allowed_failures,
+        max_failure_share=config.max_failure_share,
     )
 
 
@@ -68,6 +75,7 @@ def clusters(
     kinds={"sql", "llm"},
     pool=LLM_POOL,
     automation_condition=AutomationCondition.eager(),
+    check_specs=[items_check("ideas")],
 )
 def ideas(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
@@ -80,5 +88,11 @@ def ideas(
     with engine_for(context, db, llm, config) as engine:
         report = generate_ideas(db, engine, context.partition_key, config.options())
     return materialize_result(
-        context, "ideas", report, engine, row_count_key="ideas_total", allowed_failures=config.allowed_failures
+        context,
+        "ideas",
+        report,
+        engine,
+        row_count_key="ideas_total",
+        allowed_failures=config.allowed_failures,
+        max_failure_share=config.max_failure_share,
     )

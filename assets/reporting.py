@@ -3,7 +3,16 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+)
 from pydantic import Field
 
 from pipeline.llm.engine import ModelEngine
@@ -25,7 +34,16 @@ class StageConfig(Config):
     skip_recent_days: float | None = Field(
         default=None, ge=0, description="Leave items whose input was created in the last N days."
     )
-    allowed_failures: int = Field(default=0, ge=0, description="Item failures tolerated before the asset fails.")
+    allowed_failures: int = Field(
+        default=0, ge=0, description="Item failures tolerated whatever their share (see max_failure_share)."
+    )
+    max_failure_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="The step succeeds while failed items stay at or under this share of the items attempted "
+        "(failures are listed and fail the asset's items_ok check); above it, the step fails.",
+    )
 
     def options(self) -> RunOptions:
         """The stage-level view of these controls."""
@@ -38,9 +56,44 @@ class StageConfig(Config):
         )
 
 
+ITEMS_CHECK = "items_ok"
+
+
+def items_check(asset_name: str) -> AssetCheckSpec:
+    """The check every model-calling asset reports with its materialization: no item failed or fell back."""
+    return AssetCheckSpec(
+        ITEMS_CHECK,
+        asset=asset_name,
+        description="Every item of the run was produced by the model and stored; failed and fallback items "
+        "are listed in the check's metadata.",
+    )
+
+
 def engine_for(context: AssetExecutionContext, store: Store, llm: LLMResource, config: StageConfig) -> ModelEngine:
-    """The model engine for this run and site partition (use as a context manager)."""
-    return llm.engine(store, run_id=context.run.run_id, partition=context.partition_key, force=config.force)
+    """The model engine for this run and site partition (use as a context manager).
+
+    The run's tags say which provider and endpoint each kind of call used, so a run with real text and
+    offline images, say, is visible as such in the runs list."""
+    engine = llm.engine(
+        store, run_id=context.run.run_id, partition=context.partition_key, force=config.force, dry_run=config.dry_run
+    )
+    tags = {
+        f"pipeline/{kind}_endpoint": _tag(f"{provider.name} {provider.endpoint}")
+        for kind, provider in (
+            ("text", engine.provider),
+            ("images", engine.image_provider),
+            ("embeddings", engine.embedding_provider),
+        )
+    }
+    try:
+        context.instance.add_run_tags(context.run.run_id, tags)
+    except Exception as error:  # tags are informative: never fail a stage over them
+        context.log.warning(f"could not tag the run with its endpoints: {error}")
+    return engine
+
+
+def _tag(value: str) -> str:
+    return value[:250]
 
 
 def materialize_result(
@@ -51,9 +104,12 @@ def materialize_result(
     *,
     row_count_key: str | None = None,
     allowed_failures: int = 0,
+    max_failure_share: float = 0.05,
 ) -> MaterializeResult:
-    """Counts, previews and model usage as metadata; raise `Failure` if more items failed than allowed."""
-    metadata: dict[str, Any] = dict(report.counts)
+    """Counts, previews and model usage as metadata, with the `items_ok` check result; raise `Failure`
+    when more items failed than `max_failure_share` of those attempted (and more than `allowed_failures`),
+    or when the provider could not be used at all."""
+    metadata: dict[str, Any] = dict(report.counts) | dict(report.notes)
     if row_count_key and row_count_key in report.counts:
         metadata["dagster/row_count"] = int(report.counts[row_count_key])
     if report.preview:
@@ -64,6 +120,7 @@ def materialize_result(
         totals = engine.totals
         metadata |= {
             "provider": engine.provider.name,
+            "endpoint": engine.provider.endpoint,
             "model_calls": totals.calls,
             "failed_model_calls": totals.failed_calls,
             "cache_hits": totals.cache_hits,
@@ -74,20 +131,65 @@ def materialize_result(
             "output_tokens": totals.output_tokens,
             "images_generated": totals.images,
             "cost_usd": MetadataValue.float(totals.cost_usd),
+            "items_in_progress_elsewhere": totals.in_progress_elsewhere,
         }
+        for kind, provider in (("images", engine.image_provider), ("embeddings", engine.embedding_provider)):
+            if provider is not engine.provider:
+                metadata[f"{kind}_provider"] = f"{provider.name} {provider.endpoint}"
+        for provider in engine.distinct_providers():
+            describe = getattr(provider, "describe", None)
+            metadata |= describe() if describe else {}
     if report.failures:
         metadata["failed_items"] = len(report.failures)
-        metadata["failures"] = MetadataValue.md("\n".join(f"- {f}" for f in report.failures[:50]))
+        metadata["failed_share"] = round(report.failure_share, 4)
+        metadata["failures"] = MetadataValue.md(_listing(report.failures))
+    if report.degraded:
+        metadata["fallback_items"] = len(report.degraded)
+        metadata["fallbacks"] = MetadataValue.md(_listing(report.degraded))
     context.log.info(f"{stage}: {report.summary()}")
-    if len(report.failures) > allowed_failures:
+    if engine is not None and engine.fatal_error and report.failures:
+        skipped = engine.totals.not_started
+        failed = max(len(report.failures) - skipped, 0)
+        error = (
+            f"{stage}: {engine.fatal_error} ({failed} item(s) failed, {skipped} not started; finished items were saved)"
+        )
+        context.log.error(error)
+        raise Failure(description=error, metadata=_without_previews(metadata), allow_retries=False)
+    if len(report.failures) > allowed_failures and report.failure_share > max_failure_share:
         error = StageFailed(stage, report)
         context.log.error(str(error))
-        raise Failure(description=str(error), metadata={k: v for k, v in metadata.items() if k != "preview"})
+        raise Failure(description=str(error), metadata=_without_previews(metadata))
     if report.failures:
         context.log.warning(
-            f"{stage}: {len(report.failures)} item(s) failed, within allowed_failures={allowed_failures}"
+            f"{stage}: {len(report.failures)} of {report.items} item(s) failed "
+            f"({report.failure_share:.1%}, within max_failure_share={max_failure_share:.0%}); the rest was saved"
         )
-    return MaterializeResult(metadata=metadata)
+    checks = []
+    if engine is not None:
+        checks.append(
+            AssetCheckResult(
+                check_name=ITEMS_CHECK,
+                passed=not report.failures and not report.degraded,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "items": report.items,
+                    "failed_items": len(report.failures),
+                    "fallback_items": len(report.degraded),
+                    "failed": MetadataValue.md(_listing(report.failures) or "none"),
+                    "fallbacks": MetadataValue.md(_listing(report.degraded) or "none"),
+                },
+            )
+        )
+    return MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def _listing(lines: Sequence[str], limit: int = 50) -> str:
+    shown = "\n".join(f"- {markdown_text(line)}" for line in lines[:limit])
+    return shown + (f"\n- ... and {len(lines) - limit} more" if len(lines) > limit else "")
+
+
+def _without_previews(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metadata.items() if k not in {"preview", "article_preview"}}
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:

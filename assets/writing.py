@@ -6,7 +6,7 @@ from pydantic import Field
 from assets.partitions import sites_partitions
 from assets.planning import ideas
 from assets.pools import IMAGE_POOL, LLM_POOL
-from assets.reporting import StageConfig, engine_for, materialize_result
+from assets.reporting import StageConfig, engine_for, items_check, materialize_result
 from pipeline.stages.content import write_content
 from pipeline.stages.image_prompts import generate_image_prompts
 from pipeline.stages.images import generate_images
@@ -31,6 +31,7 @@ class ContentConfig(StageConfig):
     kinds={"sql", "llm", "html"},
     pool=LLM_POOL,
     automation_condition=AutomationCondition.eager(),
+    check_specs=[items_check("content")],
 )
 def content(
     context: AssetExecutionContext, config: ContentConfig, store: StoreResource, llm: LLMResource
@@ -50,7 +51,13 @@ def content(
         else:
             report = write_content(db, engine, context.partition_key, config.options())
     return materialize_result(
-        context, "content", report, engine, row_count_key="articles_total", allowed_failures=config.allowed_failures
+        context,
+        "content",
+        report,
+        engine,
+        row_count_key="articles_total",
+        allowed_failures=config.allowed_failures,
+        max_failure_share=config.max_failure_share,
     )
 
 
@@ -61,6 +68,7 @@ def content(
     kinds={"sql", "llm"},
     pool=LLM_POOL,
     automation_condition=AutomationCondition.eager(),
+    check_specs=[items_check("image_prompts")],
 )
 def image_prompts(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
@@ -76,6 +84,7 @@ def image_prompts(
         engine,
         row_count_key="prompts_total",
         allowed_failures=config.allowed_failures,
+        max_failure_share=config.max_failure_share,
     )
 
 
@@ -86,6 +95,7 @@ def image_prompts(
     kinds={"llm", "png"},
     pool=IMAGE_POOL,
     automation_condition=AutomationCondition.eager(),
+    check_specs=[items_check("images")],
 )
 def images(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource, media: MediaResource
@@ -98,5 +108,11 @@ def images(
     with engine_for(context, db, llm, config) as engine:
         report = generate_images(db, engine, context.partition_key, media.directory(), config.options())
     return materialize_result(
-        context, "images", report, engine, row_count_key="images_total", allowed_failures=config.allowed_failures
+        context,
+        "images",
+        report,
+        engine,
+        row_count_key="images_total",
+        allowed_failures=config.allowed_failures,
+        max_failure_share=config.max_failure_share,
     )

@@ -368,3 +368,16 @@ class RejectedFile(Base):
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class ItemLease(Base):
+    """An item a run is about to pay a model call for (stage, partition, item ref), held until the call is
+    on record or `expires_at`: a second run, a retry or a second deployment skips it meanwhile."""
+
+    __tablename__ = "item_leases"
+
+    stage: Mapped[str] = mapped_column(String(40), primary_key=True)
+    partition: Mapped[str] = mapped_column(String(200), primary_key=True)
+    item_ref: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120))
+    expires_at: Mapped[datetime] = mapped_column(index=True)

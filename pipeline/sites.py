@@ -75,6 +75,16 @@ class TriggerRuleSettings(BaseModel):
     instruction: str = ""
 
 
+class EndpointSettings(BaseModel):
+    """A site's endpoint for one kind of call (see `pipeline/llm/endpoints.py`); unset fields inherit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["openai", "offline"] | None = None
+    base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
 class SiteSettings(BaseModel):
     """Per-site knobs, stored in `sites.settings`; unknown keys are rejected so typos surface."""
 
@@ -97,6 +107,9 @@ class SiteSettings(BaseModel):
     prices: dict[str, dict[str, float]] = Field(default_factory=dict, description="Per-model price overrides.")
     max_run_cost_usd: float | None = Field(default=None, ge=0, description="Budget cap for any run of this site.")
     triggers: list[TriggerRuleSettings] = Field(default_factory=list, description="Default regeneration rules.")
+    endpoints: dict[Literal["text", "embeddings", "images"], EndpointSettings] = Field(
+        default_factory=dict, description="Where this site's text, embeddings and images calls go."
+    )
 
 
 def site_settings(raw: Mapping[str, Any] | None, where: str = "site settings") -> SiteSettings:

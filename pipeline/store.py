@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from pipeline.models import (
     Idea,
     Image,
     ImagePrompt,
+    ItemLease,
     Keyword,
     ModelCall,
     PostMetric,
@@ -539,7 +540,7 @@ class Store:
     def record_calls(
         self, calls: Sequence[Mapping[str, Any]], cache: Sequence[Mapping[str, Any]] = (), hits: Sequence[str] = ()
     ) -> None:
-        """Append ledger rows, store validated answers in the response cache and count cache hits, in one
+        """Append ledger rows, store accepted answers in the response cache and count cache hits, in one
         transaction (the engine batches these so the store is not a per-call bottleneck)."""
         if not calls and not cache and not hits:
             return
@@ -563,6 +564,82 @@ class Store:
                     .where(ResponseCache.key == key)
                     .values(hits=ResponseCache.hits + count, last_used_at=now)
                 )
+
+    def claim_items(
+        self,
+        stage: str,
+        partition: str,
+        refs: Sequence[str],
+        holder: str,
+        ttl_s: float,
+        take_over: Sequence[str] = (),
+    ) -> set[str]:
+        """Claim items before paying for their model calls; returns the refs `holder` now holds.
+
+        An item is granted when nobody holds it, its lease expired (a crashed run), `holder` already holds
+        it, or its holder is in `take_over` (holders known to be dead). Inserts that lose a race do nothing
+        (`ON CONFLICT DO NOTHING`), so two runs started together split the work instead of paying twice;
+        the same on SQLite and PostgreSQL.
+        """
+        if not refs:
+            return set()
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl_s)
+        granted: set[str] = set()
+        with self.transaction() as session:
+            for chunk in _chunks(sorted(set(refs)), 500):
+                session.execute(
+                    update(ItemLease)
+                    .where(
+                        ItemLease.stage == stage,
+                        ItemLease.partition == partition,
+                        ItemLease.item_ref.in_(chunk),
+                        (ItemLease.expires_at < now) | ItemLease.holder.in_([holder, *take_over]),
+                    )
+                    .values(holder=holder, expires_at=expires)
+                )
+                rows = [
+                    {"stage": stage, "partition": partition, "item_ref": ref, "holder": holder, "expires_at": expires}
+                    for ref in chunk
+                ]
+                session.execute(self._insert(session)(ItemLease).values(rows).on_conflict_do_nothing())
+                granted.update(
+                    session.scalars(
+                        select(ItemLease.item_ref).where(
+                            ItemLease.stage == stage,
+                            ItemLease.partition == partition,
+                            ItemLease.holder == holder,
+                            ItemLease.item_ref.in_(chunk),
+                        )
+                    )
+                )
+        return granted
+
+    def release_leases(self, holder: str) -> None:
+        """Release every lease `holder` holds (its stage is over: finished items are stored by now)."""
+        with self.transaction() as session:
+            session.execute(delete(ItemLease).where(ItemLease.holder == holder))
+
+    def cached_keys_among(self, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` have a cached answer now (answers another run stored meanwhile)."""
+        found: set[str] = set()
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(set(keys)), 500):
+                found.update(session.scalars(select(ResponseCache.key).where(ResponseCache.key.in_(chunk))))
+        return found
+
+    def lease_holders(self, stage: str, partition: str, refs: Sequence[str]) -> dict[str, str]:
+        """Who holds each of `refs` (unexpired or not): item ref -> holder."""
+        holders: dict[str, str] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(set(refs)), 500):
+                rows = session.execute(
+                    select(ItemLease.item_ref, ItemLease.holder).where(
+                        ItemLease.stage == stage, ItemLease.partition == partition, ItemLease.item_ref.in_(chunk)
+                    )
+                )
+                holders.update({row.item_ref: row.holder for row in rows})
+        return holders
 
     def cache_keys(self, stage: str) -> set[str]:
         """Keys of every cached answer of a stage (one query, so misses cost no round-trip)."""

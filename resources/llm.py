@@ -8,33 +8,44 @@ defaults come from `pipeline/llm/catalog.py`; site settings override them, run c
 import os
 from collections.abc import Callable
 
-from dagster import Config, ConfigurableResource, EnvVar
+from dagster import Config, ConfigurableResource
 from pydantic import Field
 
 from pipeline.llm.catalog import DEFAULT_CATALOG
+from pipeline.llm.endpoints import DEFAULT_KEY_ENV, Endpoint, EndpointError, resolve_endpoints
 from pipeline.llm.engine import EngineOptions, ModelEngine, Provider
 from pipeline.llm.limits import limiter_for
 from pipeline.llm.offline import OfflineProvider
 from pipeline.llm.openai_provider import OpenAIProvider
 from pipeline.prompts import PromptRegistry
-from pipeline.sites import site_settings
+from pipeline.sites import SiteSettings, site_settings
 from pipeline.store import Store
 
 
-def _openai(resource: "LLMResource") -> Provider:
+def _openai(resource: "LLMResource", endpoint: Endpoint) -> Provider:
+    # An explicit key (tests, scripts) applies to endpoints that use the text endpoint's key variable.
+    explicit = resource.api_key if endpoint.api_key_env == resource.resolved_text_key_env() else None
     return OpenAIProvider(
-        api_key=resource.api_key or "",
-        base_url=resource.base_url,
+        api_key=endpoint.api_key(explicit),
+        base_url=endpoint.base_url,
         max_retries=resource.max_retries,
         timeout_s=resource.timeout_s,
     )
 
 
 # Provider name -> factory. The one place providers are chosen.
-PROVIDERS: dict[str, Callable[["LLMResource"], Provider]] = {
-    "offline": lambda _resource: OfflineProvider(),
+PROVIDERS: dict[str, Callable[["LLMResource", Endpoint], Provider]] = {
+    "offline": lambda _resource, _endpoint: OfflineProvider(),
     "openai": _openai,
 }
+
+
+class EndpointConfig(Config):
+    """Where one kind of call (embeddings, images) goes; unset fields inherit the text endpoint."""
+
+    provider: str | None = Field(default=None, description="openai or offline; unset: as the text endpoint.")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint of this kind of call.")
+    api_key_env: str | None = Field(default=None, description="Name of the environment variable with its key.")
 
 
 class ModelOverride(Config):
@@ -64,19 +75,34 @@ class PromptOverride(Config):
 class LLMResource(ConfigurableResource):
     """Builds the model engine for a run and site partition.
 
-    `provider="offline"` (the default without a key) composes deterministic answers from the real inputs
-    and renders images locally, labelling every row `provider=offline`. `provider="openai"` calls OpenAI
-    or any compatible `base_url` through the official SDK.
+    Every field is optional: what is not set here (run config, or the deployment's code) comes from the
+    site's settings, then the environment (`pipeline/llm/endpoints.py`), so a run config that sets only a
+    budget never changes the provider. `provider="offline"` (the default with no key and no base URL)
+    composes deterministic answers from the real inputs and renders images locally, labelling every row
+    `provider=offline`; `provider="openai"` calls OpenAI or any compatible `base_url` through the official
+    SDK. Text, embeddings and images may each have their own endpoint.
     """
 
-    provider: str = Field(default="offline", description="offline or openai")
-    api_key: str | None = Field(default=None, description="OpenAI API key; pass EnvVar('OPENAI_API_KEY').")
-    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    concurrency: int = Field(default=8, ge=1, le=256, description="Calls in flight at once inside one asset.")
-    max_retries: int = Field(default=3, ge=0, le=10, description="SDK retries for 429, 5xx, timeouts.")
-    timeout_s: float = Field(default=120.0, gt=0, description="Per-request timeout.")
+    provider: str | None = Field(default=None, description="Text endpoint: openai or offline (unset: environment).")
+    base_url: str | None = Field(
+        default=None, description="Text endpoint URL, e.g. http://127.0.0.1:8000/v1 (unset: OPENAI_BASE_URL)."
+    )
+    api_key_env: str | None = Field(
+        default=None, description="Name of the environment variable holding the key (default OPENAI_API_KEY)."
+    )
+    api_key: str | None = Field(default=None, description="A key given directly (tests); prefer api_key_env.")
+    embeddings: EndpointConfig = Field(default_factory=EndpointConfig, description="Embeddings endpoint.")
+    images: EndpointConfig = Field(default_factory=EndpointConfig, description="Images endpoint (offline allowed).")
+    concurrency: int | None = Field(
+        default=None, ge=1, le=256, description="Calls in flight at once inside one asset (unset: 16, or env)."
+    )
+    max_retries: int = Field(default=2, ge=0, le=10, description="SDK retries for 429, 5xx, timeouts.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout of one HTTP attempt.")
+    item_timeout_s: float = Field(
+        default=90.0, gt=0, description="Bound on one item: all its HTTP attempts and repairs."
+    )
     repair_attempts: int = Field(
-        default=1, ge=0, le=3, description="Extra calls for malformed/invalid/truncated answers."
+        default=1, ge=0, le=3, description="Extra calls for malformed/invalid/truncated or rejected answers."
     )
     requests_per_minute: int | None = Field(default=None, description="Process-wide RPM limit per model.")
     tokens_per_minute: int | None = Field(default=None, description="Process-wide TPM limit per model.")
@@ -86,8 +112,28 @@ class LLMResource(ConfigurableResource):
     prices: dict[str, PriceOverride] = Field(default_factory=dict, description="Per-model price overrides.")
     prompts: dict[str, PromptOverride] = Field(default_factory=dict, description="Run-level prompt overrides.")
 
-    def engine(self, store: Store, *, run_id: str | None, partition: str | None, force: bool = False) -> ModelEngine:
-        """An engine recording its calls in `store` under this run and partition; use it as a context manager."""
+    def resolved_text_key_env(self) -> str:
+        """The name of the text endpoint's key variable as this resource sets it (or the default)."""
+        return self.api_key_env or os.environ.get("PIPELINE_LLM_API_KEY_ENV") or DEFAULT_KEY_ENV
+
+    def endpoints(self, site: SiteSettings | None = None) -> dict[str, Endpoint]:
+        """Where text, embeddings and images calls go for a site (run values, site settings, environment)."""
+        run = {
+            "text": {"provider": self.provider, "base_url": self.base_url, "api_key_env": self.api_key_env},
+            "embeddings": self.embeddings.model_dump(),
+            "images": self.images.model_dump(),
+        }
+        if self.api_key and self.provider is None and self.base_url is None:
+            run["text"]["provider"] = "openai"  # a key given directly means a real provider
+        site_values = {kind: e.model_dump() for kind, e in site.endpoints.items()} if site else {}
+        return resolve_endpoints(run, site_values)
+
+    def engine(
+        self, store: Store, *, run_id: str | None, partition: str | None, force: bool = False, dry_run: bool = False
+    ) -> ModelEngine:
+        """An engine recording its calls in `store` under this run and partition; use it as a context manager.
+
+        `dry_run` builds an engine that refuses every call (estimates only)."""
         settings = site_settings(store.site(partition).settings) if partition else None
         catalog = DEFAULT_CATALOG
         if settings:
@@ -95,16 +141,18 @@ class LLMResource(ConfigurableResource):
         catalog = catalog.merged(
             {stage: o.model_dump() for stage, o in self.models.items()},
             {model: p.model_dump() for model, p in self.prices.items()},
-            image_size=self.image_size,
+            image_size=self.image_size or os.environ.get("PIPELINE_IMAGE_SIZE") or None,
         )
         budgets = [b for b in (self.max_run_cost_usd, settings.max_run_cost_usd if settings else None) if b is not None]
-        provider = self._provider()
+        providers = self._providers(self.endpoints(settings))
+        provider = providers["text"]
         limiter = None
         if self.requests_per_minute or self.tokens_per_minute:
 
             def limiter(model: str):
                 return limiter_for(provider.identity, model, self.requests_per_minute, self.tokens_per_minute)
 
+        concurrency = self.concurrency or int(os.environ.get("PIPELINE_LLM_CONCURRENCY") or DEFAULT_CONCURRENCY)
         return ModelEngine(
             provider,
             catalog=catalog,
@@ -113,38 +161,41 @@ class LLMResource(ConfigurableResource):
             run_id=run_id,
             partition=partition,
             options=EngineOptions(
-                concurrency=self.concurrency if provider.cacheable else 1,
+                concurrency=concurrency if provider.cacheable else 1,
                 repair_attempts=self.repair_attempts,
                 force=force,
                 max_run_cost_usd=min(budgets) if budgets else None,
+                dry_run=dry_run,
+                item_timeout_s=self.item_timeout_s,
             ),
             run_prompt_overrides={name: p.model_dump() for name, p in self.prompts.items()},
             site_prompt_overrides=settings.prompts if settings else None,
             limiter=limiter,
+            image_provider=providers["images"],
+            embedding_provider=providers["embeddings"],
         )
 
-    def _provider(self) -> Provider:
-        if self.provider not in PROVIDERS:
-            raise ValueError(f"unknown LLM provider {self.provider!r}; available: {', '.join(PROVIDERS)}")
-        return PROVIDERS[self.provider](self)
+    def _providers(self, endpoints: dict[str, Endpoint]) -> dict[str, Provider]:
+        """One provider per distinct endpoint (kinds sharing an endpoint share its connections)."""
+        built: dict[tuple[str, str | None, str], Provider] = {}
+        providers = {}
+        for kind, endpoint in endpoints.items():
+            if endpoint.provider not in PROVIDERS:
+                raise EndpointError(
+                    f"unknown provider {endpoint.provider!r} for the {kind} endpoint ({endpoint.source}); "
+                    f"available: {', '.join(PROVIDERS)}"
+                )
+            key = (endpoint.provider, endpoint.base_url, endpoint.api_key_env)
+            if key not in built:
+                built[key] = PROVIDERS[endpoint.provider](self, endpoint)
+            providers[kind] = built[key]
+        return providers
+
+
+DEFAULT_CONCURRENCY = 16
 
 
 def llm_from_environment() -> LLMResource:
-    """The LLM resource for this environment: OpenAI when `OPENAI_API_KEY` or `OPENAI_BASE_URL` is set
-    (or `PIPELINE_LLM_PROVIDER=openai`), else offline. The key is passed as an `EnvVar`, so its value never
-    appears in run config, the UI or logs."""
-    has_key = bool(os.environ.get("OPENAI_API_KEY"))
-    base_url = os.environ.get("OPENAI_BASE_URL") or None
-    provider = os.environ.get("PIPELINE_LLM_PROVIDER") or ("openai" if has_key or base_url else "offline")
-    image_size = os.environ.get("PIPELINE_IMAGE_SIZE") or None
-    if provider != "openai":
-        return LLMResource(provider=provider, image_size=image_size)
-    # An unset EnvVar fails the run even for optional fields, so only pass it when the variable exists;
-    # a local compatible server needs some key string but not a secret one.
-    return LLMResource(
-        provider="openai",
-        api_key=EnvVar("OPENAI_API_KEY") if has_key else "local-server-no-key",
-        base_url=base_url,
-        concurrency=int(os.environ.get("PIPELINE_LLM_CONCURRENCY", "16")),
-        image_size=image_size,
-    )
+    """The LLM resource of the code location: nothing set, so every value is resolved when a run builds
+    its engine (run config, then site settings, then the environment). Keys never enter config."""
+    return LLMResource()

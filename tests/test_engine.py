@@ -149,7 +149,7 @@ def test_one_failed_article_does_not_lose_the_others_and_is_written_on_rerun(pla
 def test_the_content_asset_fails_with_a_summary_after_saving_finished_items(planned, monkeypatch):
     ideas = planned.store.ideas(planned.store.site("sample").id)
     FailingForTitles.failing = {ideas[0].title, ideas[1].title}
-    monkeypatch.setitem(resources.llm.PROVIDERS, "flaky", lambda _resource: FailingForTitles())
+    monkeypatch.setitem(resources.llm.PROVIDERS, "flaky", lambda _resource, _endpoint: FailingForTitles())
     planned.resources["llm"] = resources.llm.LLMResource(provider="flaky")
 
     result = planned.materialize(selection=["content"], raise_on_error=False)

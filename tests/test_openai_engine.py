@@ -169,7 +169,8 @@ def test_bad_credentials_stop_all_calls_and_the_key_is_never_stored_or_logged(op
     assert not result.success
     assert chat_requests(server) == 1, "401 is not retried, and the slow start means no other call was in flight"
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
-    assert "AuthenticationError" in failure.description and "not_started" in failure.description
+    assert "AuthenticationError" in failure.description and "no further calls made" in failure.description
+    assert "not started" in failure.description, "one clear message says what was left undone"
     logs = "\n".join(str(entry.dagster_event or entry.user_message) for entry in env.instance.all_logs(result.run_id))
     assert API_KEY not in logs and API_KEY not in failure.description
     assert API_KEY.encode() not in env.database_bytes()

@@ -1,18 +1,31 @@
 """The OpenAI provider: the official `openai` SDK (async client), or any OpenAI-compatible server.
 
 Structured answers use Chat Completions with a strict JSON schema built from the stage's Pydantic model
-(the request `chat.completions.parse` sends), images use the Images API (base64 PNG). The SDK itself retries connection
-errors, timeouts, 408/409/429 and 5xx with backoff that honours `Retry-After`; this module classifies
-what is left into `ProviderError`s the engine understands, with the attempts the SDK made.
+(the request `chat.completions.parse` sends), with the task's choices as `enum`s; images use the Images
+API (base64 PNG). The SDK itself retries connection errors, timeouts, 408/409/429 and 5xx with backoff
+that honours `Retry-After`; this module classifies what is left into `ProviderError`s the engine
+understands, with the attempts the SDK made.
+
+Compatible servers differ in what they accept (llama.cpp's answers `json_schema` with an HTTP 500, for
+example). The provider learns once per endpoint and model which structured-output form works, in this
+order: strict `json_schema`, `json_object` with a `schema` (llama.cpp's grammar-constrained extension),
+plain `json_object` with the schema given in the instructions. The first call in a form not yet known to
+work is sent without SDK retries, so a refused form costs one request, once per process; every answer is
+validated the same way whatever the form. Likewise an endpoint without embeddings is remembered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import copy
+import errno
 import functools
 import json
+import threading
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from openai.lib._parsing._completions import type_to_response_format_param
@@ -31,24 +44,51 @@ from pipeline.llm.engine import (
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
+# Structured-output forms, most precise first (see the module docstring).
+STRUCTURED_FORMS = ("json_schema", "json_object with schema", "json_object")
+_FORM_MARKERS = ("response_format", "json_schema", "json_object")
+
+# What this process learnt per endpoint: (base URL, model) -> index of the form to use, and why.
+_forms: dict[tuple[str, str], tuple[int, str]] = {}
+_confirmed: set[tuple[str, str, int]] = set()
+_no_embeddings: dict[str, str] = {}
+_learnt = threading.Lock()
+
 
 class OpenAIProvider:
     """Calls OpenAI (or a compatible `base_url`) through `openai.AsyncOpenAI`."""
 
     name = "openai"
     cacheable = True
-    embeddings = True
 
-    def __init__(self, *, api_key: str, base_url: str | None = None, max_retries: int = 3, timeout_s: float = 120.0):
+    def __init__(self, *, api_key: str, base_url: str | None = None, max_retries: int = 2, timeout_s: float = 60.0):
         if not api_key:
             raise ValueError("the OpenAI provider needs an API key (OPENAI_API_KEY); any string for a local server")
         self._api_key = api_key
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.identity = f"openai@{self.base_url}"
+        self.endpoint = display_url(self.base_url)
         self.secrets = (api_key,)
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self._client: openai.AsyncOpenAI | None = None
+        self._probing: dict[tuple[str, str], asyncio.Lock] = {}
+
+    @property
+    def embeddings(self) -> bool:  # type: ignore[override]
+        """Whether this endpoint may have embeddings (False once it answered that it has none)."""
+        return self.base_url not in _no_embeddings
+
+    def describe(self) -> dict[str, str]:
+        """What this process learnt about the endpoint, for run metadata."""
+        notes = {
+            f"structured_output[{model}]": STRUCTURED_FORMS[index] + (f" ({why})" if why else "")
+            for (url, model), (index, why) in sorted(_forms.items())
+            if url == self.base_url
+        }
+        if self.base_url in _no_embeddings:
+            notes["embeddings"] = f"unavailable ({_no_embeddings[self.base_url]})"
+        return notes
 
     def _sdk(self) -> openai.AsyncOpenAI:
         # Created on first use, on the engine's event loop, which owns its connections.
@@ -63,15 +103,45 @@ class OpenAIProvider:
             self._client = None
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        """One structured Chat Completions call (strict JSON schema), validated into `request.schema`."""
+        """One structured Chat Completions call in the best form the endpoint accepts, validated into
+        `request.schema`."""
         settings = request.settings
-        arguments = chat_arguments(request.messages, settings.model, settings.max_output_tokens, request.schema)
-        if settings.temperature is not None:
-            arguments["temperature"] = settings.temperature
-        try:
-            raw = await self._sdk().chat.completions.with_raw_response.create(**arguments)
-        except openai.APIError as error:
-            raise self._classify(error) from error
+        key = (self.base_url, settings.model)
+        if not any((*key, form) in _confirmed for form in range(len(STRUCTURED_FORMS))):
+            # Until a form is known to work, one call at a time finds it; the others then use it.
+            async with self._probing.setdefault(key, asyncio.Lock()):
+                return await self._complete(request, key)
+        return await self._complete(request, key)
+
+    async def _complete(self, request: CompletionRequest, key: tuple[str, str]) -> Completion:
+        settings = request.settings
+        while True:
+            form, _ = _forms.get(key, (0, ""))
+            arguments = chat_arguments(
+                request.messages,
+                settings.model,
+                settings.max_output_tokens,
+                request.schema,
+                request.choices,
+                form,
+                request.sizes,
+            )
+            if settings.temperature is not None:
+                arguments["temperature"] = settings.temperature
+            try:
+                raw = await self._create(arguments, confirmed=(*key, form) in _confirmed)
+            except openai.APIStatusError as error:
+                if (*key, form) not in _confirmed and form + 1 < len(STRUCTURED_FORMS) and _refuses_form(error):
+                    why = f"{STRUCTURED_FORMS[form]} refused: HTTP {error.status_code}"
+                    with _learnt:
+                        _forms[key] = (max(_forms.get(key, (0, ""))[0], form + 1), why)
+                    continue
+                raise self._classify(error) from error
+            except openai.APIError as error:
+                raise self._classify(error) from error
+            with _learnt:
+                _confirmed.add((*key, form))
+            break
         attempts = raw.retries_taken + 1
         try:
             completion = raw.parse()
@@ -108,6 +178,21 @@ class OpenAIProvider:
             ) from error
         return Completion(answer=answer, model=completion.model or settings.model, usage=usage, attempts=attempts)
 
+    async def _create(self, arguments: dict[str, Any], *, confirmed: bool) -> Any:
+        """`chat.completions.create` (raw). A form not yet known to work is tried once without the SDK's
+        retries (a refusal must not be paid `max_retries` times); a transient failure then gets them."""
+        completions = self._sdk().chat.completions
+        if confirmed or self.max_retries == 0:
+            return await completions.with_raw_response.create(**arguments)
+        try:
+            return await self._sdk().with_options(max_retries=0).chat.completions.with_raw_response.create(**arguments)
+        except openai.APIStatusError as error:
+            if _refuses_form(error) or not _transient(error.status_code):
+                raise
+        except openai.APIConnectionError:
+            pass
+        return await completions.with_raw_response.create(**arguments)
+
     async def image(self, request: ImageRequest) -> RenderedImage:
         """One image from the Images API, returned as PNG bytes."""
         try:
@@ -129,13 +214,41 @@ class OpenAIProvider:
         return RenderedImage(png=png, model=request.settings.model, usage=Usage(images=1), attempts=attempts)
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
-        """Vectors for a batch of texts from the Embeddings API, in input order."""
-        try:
-            raw = await self._sdk().embeddings.with_raw_response.create(
-                model=request.settings.model, input=request.texts
+        """Vectors for a batch of texts from the Embeddings API, in input order.
+
+        Until the endpoint has answered one embeddings request, one batch at a time asks (without SDK
+        retries first): an endpoint without embeddings is asked once per process, then remembered."""
+        key = (self.base_url, "embeddings:" + request.settings.model)
+        if (*key, 0) in _confirmed:
+            return await self._embed(request, key)
+        async with self._probing.setdefault(key, asyncio.Lock()):
+            return await self._embed(request, key)
+
+    async def _embed(self, request: EmbeddingRequest, key: tuple[str, str]) -> Embeddings:
+        if self.base_url in _no_embeddings:
+            raise ProviderError(
+                "error", "NoEmbeddings", f"the endpoint has no embeddings ({_no_embeddings[self.base_url]})"
             )
+        arguments = {"model": request.settings.model, "input": request.texts}
+        try:
+            if (*key, 0) in _confirmed or self.max_retries == 0:
+                raw = await self._sdk().embeddings.with_raw_response.create(**arguments)
+            else:
+                try:
+                    raw = await self._sdk().with_options(max_retries=0).embeddings.with_raw_response.create(**arguments)
+                except openai.APIStatusError as error:
+                    if _lacks_embeddings(error) or not _transient(error.status_code):
+                        raise
+                    raw = await self._sdk().embeddings.with_raw_response.create(**arguments)
+        except openai.APIStatusError as error:
+            if _lacks_embeddings(error):
+                with _learnt:  # remembered, so `auto` clustering goes lexical without asking again
+                    _no_embeddings[self.base_url] = f"HTTP {error.status_code}: {_first_lines(str(error), 160)}"
+            raise self._classify(error) from error
         except openai.APIError as error:
             raise self._classify(error) from error
+        with _learnt:
+            _confirmed.add((*key, 0))
         attempts = raw.retries_taken + 1
         try:
             response = raw.parse()
@@ -154,15 +267,81 @@ class OpenAIProvider:
         retried = self.max_retries + 1
         if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
             return ProviderError("error", type(error).__name__, _first_lines(str(error)), attempts=1, fatal=True)
-        if isinstance(error, openai.APITimeoutError | openai.APIConnectionError):
-            return ProviderError("error", type(error).__name__, _first_lines(str(error)), attempts=retried)
+        if isinstance(error, openai.APIConnectionError):  # APITimeoutError included
+            # The SDK's aiohttp transport reports refused and closed connections as timeouts too: what
+            # happened is read from the cause, so each is reported as what it was.
+            what = {
+                "refused": "refused the connection",
+                "closed": "closed the connection without an answer",
+            }.get(_no_answer(error), f"did not answer within {self.timeout_s:g} s")
+            return ProviderError(
+                "error",
+                type(error).__name__,
+                f"provider at {self.endpoint} {what} ({retried} attempts)",
+                attempts=retried,
+                unreachable=True,
+            )
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
-            attempts = retried if status in {408, 409, 429} or status >= 500 else 1
+            attempts = retried if _transient(status) else 1
             return ProviderError(
                 "error", type(error).__name__, f"HTTP {status}: {_first_lines(str(error))}", attempts=attempts
             )
         return ProviderError("error", type(error).__name__, _first_lines(str(error)))
+
+
+def forget_endpoints() -> None:
+    """Forget what this process learnt about endpoints (structured-output forms, embeddings): tests that
+    reuse a URL with a differently behaving server start from scratch."""
+    with _learnt:
+        _forms.clear()
+        _confirmed.clear()
+        _no_embeddings.clear()
+
+
+def display_url(url: str) -> str:
+    """A URL as shown to users: without user name, password or query (which may carry a key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _transient(status: int) -> bool:
+    return status in {408, 409, 429} or status >= 500
+
+
+def _lacks_embeddings(error: openai.APIStatusError) -> bool:
+    """Whether an error says the endpoint has no embeddings (llama.cpp: HTTP 500 naming `embedding`)."""
+    return error.status_code in {400, 404, 405, 501} or (error.status_code == 500 and "embedding" in str(error))
+
+
+def _refuses_form(error: openai.APIStatusError) -> bool:
+    """Whether an error says the endpoint does not accept the request's `response_format`."""
+    if error.status_code not in {400, 415, 422, 500, 501}:
+        return False
+    text = f"{error} {error.body}".lower()
+    return any(marker in text for marker in _FORM_MARKERS)
+
+
+def _no_answer(error: BaseException) -> str:
+    """Why a request got no answer, from its chain of causes: `refused` (nothing listening), `closed`
+    (the server dropped the connection without a response) or `timeout`."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        name = type(cause).__name__
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return "refused"
+        if name in {"ClientConnectorError", "ConnectError"} and "refused" in str(cause).lower():
+            return "refused"
+        if name in {"ServerDisconnectedError", "RemoteProtocolError", "ClientOSError"} or isinstance(
+            cause, ConnectionResetError | BrokenPipeError
+        ):
+            return "closed"
+        cause = cause.__cause__ or cause.__context__
+    return "timeout"
 
 
 def sdk_client(api_key: str, base_url: str, max_retries: int, timeout_s: float) -> openai.AsyncOpenAI:
@@ -179,31 +358,93 @@ def sdk_client(api_key: str, base_url: str, max_retries: int, timeout_s: float) 
 
 
 def chat_arguments(
-    messages: list[dict[str, str]], model: str, max_output_tokens: int, schema: type[BaseModel]
+    messages: list[dict[str, str]],
+    model: str,
+    max_output_tokens: int,
+    schema: type[BaseModel],
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    form: int = 0,
+    sizes: tuple[tuple[str, int, int], ...] = (),
 ) -> dict[str, Any]:
-    """Keyword arguments of `chat.completions.create` for one strict-schema call.
+    """Keyword arguments of `chat.completions.create` for one structured call in `STRUCTURED_FORMS[form]`.
 
     The messages and the schema travel in `extra_body`, which the SDK merges into the JSON body as-is
     (top-level keys of `extra_body` replace the typed ones): passed as typed parameters, the SDK would walk
     both through its parameter transform on every call, which costs about a third of its client CPU per
     request (measured; neither holds anything the transform would change: no aliases, files or dates).
     """
+    strict = response_format(schema, choices, sizes)
+    if form == 0:
+        body: dict[str, Any] = {"messages": messages, "response_format": strict}
+    elif form == 1:
+        body = {"messages": messages, "response_format": {"type": "json_object", "schema": strict_schema(strict)}}
+    else:
+        instructions = {
+            "role": "system",
+            "content": "Answer with one JSON object that matches this JSON schema exactly:\n"
+            + json.dumps(strict_schema(strict)),
+        }
+        body = {"messages": [*messages, instructions], "response_format": {"type": "json_object"}}
     return {
         "model": model,
         "messages": [],  # required by the signature; replaced by `extra_body["messages"]`
         "max_completion_tokens": max_output_tokens,
-        "extra_body": {"messages": messages, "response_format": response_format(schema)},
+        "extra_body": body,
     }
 
 
-@functools.cache
-def response_format(schema: type[BaseModel]) -> dict[str, Any]:
-    """The strict `json_schema` response format for `schema`, built once per class.
+@functools.lru_cache(maxsize=2048)
+def response_format(
+    schema: type[BaseModel],
+    choices: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    sizes: tuple[tuple[str, int, int], ...] = (),
+) -> dict[str, Any]:
+    """The strict `json_schema` response format for `schema`, with `enum`s for `choices`, built once.
 
-    It is exactly what `chat.completions.parse` sends; building it per call costs more client CPU than
-    the HTTP request itself, so the provider calls `create` with this and validates the answer itself.
+    Without choices it is exactly what `chat.completions.parse` sends; building it per call costs more
+    client CPU than the HTTP request itself, so the provider calls `create` with this and validates the
+    answer itself. Each choice is a dotted path of properties (arrays are stepped through) whose value,
+    or whose items, must be one of the given strings; each size bounds the array at its path.
     """
-    return type_to_response_format_param(schema)  # type: ignore[return-value]
+    if not choices and not sizes:
+        return type_to_response_format_param(schema)  # type: ignore[return-value]
+    constrained = copy.deepcopy(response_format(schema))
+    root = strict_schema(constrained)
+    for path, values in choices:
+        _constrain(root, path, {"enum": list(values)})
+    for path, low, high in sizes:
+        _constrain(root, path, {"minItems": low, "maxItems": high}, array=True)
+    return constrained
+
+
+def strict_schema(response_format: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema inside a `json_schema` response format."""
+    return response_format["json_schema"]["schema"]
+
+
+def _constrain(root: dict[str, Any], path: str, keywords: dict[str, Any], *, array: bool = False) -> None:
+    """Add JSON-schema `keywords` to the value at `path`: to the string (or the items of the string array)
+    there, or with `array` to the array itself. Shared `$defs` met on the way are inlined, so the
+    constraint applies to this path only."""
+    definitions = root.get("$defs", {})
+
+    def inline(holder: dict[str, Any], key: str, step_into_arrays: bool = True) -> dict[str, Any]:
+        node = holder[key]
+        if "$ref" in node:
+            node = copy.deepcopy(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            holder[key] = node
+        if step_into_arrays and node.get("type") == "array":
+            return inline(node, "items")
+        return node
+
+    holder: dict[str, Any] = {"root": root}
+    key = "root"
+    for name in path.split("."):
+        node = inline(holder, key)
+        if name not in node.get("properties", {}):
+            raise KeyError(f"choices path {path!r}: no property {name!r} in the answer schema")
+        holder, key = node["properties"], name
+    inline(holder, key, step_into_arrays=not array).update(keywords)
 
 
 def _usage(usage: object | None) -> Usage:

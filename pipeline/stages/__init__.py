@@ -24,6 +24,16 @@ class StageReport:
     preview: list[dict[str, Any]] = field(default_factory=list)
     markdown: str | None = None
     failures: list[str] = field(default_factory=list)
+    items: int = 0  # items the stage set out to produce: the base of the failure share
+    degraded: list[str] = field(default_factory=list)  # produced with a fallback (counted, not failed)
+    notes: dict[str, str] = field(default_factory=dict)  # how the stage ran (backend, fallbacks), as metadata
+
+    @property
+    def failure_share(self) -> float:
+        """Failed items as a share of the items attempted (1.0 when failures exceed a zero base)."""
+        if not self.failures:
+            return 0.0
+        return min(len(self.failures) / self.items, 1.0) if self.items else 1.0
 
     def summary(self) -> str:
         """One line for logs."""

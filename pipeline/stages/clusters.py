@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from pipeline.store import Store
 UNCLUSTERED_NAME = "Unclustered"
 NAMING_BATCH = 20
 TOP_KEYWORDS = 10
+# `model` of a cluster named after its top keyword because the model gave it no usable name: such
+# clusters go downstream under that name, are counted, and are sent to the model again on the next run.
+FALLBACK_MODEL = "fallback-top-keyword"
 
 
 @dataclass(frozen=True)
@@ -46,28 +50,39 @@ def build_clusters(
         raise ValueError(f"site '{slug}' has no keywords yet: materialize the keywords asset first")
     pending = sum(1 for k in keywords if k.cluster_id is None) if not recluster else len(keywords)
     config = ClusteringConfig(target_cluster_size=settings.target_cluster_size)
-    embed = embedder(settings.clustering_backend, engine)
     existing = {} if recluster else store.cluster_members(site.id)
 
     if options.dry_run:
+        # Projected with the lexical backend: a dry run calls nothing, embeddings included.
         assignments = (
-            cluster_keywords([k.normalized for k in keywords], existing, config, embed).assignments if pending else {}
+            cluster_keywords([k.normalized for k in keywords], existing, config, None).assignments if pending else {}
         )
         unnamed = _projected_unnamed(store, site.id, keywords, assignments)
-        names = sorted(c.name for c in store.clusters(site.id) if c.name)
+        names = sorted(c.name for c in store.clusters(site.id) if c.name and c.model != FALLBACK_MODEL)
         tasks = list(_naming_tasks(site.name, lambda: names, options.select(unnamed, key=lambda u: u.key)))
         report = dry_run_report(engine.estimate("clusters", tasks), len(unnamed))
         report.counts["keywords_to_assign"] = pending
         return report
 
+    report = StageReport()
     created = 0
+    backend = settings.clustering_backend
     if pending:
-        result = cluster_keywords([k.normalized for k in keywords], existing, config, embed)
+        texts = [k.normalized for k in keywords]
+        embed = embedder(backend, engine)
+        try:
+            result = cluster_keywords(texts, existing, config, embed)
+            backend = "lexical" if embed is None else ("local" if backend == "local" else "semantic")
+        except ModelCallFailed as failure:
+            if backend != "auto":
+                raise
+            # `auto` with an endpoint that has no embeddings: lexical clustering, and the run says so.
+            result = cluster_keywords(texts, existing, config, None)
+            backend = f"lexical (embeddings unavailable: {failure.message[:200]})"
         created = store.apply_cluster_assignments(site.id, result.assignments)
     store.refresh_cluster_stats(site.id, top_n=TOP_KEYWORDS)
 
-    report = StageReport()
-    named = _name_new_clusters(store, engine, site.id, site.name, options, report)
+    named, fallbacks = _name_new_clusters(store, engine, site.id, site.name, options, report)
     clusters = store.clusters(site.id)
     bucket = next((c for c in clusters if c.key == UNCLUSTERED_KEY), None)
     report.counts = {
@@ -76,8 +91,11 @@ def build_clusters(
         "clusters": sum(1 for c in clusters if c.key != UNCLUSTERED_KEY),
         "clusters_created": created,
         "clusters_named": named,
+        "clusters_named_by_fallback": fallbacks,
+        "clusters_with_fallback_names_total": sum(1 for c in clusters if c.model == FALLBACK_MODEL),
         "unclustered_keywords": bucket.keyword_count if bucket else 0,
     }
+    report.notes["clustering_backend"] = backend if pending else "(no keywords to assign)"
     report.preview = [
         {
             "cluster": c.name or c.key,
@@ -99,7 +117,7 @@ def embedder(backend: str, engine: ModelEngine) -> Embedder | None:
         from pipeline.local_embeddings import local_embedder  # optional extra: imported only when chosen
 
         return local_embedder()
-    if backend == "semantic" or (backend == "auto" and engine.provider.embeddings):
+    if backend == "semantic" or (backend == "auto" and engine.embedding_provider.embeddings):
 
         def embed(texts: Sequence[str]) -> np.ndarray:
             return np.asarray(engine.embed("embeddings", list(texts)), dtype=np.float32)
@@ -110,9 +128,14 @@ def embedder(backend: str, engine: ModelEngine) -> Embedder | None:
 
 def _name_new_clusters(
     store: Store, engine: ModelEngine, site_id: int, site_name: str, options: RunOptions, report: StageReport
-) -> int:
-    # `force` names every cluster again; otherwise only new (unnamed) ones.
-    clusters = [c for c in store.clusters(site_id) if (c.name is None or options.force) and c.keyword_count > 0]
+) -> tuple[int, int]:
+    """Name clusters without a (real) name; returns (named by the model, named after their top keyword)."""
+    # `force` names every cluster again; otherwise new ones and those that only have a fallback name.
+    clusters = [
+        c
+        for c in store.clusters(site_id)
+        if (c.name is None or c.model == FALLBACK_MODEL or options.force) and c.keyword_count > 0
+    ]
     for cluster in clusters:
         if cluster.key == UNCLUSTERED_KEY and cluster.name is None:
             store.name_cluster(
@@ -121,30 +144,80 @@ def _name_new_clusters(
                 "Keywords too far from every cluster; shown so nothing is silently dropped.",
                 {"provider": "pipeline", "model": "rule", "prompt_version": "-"},
             )
-    unnamed = [Unnamed(c.key, c.top_keywords, c.dominant_intent) for c in clusters if c.key != UNCLUSTERED_KEY]
-    unnamed = options.select(unnamed, key=lambda u: next(c.id for c in clusters if c.key == u.key))
-    ids = {c.key: c.id for c in clusters}
-    named = 0
+    by_key = {c.key: c for c in clusters if c.key != UNCLUSTERED_KEY}
+    unnamed = [Unnamed(c.key, c.top_keywords, c.dominant_intent) for c in by_key.values()]
+    unnamed = options.select(unnamed, key=lambda u: by_key[u.key].id)
+    report.items += len(unnamed)
+    named = fallbacks = 0
 
     def names_so_far() -> list[str]:
-        return sorted(c.name for c in store.clusters(site_id) if c.name)
+        return sorted(c.name for c in store.clusters(site_id) if c.name and c.model != FALLBACK_MODEL)
 
     for task, outcome in engine.generate_each("clusters", _naming_tasks(site_name, names_so_far, unnamed)):
-        if isinstance(outcome, ModelCallFailed):
-            report.failures.append(str(outcome))
-            continue
-        wanted = {c["key"] for c in task.data["clusters"]}
-        answered = {entry.key: entry for entry in outcome.answer.clusters if entry.key in wanted}
-        for key in sorted(wanted - answered.keys()):
-            report.failures.append(f"clusters: the model did not name cluster {key}; it stays unnamed until a re-run")
-        for key, entry in answered.items():
-            name = " ".join(entry.name.split())[:200]
-            if not name:
-                report.failures.append(f"clusters: empty name for cluster {key}")
+        wanted = [c["key"] for c in task.data["clusters"]]
+        # A rejected answer (some keys missing) still names the clusters it did name.
+        usable = _usable_names(outcome.answer, wanted) if outcome.answer is not None else {}
+        for key in wanted:
+            cluster = by_key[key]
+            if key in usable:
+                name, description = usable[key]
+                store.name_cluster(cluster.id, name, description, provenance(engine, outcome))
+                named += 1
                 continue
-            store.name_cluster(ids[key], name, entry.description.strip(), outcome.provenance())
-            named += 1
-    return named
+            why = str(outcome) if isinstance(outcome, ModelCallFailed) else "the model did not name it"
+            line = f"clusters: cluster {key}: {why}; named after its top keyword until a re-run"
+            # No answer at all is a failed call; an answer that left this key out is a counted fallback.
+            (report.failures if outcome.answer is None else report.degraded).append(line)
+            if cluster.name is None or cluster.model == FALLBACK_MODEL:
+                fallback = fallback_name(cluster.top_keywords, key)
+                store.name_cluster(
+                    cluster.id,
+                    fallback,
+                    f"Named after its top keyword ({', '.join(cluster.top_keywords[:3])}): the model gave no "
+                    "usable name; the next run asks again.",
+                    {"provider": "pipeline", "model": FALLBACK_MODEL, "prompt_version": "-"},
+                )
+                fallbacks += 1
+    return named, fallbacks
+
+
+def provenance(engine: ModelEngine, outcome: Any) -> dict[str, str]:
+    """Provenance of names taken from an answer (accepted, or the usable part of a rejected one)."""
+    if isinstance(outcome, ModelCallFailed):
+        model = engine.catalog.stage("clusters").model
+        return {"provider": engine.provider.name, "model": model, "prompt_version": "rejected-answer"}
+    return outcome.provenance()
+
+
+def fallback_name(top_keywords: Sequence[str], key: str) -> str:
+    """A cluster's name when the model gives none: its top keyword in title case (or its key)."""
+    source = top_keywords[0] if top_keywords else key
+    return " ".join(word[:1].upper() + word[1:] for word in source.split())[:200] or key
+
+
+def _usable_names(answer: ClusterNames, wanted: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Names for the wanted keys only, the first per key, with a non-empty name after clean-up."""
+    usable: dict[str, tuple[str, str]] = {}
+    for entry in answer.clusters:
+        name = _clean_name(entry.name)
+        if entry.key in wanted and entry.key not in usable and name:
+            usable[entry.key] = (name, " ".join(entry.description.split())[:1000])
+    return usable
+
+
+def _clean_name(text: str) -> str:
+    # Names are labels: one line, no markup characters, bounded length.
+    return " ".join("".join(ch for ch in text if ch.isprintable() and ch not in "<>`").split())[:200]
+
+
+def _naming_check(wanted: Sequence[str]) -> Callable[[ClusterNames], str | None]:
+    def check(answer: ClusterNames) -> str | None:
+        missing = [key for key in wanted if key not in _usable_names(answer, wanted)]
+        if missing:
+            return f"name every cluster exactly once by its key; missing or empty: {', '.join(missing)}"
+        return None
+
+    return check
 
 
 def _naming_tasks(
@@ -153,6 +226,7 @@ def _naming_tasks(
     """Batches of clusters to name. Built lazily, so each batch sees the names given before it."""
     for start in range(0, len(unnamed), NAMING_BATCH):
         group = unnamed[start : start + NAMING_BATCH]
+        keys = [u.key for u in group]
         yield Task(
             ref=f"clusters:{group[0].key}..{group[-1].key}",
             prompt_name="cluster_names",
@@ -164,6 +238,9 @@ def _naming_tasks(
                 ],
             },
             schema=ClusterNames,
+            choices={"clusters.key": keys},
+            sizes={"clusters": (len(keys), len(keys))},
+            check=_naming_check(keys),
         )
 
 

@@ -7,6 +7,7 @@ one is set (the model may not invent them). An answer with no usable body is a f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pipeline.article_html import plain_text, read_sections, render_article
@@ -37,24 +38,24 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
             prompt_name="article",
             data=article_data(site.name, idea, clusters[idea.cluster_id], taxonomy),
             schema=ArticleDraft,
+            choices=article_choices(idea.target_keywords, taxonomy),
+            check=article_check(idea.target_keywords, taxonomy),
         )
         for ref, idea in ideas.items()
     ]
     if options.dry_run:
         return dry_run_report(engine.estimate("content", tasks), len(tasks))
-    report = StageReport()
-    written = 0
+    report = StageReport(items=len(tasks))
+    written = dropped_keywords = 0
     for batch in engine.generate_batches("content", tasks):
         new_articles = []
         for task, outcome in batch:
             if isinstance(outcome, ModelCallFailed):
-                report.failures.append(str(outcome))
+                report.failures.append(f"{outcome}; not stored")
                 continue
-            try:
-                variant = variant_row(outcome.answer, ideas[task.ref].target_keywords[0], taxonomy)
-            except UnusableArticle as problem:
-                report.failures.append(f"content for {task.ref}: {problem}; not stored")
-                continue
+            # Accepted by the engine only after `article_check`: this cannot raise `UnusableArticle`.
+            variant = variant_row(outcome.answer, ideas[task.ref].target_keywords, taxonomy)
+            dropped_keywords += variant.pop("dropped_keywords")
             idea_id = ideas[task.ref].id
             if idea_id in existing:  # forced rewrite: a new version, history kept, back to draft
                 store.add_content_version(existing[idea_id], variant | outcome.provenance(), actor="force")
@@ -70,6 +71,7 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
         "articles_written": written,
         "articles_total": articles_total,
         "words_written_total": words_total,
+        "invented_keywords_dropped": dropped_keywords,
     }
     report.preview = [
         {"title": v.title, "words": v.word_count, "primary_keyword": v.primary_keyword, "tags": ", ".join(v.tags)}
@@ -101,10 +103,36 @@ def article_data(site_name: str, idea: Idea, cluster: Cluster, taxonomy: Taxonom
     }
 
 
-def variant_row(draft: ArticleDraft, fallback_keyword: str, taxonomy: Taxonomy | None) -> dict[str, Any]:
+def article_choices(targets: list[str], taxonomy: Taxonomy | None) -> dict[str, list[str]]:
+    """Answer fields that must come from the inputs: keywords from the idea, tags and categories from the
+    site's taxonomy (when one is set)."""
+    choices = {"primary_keyword": targets, "secondary_keywords": targets}
+    if taxonomy and taxonomy.tags:
+        choices["tags"] = taxonomy.tags
+    if taxonomy and taxonomy.categories:
+        choices["categories"] = taxonomy.categories
+    return choices
+
+
+def article_check(targets: list[str], taxonomy: Taxonomy | None) -> Callable[[ArticleDraft], str | None]:
+    """The stage's acceptance rule for an article answer (see `variant_row`)."""
+
+    def check(draft: ArticleDraft) -> str | None:
+        try:
+            variant_row(draft, targets, taxonomy)
+        except UnusableArticle as problem:
+            return str(problem)
+        return None
+
+    return check
+
+
+def variant_row(draft: ArticleDraft, targets: list[str], taxonomy: Taxonomy | None) -> dict[str, Any]:
     """The stored form of an article answer: sanitised HTML with H2 sections, cleaned metadata.
 
-    Raises `UnusableArticle` for answers that must never be stored as content.
+    Primary and secondary keywords are the idea's target keywords: others are dropped and counted under
+    `dropped_keywords` (the primary falls back to the idea's first target). Raises `UnusableArticle` for
+    answers that must never be stored as content.
     """
     body = render_article(draft)
     sections = read_sections(body)
@@ -112,17 +140,29 @@ def variant_row(draft: ArticleDraft, fallback_keyword: str, taxonomy: Taxonomy |
     words = len(plain_text(body.split("<h2>", 1)[0]).split())
     words += sum(len(heading.split()) + len(text.split()) for heading, text in sections)
     if not sections or words < MIN_WORDS:
-        raise UnusableArticle(f"answer had {words} words and {len(sections)} sections")
+        raise UnusableArticle(
+            f"answer had {words} words and {len(sections)} sections; an article needs at least {MIN_WORDS} "
+            "words in H2 sections"
+        )
+    title = " ".join(draft.title.split())[:300]
+    if not title:
+        raise UnusableArticle("answer had an empty title")
+    chosen = _filter([draft.primary_keyword], targets)
+    primary = chosen[0] if chosen else targets[0]
+    secondary = [k for k in _filter(draft.secondary_keywords, targets) if k != primary]
+    offered = _unique([draft.primary_keyword, *draft.secondary_keywords])
+    kept = {normalize_keyword(k) for k in (primary, *secondary)}
     return {
-        "title": " ".join(draft.title.split())[:300],
+        "title": title,
         "body_html": body,
-        "meta_title": draft.meta_title.strip()[:300],
-        "meta_description": draft.meta_description.strip()[:400],
-        "primary_keyword": draft.primary_keyword.strip() or fallback_keyword,
-        "secondary_keywords": _unique(draft.secondary_keywords),
+        "meta_title": " ".join(draft.meta_title.split())[:300] or title,
+        "meta_description": " ".join(draft.meta_description.split())[:400],
+        "primary_keyword": primary,
+        "secondary_keywords": secondary,
         "tags": _filter(draft.tags, taxonomy.tags if taxonomy else None)[:MAX_TAGS],
         "categories": _filter(draft.categories, taxonomy.categories if taxonomy else None)[:3],
         "word_count": words,
+        "dropped_keywords": sum(1 for k in offered if normalize_keyword(k) not in kept),
     }
 
 

@@ -38,15 +38,19 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
                 ],
             },
             schema=IdeaBatch,
+            choices={"ideas.target_keywords": [k.keyword for k in members[key][:KEYWORDS_PER_PROMPT]]},
+            sizes={"ideas": (count, count)},
+            check=_has_usable_idea,
         )
         for key, cluster in clusters.items()
     ]
     if options.dry_run:
         return dry_run_report(engine.estimate("ideas", tasks), len(tasks))
-    report = StageReport()
+    report = StageReport(items=len(tasks))
     added = dropped_keywords = planned = 0
     for task, outcome in engine.generate_each("ideas", tasks):
         if isinstance(outcome, ModelCallFailed):
+            # Existing ideas stay as they were: an empty or unusable answer never replaces them.
             report.failures.append(str(outcome))
             continue
         planned += 1
@@ -57,7 +61,7 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
             row, dropped = _idea_row(draft, allowed, members[key][0].keyword)
             dropped_keywords += dropped
             if row is None:
-                report.failures.append(f"ideas for cluster {key}: an idea had an empty title or outline")
+                report.degraded.append(f"ideas for cluster {key}: an idea had an empty title or outline; skipped")
                 continue
             rows.append(row | outcome.provenance())
         if options.force:  # re-plan: ideas without an article are replaced, written ones stay
@@ -81,6 +85,13 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
         for idea in ideas[:15]
     ]
     return report
+
+
+def _has_usable_idea(answer: IdeaBatch) -> str | None:
+    """The stage's acceptance rule: at least one idea with a title and an outline."""
+    if any(_idea_row(draft, {}, "-")[0] is not None for draft in answer.ideas):
+        return None
+    return "no usable idea: each idea needs a title and an outline of H2 headings"
 
 
 def _idea_row(draft: IdeaDraft, allowed: dict[str, str], fallback: str) -> tuple[dict | None, int]:

@@ -6,6 +6,9 @@ dropped (and counted), so every stored anchor exists in the article.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pipeline.article_html import read_sections
 from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
@@ -40,49 +43,24 @@ def generate_image_prompts(
                 "max_in_article": limit,
             },
             schema=ImagePromptSet,
+            choices={"in_article.heading": [heading for heading, _ in sections[ref]]},
+            sizes={"in_article": (1, limit)} if limit and sections[ref] else {},
+            check=_prompt_set_check([heading for heading, _ in sections[ref]], limit, variant.title),
         )
         for ref, variant in variants.items()
     ]
     if options.dry_run:
         return dry_run_report(engine.estimate("image_prompts", tasks), len(tasks))
-    report = StageReport()
+    report = StageReport(items=len(tasks))
     added = off_anchor = 0
     for task, outcome in engine.generate_each("image_prompts", tasks):
         if isinstance(outcome, ModelCallFailed):
-            report.failures.append(str(outcome))
+            # The variant's existing prompts (and images) stay: an unusable answer replaces nothing.
+            report.failures.append(f"{outcome}; not stored")
             continue
-        answer = outcome.answer
-        if not answer.featured.prompt.strip():
-            report.failures.append(f"image_prompts for {task.ref}: empty featured prompt; not stored")
-            continue
-        headings = {normalize_keyword(h): h for h, _ in sections[task.ref]}
-        rows = [
-            {
-                "kind": "featured",
-                "position": 0,
-                "anchor_heading": None,
-                "prompt": answer.featured.prompt.strip(),
-                "alt_text": answer.featured.alt_text.strip()[:300] or variants[task.ref].title[:300],
-            }
-        ]
-        used: set[str] = set()
-        for item in answer.in_article:
-            anchor = headings.get(normalize_keyword(item.heading))
-            if anchor is None or anchor in used or not item.prompt.strip():
-                off_anchor += 1
-                continue
-            if len(used) >= limit:
-                break
-            used.add(anchor)
-            rows.append(
-                {
-                    "kind": "in_article",
-                    "position": len(used),
-                    "anchor_heading": anchor,
-                    "prompt": item.prompt.strip(),
-                    "alt_text": item.alt_text.strip()[:300] or anchor,
-                }
-            )
+        headings = [heading for heading, _ in sections[task.ref]]
+        rows, dropped = prompt_rows(outcome.answer, headings, limit, variants[task.ref].title)
+        off_anchor += dropped
         rows = [r | outcome.provenance() for r in rows]
         if options.force:  # redo: the variant's prompts (and their images) are replaced
             added += store.replace_image_prompts(site.id, variants[task.ref].id, rows)
@@ -100,3 +78,59 @@ def generate_image_prompts(
         {"kind": p.kind, "section": p.anchor_heading or "(featured)", "prompt": p.prompt[:120]} for p in prompts[:15]
     ]
     return report
+
+
+def prompt_rows(
+    answer: ImagePromptSet, headings: list[str], limit: int, title: str
+) -> tuple[list[dict[str, Any]], int]:
+    """Stored rows of an answer: the featured prompt, then in-article prompts anchored to real H2 headings
+    (at most `limit`, one per heading); returns the rows and how many in-article prompts were dropped."""
+    by_key = {normalize_keyword(h): h for h in headings}
+    rows: list[dict[str, Any]] = []
+    if answer.featured.prompt.strip():
+        rows.append(
+            {
+                "kind": "featured",
+                "position": 0,
+                "anchor_heading": None,
+                "prompt": answer.featured.prompt.strip(),
+                "alt_text": _one_line(answer.featured.alt_text)[:300] or title[:300],
+            }
+        )
+    used: set[str] = set()
+    dropped = 0
+    for item in answer.in_article:
+        anchor = by_key.get(normalize_keyword(item.heading))
+        if anchor is None or anchor in used or not item.prompt.strip() or len(used) >= limit:
+            dropped += anchor is None or anchor in used or not item.prompt.strip()
+            continue
+        used.add(anchor)
+        rows.append(
+            {
+                "kind": "in_article",
+                "position": len(used),
+                "anchor_heading": anchor,
+                "prompt": item.prompt.strip(),
+                "alt_text": _one_line(item.alt_text)[:300] or anchor,
+            }
+        )
+    return rows, dropped
+
+
+def _prompt_set_check(headings: list[str], limit: int, title: str) -> Callable[[ImagePromptSet], str | None]:
+    """The stage's acceptance rule: a featured prompt, and at least one anchored in-article prompt when
+    the article has sections and the site wants in-article images."""
+
+    def check(answer: ImagePromptSet) -> str | None:
+        rows, _ = prompt_rows(answer, headings, limit, title)
+        if not rows or rows[0]["kind"] != "featured":
+            return "the featured image prompt was empty"
+        if limit and headings and len(rows) == 1:
+            return "no in-article prompt named one of the article's H2 headings exactly as given"
+        return None
+
+    return check
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -35,7 +35,7 @@ def generate_images(
     tasks = [ImageTask(ref=ref, prompt=prompt.prompt) for ref, prompt in prompts.items()]
     if options.dry_run:
         return dry_run_report(engine.estimate("images", tasks), len(tasks))
-    report = StageReport()
+    report = StageReport(items=len(tasks))
     created = 0
     total_bytes = 0
     for task, rendered in engine.generate_images("images", tasks):
@@ -58,7 +58,7 @@ def generate_images(
             prompt.id,
             {
                 "path": str(path),
-                "provider": engine.provider.name,
+                "provider": engine.image_provider.name,
                 "model": rendered.model,
                 "size": f"{width}x{height}",
                 "width": width,

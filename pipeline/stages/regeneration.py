@@ -18,7 +18,7 @@ from pipeline.models import Site, TriggerFiring
 from pipeline.prompts.schemas import ArticleDraft, MetricsAnalysis
 from pipeline.sites import site_settings
 from pipeline.stages import StageReport
-from pipeline.stages.content import UnusableArticle, article_data, variant_row
+from pipeline.stages.content import UnusableArticle, article_check, article_choices, article_data, variant_row
 from pipeline.store import Store
 
 STAGE = "regeneration"
@@ -34,7 +34,7 @@ def regenerate_variants(
 ) -> StageReport:
     """Regenerate the articles of the given firings; each article succeeds or fails on its own."""
     site = store.site(slug)
-    report = StageReport()
+    report = StageReport(items=len(firing_ids))
     regenerated, skipped, previews = 0, 0, []
     for firing_id in firing_ids:
         firing = store.claim_firing(firing_id, run_id)
@@ -121,6 +121,8 @@ def _regenerate(
                 },
             },
             schema=ArticleDraft,
+            choices=article_choices(idea.target_keywords, taxonomy),
+            check=article_check(idea.target_keywords, taxonomy),
         )
         for variant, brief in (("A", analysis.brief_a), ("B", analysis.brief_b))
     ]
@@ -129,7 +131,9 @@ def _regenerate(
         if isinstance(outcome, ModelCallFailed):
             raise outcome
         variant = task.data["variant"]
-        rows[variant] = {"variant": variant, **variant_row(outcome.answer, idea.target_keywords[0], taxonomy)}
+        row = variant_row(outcome.answer, idea.target_keywords, taxonomy)
+        row.pop("dropped_keywords")
+        rows[variant] = {"variant": variant, **row}
         rows[variant] |= outcome.provenance()
     if set(rows) != {"A", "B"}:
         raise RegenerationFailed("both variants are needed")
