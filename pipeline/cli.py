@@ -213,10 +213,16 @@ def _status(args: argparse.Namespace) -> int:
     else:
         columns = ["site", "keywords", "clusters", "ideas", "content", "image_prompts", "images"]
         _print_table(columns, [[str(getattr(c, column)) for column in columns] for c in counts])
+        mixed = [c for c in counts if len(c.variants_by_provider) > 1 or "offline" in c.variants_by_provider]
+        if mixed:
+            print("\nArticle variants by provider (offline ones were composed without a model):")
+            for c in mixed:
+                print(f"  {c.site}: " + ", ".join(f"{p} {n}" for p, n in c.variants_by_provider.items()))
         print()
         print(f"Store:  {_display_url(store.url)}")
         print(f"Media:  {settings.media_dir()}")
         print(f"Dagster instance: {settings.dagster_home()}  (open the UI with: make ui)")
+        print(_endpoints_line())
     if rejected:
         print(f"\nRejected input files ({len(rejected)}; skipped until fixed or removed):")
         _print_table(
@@ -224,6 +230,21 @@ def _status(args: argparse.Namespace) -> int:
             [[r.folder, r.name, f"{r.first_seen_at:%Y-%m-%d %H:%M}", _first_problem(r.problem)] for r in rejected],
         )
     return 0
+
+
+def _endpoints_line() -> str:
+    """Where runs started from this environment send their calls (run config may still override)."""
+    from pipeline.llm.openai_provider import display_url
+    from resources.llm import LLMResource  # imported here: Dagster is slow to import for other commands
+
+    try:
+        endpoints = LLMResource().endpoints()
+    except ValueError as error:
+        return f"Model endpoints: not usable ({error})"
+    shown = ", ".join(
+        f"{kind} {e.provider}{' ' + display_url(e.base_url) if e.base_url else ''}" for kind, e in endpoints.items()
+    )
+    return f"Model endpoints (from this environment): {shown}"
 
 
 def _first_problem(problem: str) -> str:

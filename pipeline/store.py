@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,9 @@ class SiteCounts:
     content: int
     image_prompts: int
     images: int
+    # Current article variants per provider: offline ones are labelled and counted apart, so a site that
+    # mixes offline and real content says so.
+    variants_by_provider: dict[str, int] = field(default_factory=dict)
 
 
 _engines: dict[str, Engine] = {}
@@ -1000,7 +1003,14 @@ class Store:
                 return session.scalar(select(func.count()).select_from(model).where(model.site_id == site.id)) or 0
 
             paths = session.scalars(select(Image.path).where(Image.site_id == site.id))
+            current = _current_variants().where(Content.site_id == site.id).subquery()
+            by_provider = dict(
+                session.execute(
+                    select(current.c.provider, func.count()).group_by(current.c.provider).order_by(current.c.provider)
+                ).all()
+            )
             return SiteCounts(
+                variants_by_provider={str(k): int(v) for k, v in by_provider.items()},
                 site=slug,
                 keywords=count(Keyword),
                 clusters=count(Cluster),

@@ -37,7 +37,7 @@ def test_sites_add_then_dagster_materialize_then_status_json_shows_every_stage(c
     assert "397 keywords" in added.stdout
 
     before = json.loads(run([str(BIN / "pipeline"), "status", "--json"], cli_env).stdout)
-    assert before == [dict.fromkeys(STATUS_KEYS, 0) | {"site": "coffee"}]
+    assert before == [dict.fromkeys(STATUS_KEYS, 0) | {"site": "coffee", "variants_by_provider": {}}]
 
     materialized = run(
         [
@@ -57,10 +57,11 @@ def test_sites_add_then_dagster_materialize_then_status_json_shows_every_stage(c
     assert "RUN_SUCCESS" in materialized.stderr
 
     status = json.loads(run([str(BIN / "pipeline"), "status", "--site", "coffee", "--json"], cli_env).stdout)
-    assert [list(entry) for entry in status] == [STATUS_KEYS]
+    assert [list(entry) for entry in status] == [[*STATUS_KEYS, "variants_by_provider"]]
     assert status[0]["site"] == "coffee"
     assert all(status[0][stage] > 0 for stage in SIX_ASSETS)
     assert status[0]["images"] == status[0]["image_prompts"]
+    assert status[0]["variants_by_provider"] == {"offline": status[0]["content"]}, "offline articles say so"
 
 
 def test_sites_add_registers_the_partition_in_the_dagster_home(cli_env):

@@ -494,3 +494,19 @@ def test_request_choices_are_part_of_the_cache_key(env, server):
         first = engine.generate("clusters", Task("t", "cluster_names", data, ClusterNames, {"clusters.key": ["c-1"]}))
         second = engine.generate("clusters", Task("t", "cluster_names", data, ClusterNames, {"clusters.key": ["c-2"]}))
     assert not first.cached and not second.cached
+
+
+def test_status_counts_offline_variants_apart_from_real_ones_and_names_the_endpoints(env, server, monkeypatch, capsys):
+    env.add_site()
+    assert env.materialize(selection=["keywords", "clusters", "ideas"]).success
+    env.resources["llm"] = real(server)
+    assert env.materialize(selection=["content"], run_config={"ops": {"content": {"config": {"limit": 5}}}}).success
+    env.resources["llm"] = LLMResource(provider="offline")
+    assert env.materialize(selection=["content"], run_config={"ops": {"content": {"config": {"limit": 3}}}}).success
+    monkeypatch.setenv("DATABASE_URL", env.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("PIPELINE_IMAGES_PROVIDER", "offline")
+    assert cli(["status", "--site", "sample"]) == 0
+    out = capsys.readouterr().out
+    assert "sample: offline 3, openai 5" in out
+    assert f"text openai {server.base_url}" in out and "images offline" in out

@@ -115,6 +115,7 @@ class OpenAIProvider:
 
     async def _complete(self, request: CompletionRequest, key: tuple[str, str]) -> Completion:
         settings = request.settings
+        extra = 0  # requests sent before the answering one, beyond its own SDK retries (refused forms, probes)
         while True:
             form, _ = _forms.get(key, (0, ""))
             arguments = chat_arguments(
@@ -129,12 +130,13 @@ class OpenAIProvider:
             if settings.temperature is not None:
                 arguments["temperature"] = settings.temperature
             try:
-                raw = await self._create(arguments, confirmed=(*key, form) in _confirmed)
+                raw, probes = await self._create(arguments, confirmed=(*key, form) in _confirmed)
             except openai.APIStatusError as error:
                 if (*key, form) not in _confirmed and form + 1 < len(STRUCTURED_FORMS) and _refuses_form(error):
                     why = f"{STRUCTURED_FORMS[form]} refused: HTTP {error.status_code}"
                     with _learnt:
                         _forms[key] = (max(_forms.get(key, (0, ""))[0], form + 1), why)
+                    extra += 1
                     continue
                 raise self._classify(error) from error
             except openai.APIError as error:
@@ -142,7 +144,7 @@ class OpenAIProvider:
             with _learnt:
                 _confirmed.add((*key, form))
             break
-        attempts = raw.retries_taken + 1
+        attempts = raw.retries_taken + 1 + extra + probes
         try:
             completion = raw.parse()
         except json.JSONDecodeError as error:
@@ -178,20 +180,22 @@ class OpenAIProvider:
             ) from error
         return Completion(answer=answer, model=completion.model or settings.model, usage=usage, attempts=attempts)
 
-    async def _create(self, arguments: dict[str, Any], *, confirmed: bool) -> Any:
-        """`chat.completions.create` (raw). A form not yet known to work is tried once without the SDK's
-        retries (a refusal must not be paid `max_retries` times); a transient failure then gets them."""
+    async def _create(self, arguments: dict[str, Any], *, confirmed: bool) -> tuple[Any, int]:
+        """`chat.completions.create` (raw) and how many probe requests went before it. A form not yet
+        known to work is tried once without the SDK's retries (a refusal must not be paid `max_retries`
+        times); a transient failure then gets them."""
         completions = self._sdk().chat.completions
         if confirmed or self.max_retries == 0:
-            return await completions.with_raw_response.create(**arguments)
+            return await completions.with_raw_response.create(**arguments), 0
         try:
-            return await self._sdk().with_options(max_retries=0).chat.completions.with_raw_response.create(**arguments)
+            probe = self._sdk().with_options(max_retries=0).chat.completions
+            return await probe.with_raw_response.create(**arguments), 0
         except openai.APIStatusError as error:
             if _refuses_form(error) or not _transient(error.status_code):
                 raise
         except openai.APIConnectionError:
             pass
-        return await completions.with_raw_response.create(**arguments)
+        return await completions.with_raw_response.create(**arguments), 1
 
     async def image(self, request: ImageRequest) -> RenderedImage:
         """One image from the Images API, returned as PNG bytes."""
@@ -230,6 +234,7 @@ class OpenAIProvider:
                 "error", "NoEmbeddings", f"the endpoint has no embeddings ({_no_embeddings[self.base_url]})"
             )
         arguments = {"model": request.settings.model, "input": request.texts}
+        probes = 0
         try:
             if (*key, 0) in _confirmed or self.max_retries == 0:
                 raw = await self._sdk().embeddings.with_raw_response.create(**arguments)
@@ -239,6 +244,7 @@ class OpenAIProvider:
                 except openai.APIStatusError as error:
                     if _lacks_embeddings(error) or not _transient(error.status_code):
                         raise
+                    probes = 1
                     raw = await self._sdk().embeddings.with_raw_response.create(**arguments)
         except openai.APIStatusError as error:
             if _lacks_embeddings(error):
@@ -249,7 +255,7 @@ class OpenAIProvider:
             raise self._classify(error) from error
         with _learnt:
             _confirmed.add((*key, 0))
-        attempts = raw.retries_taken + 1
+        attempts = raw.retries_taken + 1 + probes
         try:
             response = raw.parse()
         except (json.JSONDecodeError, ValidationError) as error:
