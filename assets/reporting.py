@@ -118,9 +118,11 @@ def materialize_result(
         metadata["article_preview"] = MetadataValue.md(report.markdown)
     if engine is not None:
         totals = engine.totals
+        # The images stage calls the image endpoint; every other stage the text one.
+        main = engine.image_provider if stage == "images" else engine.provider
         metadata |= {
-            "provider": engine.provider.name,
-            "endpoint": engine.provider.endpoint,
+            "provider": main.name,
+            "endpoint": main.endpoint,
             "model_calls": totals.calls,
             "failed_model_calls": totals.failed_calls,
             "cache_hits": totals.cache_hits,
@@ -133,9 +135,10 @@ def materialize_result(
             "cost_usd": MetadataValue.float(totals.cost_usd),
             "items_in_progress_elsewhere": totals.in_progress_elsewhere,
         }
-        for kind, provider in (("images", engine.image_provider), ("embeddings", engine.embedding_provider)):
-            if provider is not engine.provider:
-                metadata[f"{kind}_provider"] = f"{provider.name} {provider.endpoint}"
+        kinds = {"text": engine.provider, "images": engine.image_provider, "embeddings": engine.embedding_provider}
+        for kind, provider in kinds.items():
+            if provider is not main:  # the other endpoints of the run, when they differ
+                metadata[f"{kind}_endpoint"] = f"{provider.name} {provider.endpoint}"
         for provider in engine.distinct_providers():
             describe = getattr(provider, "describe", None)
             metadata |= describe() if describe else {}
@@ -160,9 +163,14 @@ def materialize_result(
         context.log.error(str(error))
         raise Failure(description=str(error), metadata=_without_previews(metadata))
     if report.failures:
+        within = (
+            f"within max_failure_share={max_failure_share:.0%}"
+            if report.failure_share <= max_failure_share
+            else f"within allowed_failures={allowed_failures}"
+        )
         context.log.warning(
             f"{stage}: {len(report.failures)} of {report.items} item(s) failed "
-            f"({report.failure_share:.1%}, within max_failure_share={max_failure_share:.0%}); the rest was saved"
+            f"({report.failure_share:.1%}, {within}); the rest was saved"
         )
     checks = []
     if engine is not None:

@@ -13,8 +13,10 @@ Each entry has a fingerprint: the SHA-256 of a readable file's content, otherwis
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +105,19 @@ def read_entry(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Entry:
     except OSError as error:
         return _problem(path, f"unreadable:{state}", f"{link}cannot be read ({error.strerror or error})")
     return Entry(name, path, hashlib.sha256(data).hexdigest(), data=data)
+
+
+def handled_entries(cursor: str | None, warn: Callable[[str], None], folder: str) -> dict[str, str]:
+    """The entries a sensor's cursor says were handled (name -> fingerprint); a cursor that is not ours
+    (edited by hand) starts afresh, saying so through `warn`."""
+    try:
+        seen = json.loads(cursor) if cursor else {}
+    except ValueError:
+        seen = None
+    if not isinstance(seen, dict):
+        warn(f"{folder}: cursor is not a JSON object of file names; every file is looked at again")
+        return {}
+    return {str(name): str(fingerprint) for name, fingerprint in seen.items()}
 
 
 def printable(name: str) -> str:

@@ -15,7 +15,7 @@ from dagster import (
 from assets import ingest_keywords
 from assets.partitions import sites_partitions
 from pipeline import settings
-from pipeline.drop_folder import FolderUnreadable
+from pipeline.drop_folder import FolderUnreadable, handled_entries
 from pipeline.inbox import scan_inbox
 from resources import StoreResource
 
@@ -73,12 +73,4 @@ def keyword_inbox(context: SensorEvaluationContext, store: StoreResource) -> Sen
 
 
 def _cursor(context: SensorEvaluationContext) -> dict[str, str]:
-    """The handled entries from the cursor; a cursor that is not ours (edited by hand) starts afresh."""
-    try:
-        seen = json.loads(context.cursor) if context.cursor else {}
-    except ValueError:
-        seen = None
-    if not isinstance(seen, dict):
-        context.log.warning("keyword inbox: cursor is not a JSON object of file names; every file is looked at again")
-        return {}
-    return {str(name): str(fingerprint) for name, fingerprint in seen.items()}
+    return handled_entries(context.cursor, context.log.warning, "keyword inbox")

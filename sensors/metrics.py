@@ -14,6 +14,7 @@ from dagster import (
 from assets import regenerate_variants
 from assets.partitions import sites_partitions
 from pipeline import settings
+from pipeline.drop_folder import handled_entries
 from pipeline.metrics import scan_metrics_folder
 from pipeline.sites import SiteSettingsError
 from pipeline.triggers import fire_due, rearm_stalled
@@ -86,12 +87,4 @@ def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> S
 
 
 def _cursor(context: SensorEvaluationContext) -> dict[str, str]:
-    """The handled files from the cursor; a cursor that is not ours (edited by hand) starts afresh."""
-    try:
-        seen = json.loads(context.cursor) if context.cursor else {}
-    except ValueError:
-        seen = None
-    if not isinstance(seen, dict):
-        context.log.warning("metrics: cursor is not a JSON object of file names; every file is looked at again")
-        return {}
-    return {str(name): str(fingerprint) for name, fingerprint in seen.items()}
+    return handled_entries(context.cursor, context.log.warning, "metrics")

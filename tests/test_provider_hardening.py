@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import itertools
 import re
-import threading
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from assets import ALL_ASSETS
 from pipeline.cli import main as cli
 from pipeline.llm.engine import Task
 from pipeline.llm.openai_provider import forget_endpoints, response_format
@@ -25,12 +26,13 @@ from pipeline.models import Cluster, Content, ContentVariant, Idea, ImagePrompt,
 from pipeline.prompts.schemas import ArticleDraft, ArticleSection, ClusterNames
 from pipeline.stages.clusters import FALLBACK_MODEL
 from pipeline.stages.content import variant_row
-from resources import LLMResource, MediaResource, StoreResource
+from resources import LLMResource
 from resources.llm import EndpointConfig, llm_from_environment
-from tests.conftest import SIX_ASSETS
+from tests.conftest import REPO, SIX_ASSETS
 from tests.openai_server import DeadEndpoint, Fault, FaultPlan, LoopbackOpenAI
 
 API_KEY = "sk-test-hardening-0123456789"
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -388,43 +390,32 @@ def test_a_forced_image_prompt_redo_without_valid_anchors_keeps_the_in_article_p
 # -- 8. concurrent runs of one site do not pay twice ---------------------------------------------------
 
 
-def test_two_runs_of_one_site_started_together_pay_for_each_article_once(env, server):
+def test_two_runs_of_one_site_started_together_pay_for_each_article_once(env, server, tmp_path):
     env.resources["llm"] = real(server)
     env.add_site()
     assert env.materialize(selection=["keywords", "clusters", "ideas"]).success
-    server.latency_ms = 150
-    results: list[dg.ExecuteInProcessResult] = []
-    barrier = threading.Barrier(2)
+    server.latency_ms = 100
+    # Two `dagster asset materialize` processes, as a user starts them, against the same store.
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "pipeline.definitions"]
+    command += ["--select", "content", "--partition", "sample"]
+    environment = env.subprocess_environment(
+        OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=API_KEY, PIPELINE_LLM_CONCURRENCY="8"
+    )
+    logs = [tmp_path / f"run-{n}.log" for n in range(2)]
+    processes = [
+        subprocess.Popen(command, cwd=REPO, env=environment, stdout=log.open("w"), stderr=subprocess.STDOUT)
+        for log in logs
+    ]
+    for process, log in zip(processes, logs, strict=True):
+        assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
 
-    def run() -> None:
-        barrier.wait()
-        results.append(
-            dg.materialize(
-                ALL_ASSETS,
-                selection=["content"],
-                partition_key="sample",
-                resources={
-                    "store": StoreResource(database_url=env.url),
-                    "llm": real(server),
-                    "media": MediaResource(root=str(env.media)),
-                },
-                instance=env.instance,
-            )
-        )
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert len(results) == 2 and all(r.success for r in results)
     ideas = env.row_counts()["ideas"]
     paid = [c for c in stage_calls(env, "content") if c.outcome == "ok"]
     assert Counter(c.item_ref for c in paid).most_common(1)[0][1] == 1, "no article was paid for twice"
     assert len(paid) == ideas == env.row_counts()["content_variants"]
     assert len([r for r in server.log.records("chat") if r.schema == "ArticleDraft"]) == ideas
-    skipped = [materialization_metadata(r, "content")["items_in_progress_elsewhere"] for r in results]
-    assert sum(skipped) >= 1, "each run skipped what the other had claimed"
+    runs = {c.run_id for c in paid}
+    assert len(runs) == 2, "both runs worked: each skipped what the other had claimed"
     with env.store.transaction() as s:
         assert not s.scalars(select(ItemLease)).all(), "every lease was released"
 

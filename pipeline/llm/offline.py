@@ -59,7 +59,7 @@ class OfflineProvider:
 
     name = "offline"
     identity = "offline"
-    endpoint = "offline (deterministic, built from the inputs; no model was called)"
+    endpoint = "local (deterministic, built from the inputs; no model called)"
     cacheable = False  # free and deterministic: a cache would only add writes
     embeddings = False  # clustering uses the lexical backend offline
     secrets: tuple[str, ...] = ()

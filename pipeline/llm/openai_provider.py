@@ -23,6 +23,7 @@ import copy
 import errno
 import functools
 import json
+import re
 import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -173,7 +174,7 @@ class OpenAIProvider:
         if not choice.message.content:
             raise ProviderError("invalid", "EmptyAnswer", "the answer had no content", usage=usage, attempts=attempts)
         try:
-            answer = request.schema.model_validate_json(choice.message.content)
+            answer = parse_answer(request.schema, choice.message.content)
         except ValidationError as error:
             raise ProviderError(
                 "invalid", "ValidationError", _first_lines(str(error)), usage=usage, attempts=attempts
@@ -250,7 +251,8 @@ class OpenAIProvider:
             if _lacks_embeddings(error):
                 with _learnt:  # remembered, so `auto` clustering goes lexical without asking again
                     _no_embeddings[self.base_url] = f"HTTP {error.status_code}: {_first_lines(str(error), 160)}"
-            raise self._classify(error) from error
+            probed = (*key, 0) not in _confirmed and self.max_retries > 0 and probes == 0
+            raise self._classify(error, sent=1 if probed else None) from error
         except openai.APIError as error:
             raise self._classify(error) from error
         with _learnt:
@@ -268,9 +270,10 @@ class OpenAIProvider:
             vectors=vectors, model=response.model or request.settings.model, usage=usage, attempts=attempts
         )
 
-    def _classify(self, error: openai.APIError) -> ProviderError:
-        """Map an SDK error (raised after the SDK's own retries) to a `ProviderError`."""
-        retried = self.max_retries + 1
+    def _classify(self, error: openai.APIError, sent: int | None = None) -> ProviderError:
+        """Map an SDK error (raised after the SDK's own retries, or after `sent` requests) to a
+        `ProviderError`."""
+        retried = sent or self.max_retries + 1
         if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
             return ProviderError("error", type(error).__name__, _first_lines(str(error)), attempts=1, fatal=True)
         if isinstance(error, openai.APIConnectionError):  # APITimeoutError included
@@ -294,6 +297,38 @@ class OpenAIProvider:
                 "error", type(error).__name__, f"HTTP {status}: {_first_lines(str(error))}", attempts=attempts
             )
         return ProviderError("error", type(error).__name__, _first_lines(str(error)))
+
+
+# Control characters no stored text may hold (PostgreSQL refuses NUL; the rest corrupt terminals and
+# exports). Tab, newline and carriage return stay.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_ESCAPED_CONTROL = re.compile(r"\\u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
+
+
+def parse_answer(schema: type[BaseModel], content: str) -> BaseModel:
+    """Validate an answer's JSON into `schema`, without control characters in any string.
+
+    Grammar-constrained servers (llama.cpp) can put raw control characters inside strings, which strict
+    JSON refuses; hostile answers can spell them as escapes (`\\u0000`). Either way the strings are cleaned
+    before the stage sees them. Answers without any (nearly all) cost nothing extra.
+    """
+    if not _CONTROL.search(content) and not _ESCAPED_CONTROL.search(content):
+        return schema.model_validate_json(content)
+    try:
+        raw = json.loads(content, strict=False)
+    except ValueError:
+        return schema.model_validate_json(content)  # raises the ValidationError the caller reports
+    return schema.model_validate(_without_control(raw))
+
+
+def _without_control(value: Any) -> Any:
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    if isinstance(value, list):
+        return [_without_control(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _without_control(item) for key, item in value.items()}
+    return value
 
 
 def forget_endpoints() -> None:
@@ -391,6 +426,10 @@ def chat_arguments(
             + json.dumps(strict_schema(strict)),
         }
         body = {"messages": [*messages, instructions], "response_format": {"type": "json_object"}}
+    if form > 0:
+        # Servers without strict structured outputs (llama.cpp) read the older `max_tokens`, not
+        # `max_completion_tokens`: both are sent, so the cap holds there too.
+        body["max_tokens"] = max_output_tokens
     return {
         "model": model,
         "messages": [],  # required by the signature; replaced by `extra_body["messages"]`

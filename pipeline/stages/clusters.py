@@ -170,12 +170,9 @@ def _name_new_clusters(
             (report.failures if outcome.answer is None else report.degraded).append(line)
             if cluster.name is None or cluster.model == FALLBACK_MODEL:
                 fallback = fallback_name(cluster.top_keywords, key)
+                # No description: it would reach the ideas prompt as if it described the topic.
                 store.name_cluster(
-                    cluster.id,
-                    fallback,
-                    f"Named after its top keyword ({', '.join(cluster.top_keywords[:3])}): the model gave no "
-                    "usable name; the next run asks again.",
-                    {"provider": "pipeline", "model": FALLBACK_MODEL, "prompt_version": "-"},
+                    cluster.id, fallback, "", {"provider": "pipeline", "model": FALLBACK_MODEL, "prompt_version": "-"}
                 )
                 fallbacks += 1
     return named, fallbacks
