@@ -591,31 +591,27 @@ class Store:
         granted: set[str] = set()
         with self.transaction() as session:
             for chunk in _chunks(sorted(set(refs)), 500):
-                session.execute(
-                    update(ItemLease)
-                    .where(
-                        ItemLease.stage == stage,
-                        ItemLease.partition == partition,
-                        ItemLease.item_ref.in_(chunk),
-                        (ItemLease.expires_at < now) | ItemLease.holder.in_([holder, *take_over]),
-                    )
-                    .values(holder=holder, expires_at=expires)
-                )
                 rows = [
                     {"stage": stage, "partition": partition, "item_ref": ref, "holder": holder, "expires_at": expires}
                     for ref in chunk
                 ]
-                session.execute(self._insert(session)(ItemLease).values(rows).on_conflict_do_nothing())
-                granted.update(
-                    session.scalars(
-                        select(ItemLease.item_ref).where(
+                # One statement in the common case (nobody holds them); only conflicts look further.
+                insert = self._insert(session)(ItemLease).values(rows).on_conflict_do_nothing()
+                granted.update(session.scalars(insert.returning(ItemLease.item_ref)))
+                held = [ref for ref in chunk if ref not in granted]
+                if held:
+                    taken = (
+                        update(ItemLease)
+                        .where(
                             ItemLease.stage == stage,
                             ItemLease.partition == partition,
-                            ItemLease.holder == holder,
-                            ItemLease.item_ref.in_(chunk),
+                            ItemLease.item_ref.in_(held),
+                            (ItemLease.expires_at < now) | ItemLease.holder.in_([holder, *take_over]),
                         )
+                        .values(holder=holder, expires_at=expires)
+                        .returning(ItemLease.item_ref)
                     )
-                )
+                    granted.update(session.scalars(taken))
         return granted
 
     def release_leases(self, holder: str) -> None:

@@ -453,8 +453,11 @@ def response_format(
     """
     if not choices and not sizes:
         return type_to_response_format_param(schema)  # type: ignore[return-value]
-    constrained = copy.deepcopy(response_format(schema))
-    root = strict_schema(constrained)
+    # Copy-on-write: only the dicts on the constrained paths are copied (a deep copy of the whole schema
+    # per request would cost more client CPU than the constraint saves).
+    base = response_format(schema)
+    root = dict(strict_schema(base))
+    constrained = {**base, "json_schema": {**base["json_schema"], "schema": root}}
     for path, values in choices:
         _constrain(root, path, {"enum": list(values)})
     for path, low, high in sizes:
@@ -469,26 +472,28 @@ def strict_schema(response_format: dict[str, Any]) -> dict[str, Any]:
 
 def _constrain(root: dict[str, Any], path: str, keywords: dict[str, Any], *, array: bool = False) -> None:
     """Add JSON-schema `keywords` to the value at `path`: to the string (or the items of the string array)
-    there, or with `array` to the array itself. Shared `$defs` met on the way are inlined, so the
-    constraint applies to this path only."""
+    there, or with `array` to the array itself. Every dict on the way is copied into its (already copied)
+    holder and shared `$defs` are inlined, so the constraint applies to this request's path only and the
+    class-wide schema stays as it was."""
     definitions = root.get("$defs", {})
 
     def inline(holder: dict[str, Any], key: str, step_into_arrays: bool = True) -> dict[str, Any]:
         node = holder[key]
-        if "$ref" in node:
-            node = copy.deepcopy(definitions[node["$ref"].rsplit("/", 1)[-1]])
-            holder[key] = node
+        node = copy.deepcopy(definitions[node["$ref"].rsplit("/", 1)[-1]]) if "$ref" in node else dict(node)
+        holder[key] = node
         if step_into_arrays and node.get("type") == "array":
             return inline(node, "items")
         return node
 
-    holder: dict[str, Any] = {"root": root}
-    key = "root"
-    for name in path.split("."):
-        node = inline(holder, key)
+    node = root  # copied by the caller
+    names = path.split(".")
+    for index, name in enumerate(names):
         if name not in node.get("properties", {}):
             raise KeyError(f"choices path {path!r}: no property {name!r} in the answer schema")
+        node["properties"] = dict(node["properties"])
         holder, key = node["properties"], name
+        if index < len(names) - 1:
+            node = inline(holder, key)
     inline(holder, key, step_into_arrays=not array).update(keywords)
 
 
