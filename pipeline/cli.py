@@ -142,7 +142,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from resources.llm import llm_from_environment  # the same provider/model choice as runs
 
     store = _store()
-    with llm_from_environment().engine(store, run_id=None, partition=args.site) as engine:
+    with llm_from_environment().engine(store, run_id=None, partition=args.site, dry_run=True) as engine:
         estimates = estimate_site(store, engine, args.site, (args.stage,) if args.stage else MODEL_STAGES)
     if args.json:
         print(json.dumps([e.as_dict() for e in estimates], indent=2))
