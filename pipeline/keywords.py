@@ -35,8 +35,7 @@ Documented normalisations (not errors):
 - intent accepts the four canonical values or their initials (`i`, `c`, `t`, `n`), several at once
   (Semrush's `Informational, Commercial`; separated by `,` `;` `/` or `|`). All are kept, once each, in
   the order of `INTENTS`: `Commercial, Informational` and `i|c` both become `informational, commercial`,
-  kept whole in `extra["intents"]` whenever there are several. The `intent` column gets the first of
-  them: the store holds it (and clusters' dominant intent) as VARCHAR(20), room for one name, not two.
+  and that whole value is the keyword's `intent` (a cluster's dominant intent counts each name);
   Ahrefs' `Branded`, `Non-branded`, `Local` and `Non-local` say who searches, not why, and are left out;
 - Keyword Planner's `Competition` (Low/Medium/High) and `Competition (indexed value)` (0-100) measure how
   many advertisers bid on a keyword, not how hard it is to rank for it, so neither becomes `difficulty`
@@ -537,8 +536,6 @@ def _read_row(record: list[str], header: _Header, line: int) -> tuple[KeywordRow
     if problems:
         return None, problems, 0
     extra = {name: cells[name] for name in header.columns if name not in _KNOWN and name in cells}
-    if len(intents) > 1:
-        extra["intents"] = ", ".join(intents)  # no file column lands here: `intents` is an alias of `intent`
     estimated = isinstance(volume, tuple)
     if isinstance(volume, tuple):
         volume, written = volume
@@ -548,7 +545,7 @@ def _read_row(record: list[str], header: _Header, line: int) -> tuple[KeywordRow
         normalized=normalized,
         volume=volume,
         difficulty=difficulty,
-        intent=intents[0] if intents else None,
+        intent=", ".join(intents) or None,
         extra=extra,
         line=line,
     )

@@ -81,7 +81,8 @@ class Keyword(Base):
     normalized: Mapped[str] = mapped_column(String(255))
     volume: Mapped[int | None]
     difficulty: Mapped[int | None]
-    intent: Mapped[str | None] = mapped_column(String(20))
+    # Every intent a tool gave, canonical and in a stable order: "informational, commercial".
+    intent: Mapped[str | None] = mapped_column(String(64))
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -338,7 +338,8 @@ class Store:
             for cluster in clusters:
                 rows = members.get(cluster.id, [])
                 difficulties = [k.difficulty for k in rows if k.difficulty is not None]
-                intents = Counter(k.intent for k in rows if k.intent)
+                # A keyword with several intents ("informational, commercial") counts for each.
+                intents = Counter(name for k in rows if k.intent for name in k.intent.split(", "))
                 cluster.keyword_count = len(rows)
                 cluster.total_volume = sum(k.volume or 0 for k in rows)
                 cluster.mean_difficulty = round(sum(difficulties) / len(difficulties), 1) if difficulties else None

@@ -109,15 +109,23 @@ def test_a_volume_range_becomes_its_geometric_midpoint(written, volume):
 def test_semrush_multi_value_intent_is_kept_whole_in_a_stable_form(env):
     ingest(env, EXPORTS / "semrush-keyword-magic.csv")
     keywords = stored(env)
-    assert {name: (k.difficulty, k.intent, k.extra.get("intents")) for name, k in keywords.items()} == {
-        "cold brew coffee": (62, "informational", "informational, commercial"),
-        "best cold brew maker": (48, "informational", "informational, commercial"),  # "Commercial, Informational"
-        "buy cold brew concentrate": (29, "transactional", None),
-        "starbucks cold brew": (71, "informational", "informational, commercial, navigational"),
+    assert {name: (k.difficulty, k.intent) for name, k in keywords.items()} == {
+        "cold brew coffee": (62, "informational, commercial"),
+        "best cold brew maker": (48, "informational, commercial"),  # "Commercial, Informational"
+        "buy cold brew concentrate": (29, "transactional"),
+        "starbucks cold brew": (71, "informational, commercial, navigational"),
     }
+    assert not any("intents" in k.extra for k in keywords.values())
     assert keywords["cold brew coffee"].volume == 22200
     assert keywords["cold brew coffee"].extra["Trend"] == "0.67,0.67,0.81,0.81,1.00,1.00,1.00,0.81,0.67,0.54,0.54,0.67"
     assert keywords["cold brew coffee"].extra["CPC (USD)"] == "1.10"
+
+
+def test_a_clusters_dominant_intent_counts_each_intent_of_a_multi_value_keyword(env):
+    ingest(env, EXPORTS / "semrush-keyword-magic.csv")
+    assert env.materialize("demo", selection=["clusters"]).success
+    intents = {c.dominant_intent for c in env.store.clusters(env.store.site("demo").id) if c.keyword_count}
+    assert intents and intents <= {"informational", "commercial", "transactional", "navigational", None}
 
 
 def test_ahrefs_keywords_explorer_export_in_utf16_tabs(env):
@@ -126,14 +134,14 @@ def test_ahrefs_keywords_explorer_export_in_utf16_tabs(env):
     ingest(env, path)
     keywords = stored(env)
     assert {name: metrics(k) for name, k in keywords.items()} == {
-        "cold brew coffee": ("cold brew coffee", 23000, 41, "informational"),
-        "starbucks cold brew": ("starbucks cold brew", 8100, 28, "commercial"),
+        "cold brew coffee": ("cold brew coffee", 23000, 41, "informational, commercial"),
+        "starbucks cold brew": ("starbucks cold brew", 8100, 28, "commercial, navigational"),
         "cold brew ratio": ("cold brew ratio", 4400, 12, "informational"),
         "cold brew near me": ("cold brew near me", 1900, 0, None),  # `Local,Non-branded`: who, not why
     }
     coffee = keywords["cold brew coffee"].extra
     assert coffee["Global volume"] == "91000", "Global volume is kept, never taken for the volume"
-    assert coffee["intents"] == "informational, commercial", "Non-branded and Non-local are not intents"
+    assert keywords["cold brew coffee"].intent == "informational, commercial", "Non-branded is not an intent"
     assert (coffee["#"], coffee["Parent Keyword"], coffee["Country"]) == ("1", "cold brew", "us")
 
 
@@ -151,11 +159,11 @@ def test_semicolon_separated_utf8_with_bom_is_read_as_exported(env):
     ingest(env, path)
     keywords = stored(env)
     assert {name: metrics(k) for name, k in keywords.items()} == {
-        "moulin à café": ("moulin à café", 2900, 41, "commercial"),
+        "moulin à café": ("moulin à café", 2900, 41, "commercial, transactional"),
         "café filtre": ("café filtre", 1200, 35, "informational"),
         "cafetière italienne": ("cafetière italienne", 880, 22, "commercial"),
     }
-    assert keywords["moulin à café"].extra == {"CPC": "1,05", "intents": "commercial, transactional"}
+    assert keywords["moulin à café"].extra == {"CPC": "1,05"}
 
 
 def test_tab_separated_utf8_is_read_as_exported(env):

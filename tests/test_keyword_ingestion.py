@@ -101,9 +101,9 @@ def test_export_headers_numbers_intents_and_extra_columns_are_normalised(tmp_pat
     assert (rows["cold brew"].volume, rows["cold brew"].difficulty, rows["cold brew"].intent) == (
         1200,
         45,
-        "informational",
+        "informational, commercial",
     )
-    assert rows["cold brew"].extra == {"CPC": "1.20", "intents": "informational, commercial"}
+    assert rows["cold brew"].extra == {"CPC": "1.20"}
     assert rows["latte art"].intent == "commercial"
     assert (rows["aeropress"].volume, rows["aeropress"].intent) == (None, None)
 
