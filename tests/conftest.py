@@ -323,6 +323,16 @@ def postgres() -> PostgresServer:
 
 
 @pytest.fixture
+def inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty keyword inbox (and data folder) of this test, set in the environment."""
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    monkeypatch.setenv("PIPELINE_INBOX_DIR", str(folder))
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "data"))
+    return folder
+
+
+@pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
     """A fresh, empty environment."""
     environment = Env(tmp_path)

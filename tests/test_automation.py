@@ -29,15 +29,6 @@ from tests.conftest import SAMPLE_KEYWORDS
 # -- keyword inbox -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def inbox(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    monkeypatch.setenv("PIPELINE_INBOX_DIR", str(folder))
-    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "data"))
-    return folder
-
-
 def tick_inbox(env, cursor=None, instance=None):
     with dg.build_sensor_context(
         instance=instance or env.instance, cursor=cursor, resources={"store": StoreResource(database_url=env.url)}

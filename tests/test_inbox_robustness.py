@@ -76,15 +76,6 @@ def rejected(env, folder: str, *, include_resolved: bool = False) -> dict[str, R
 
 
 @pytest.fixture
-def inbox(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "inbox"
-    folder.mkdir()
-    monkeypatch.setenv("PIPELINE_INBOX_DIR", str(folder))
-    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "data"))
-    return folder
-
-
-@pytest.fixture
 def metrics(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "metrics"
     folder.mkdir()

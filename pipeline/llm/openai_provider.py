@@ -25,6 +25,7 @@ import functools
 import json
 import re
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -131,7 +132,11 @@ class OpenAIProvider:
             if settings.temperature is not None:
                 arguments["temperature"] = settings.temperature
             try:
-                raw, probes = await self._create(arguments, confirmed=(*key, form) in _confirmed)
+                raw, probes = await self._probed(
+                    lambda client, arguments=arguments: client.chat.completions.with_raw_response.create(**arguments),
+                    confirmed=(*key, form) in _confirmed,
+                    refusal=_refuses_form,
+                )
             except openai.APIStatusError as error:
                 if (*key, form) not in _confirmed and form + 1 < len(STRUCTURED_FORMS) and _refuses_form(error):
                     why = f"{STRUCTURED_FORMS[form]} refused: HTTP {error.status_code}"
@@ -181,22 +186,28 @@ class OpenAIProvider:
             ) from error
         return Completion(answer=answer, model=completion.model or settings.model, usage=usage, attempts=attempts)
 
-    async def _create(self, arguments: dict[str, Any], *, confirmed: bool) -> tuple[Any, int]:
-        """`chat.completions.create` (raw) and how many probe requests went before it. A form not yet
-        known to work is tried once without the SDK's retries (a refusal must not be paid `max_retries`
-        times); a transient failure then gets them."""
-        completions = self._sdk().chat.completions
+    async def _probed(
+        self,
+        send: Callable[[openai.AsyncOpenAI], Awaitable[Any]],
+        *,
+        confirmed: bool,
+        refusal: Callable[[openai.APIStatusError], bool],
+    ) -> tuple[Any, int]:
+        """A raw SDK response and how many probe requests went before it.
+
+        A request whose form this endpoint is not yet known to accept is tried once without the SDK's
+        retries, so a `refusal` (a form or endpoint the server does not have) is paid once, not
+        `max_retries` times; a transient failure is then sent again with them."""
         if confirmed or self.max_retries == 0:
-            return await completions.with_raw_response.create(**arguments), 0
+            return await send(self._sdk()), 0
         try:
-            probe = self._sdk().with_options(max_retries=0).chat.completions
-            return await probe.with_raw_response.create(**arguments), 0
+            return await send(self._sdk().with_options(max_retries=0)), 0
         except openai.APIStatusError as error:
-            if _refuses_form(error) or not _transient(error.status_code):
+            if refusal(error) or not _transient(error.status_code):
                 raise
         except openai.APIConnectionError:
             pass
-        return await completions.with_raw_response.create(**arguments), 1
+        return await send(self._sdk()), 1
 
     async def image(self, request: ImageRequest) -> RenderedImage:
         """One image from the Images API, returned as PNG bytes."""
@@ -235,23 +246,18 @@ class OpenAIProvider:
                 "error", "NoEmbeddings", f"the endpoint has no embeddings ({_no_embeddings[self.base_url]})"
             )
         arguments = {"model": request.settings.model, "input": request.texts}
-        probes = 0
+        confirmed = (*key, 0) in _confirmed
         try:
-            if (*key, 0) in _confirmed or self.max_retries == 0:
-                raw = await self._sdk().embeddings.with_raw_response.create(**arguments)
-            else:
-                try:
-                    raw = await self._sdk().with_options(max_retries=0).embeddings.with_raw_response.create(**arguments)
-                except openai.APIStatusError as error:
-                    if _lacks_embeddings(error) or not _transient(error.status_code):
-                        raise
-                    probes = 1
-                    raw = await self._sdk().embeddings.with_raw_response.create(**arguments)
+            raw, probes = await self._probed(
+                lambda client: client.embeddings.with_raw_response.create(**arguments),
+                confirmed=confirmed,
+                refusal=_lacks_embeddings,
+            )
         except openai.APIStatusError as error:
             if _lacks_embeddings(error):
                 with _learnt:  # remembered, so `auto` clustering goes lexical without asking again
                     _no_embeddings[self.base_url] = f"HTTP {error.status_code}: {_first_lines(str(error), 160)}"
-            probed = (*key, 0) not in _confirmed and self.max_retries > 0 and probes == 0
+            probed = not confirmed and self.max_retries > 0 and _lacks_embeddings(error)
             raise self._classify(error, sent=1 if probed else None) from error
         except openai.APIError as error:
             raise self._classify(error) from error
