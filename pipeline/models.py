@@ -11,6 +11,7 @@ provider say `provider="offline"`, so offline text can never pass for a real mod
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
@@ -29,6 +30,23 @@ NAMING = {
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 UNCLUSTERED_KEY = "unclustered"
+
+
+class ContentStatus(StrEnum):
+    """Where an article is in review: `draft -> approved -> published`; regeneration sends it back to draft."""
+
+    DRAFT = "draft"
+    APPROVED = "approved"
+    PUBLISHED = "published"
+
+
+class FiringStatus(StrEnum):
+    """A trigger firing's state: `requested -> running -> consumed`, or `failed` (the rule is armed again)."""
+
+    REQUESTED = "requested"
+    RUNNING = "running"
+    CONSUMED = "consumed"
+    FAILED = "failed"
 
 
 def utcnow() -> datetime:
@@ -145,7 +163,7 @@ class Content(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
     idea_id: Mapped[int] = mapped_column(ForeignKey("ideas.id", ondelete="CASCADE"), unique=True)
-    status: Mapped[str] = mapped_column(String(20), default="draft")
+    status: Mapped[str] = mapped_column(String(20), default=ContentStatus.DRAFT.value)
     published_at: Mapped[datetime | None]
     published_version: Mapped[int | None]
     published_variant: Mapped[str | None] = mapped_column(String(1))
@@ -325,7 +343,7 @@ class TriggerFiring(Base):
     instruction: Mapped[str] = mapped_column(Text, default="")
     triggered_variants: Mapped[list[str]] = mapped_column()
     observed: Mapped[dict[str, Any]] = mapped_column()
-    status: Mapped[str] = mapped_column(String(20), default="requested")
+    status: Mapped[str] = mapped_column(String(20), default=FiringStatus.REQUESTED.value)
     attempts: Mapped[int] = mapped_column(default=1)
     run_id: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
