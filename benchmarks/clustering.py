@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELLED = ROOT / "tests" / "data" / "labelled_keywords.csv"
@@ -107,11 +108,12 @@ def _child(method: str, path: str) -> None:
     print(json.dumps(summary))
 
 
-def _run(method: str, path: str) -> dict:
+def _run(method: str, path: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", method, path], capture_output=True, text=True, check=True
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    summary: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return summary
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ from pipeline.store import Store  # noqa: E402
 from resources import LLMResource, MediaResource, StoreResource  # noqa: E402
 
 
-def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
+def start_server(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     """The loopback server in its own process, so its CPU does not count against the client."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.openai_server", "--port", "0", "--latency-ms", str(latency_ms)],
@@ -55,6 +55,7 @@ def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None  # stdout=PIPE
     line = process.stdout.readline()
     if not line.startswith("READY"):
         raise RuntimeError(f"loopback server did not start: {line!r}")

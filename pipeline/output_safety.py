@@ -11,9 +11,29 @@ BEL, C1, bidirectional overrides) from reaching a terminal raw, showing them as 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from markdownify import ATX, MarkdownConverter, chomp
+from bs4 import Tag
+from markdownify import ATX, MarkdownConverter
+
+if TYPE_CHECKING:
+    # markdownify's stub declares only its entry points; `chomp`, `options` and the `convert_*` hooks this
+    # converter extends (the documented way to customise it) exist in the implementation only.
+    def chomp(text: str) -> tuple[str, str, str]: ...
+
+    class _Converter(MarkdownConverter):
+        options: dict[str, Any]
+
+        def convert_code(self, el: Tag, text: str, parent_tags: set[str]) -> str: ...
+        def convert_pre(self, el: Tag, text: str, parent_tags: set[str]) -> str: ...
+        def convert_hN(self, n: int, el: Tag, text: str, parent_tags: set[str]) -> str: ...
+        def convert_p(self, el: Tag, text: str, parent_tags: set[str]) -> str: ...
+        def convert_li(self, el: Tag, text: str, parent_tags: set[str]) -> str: ...
+else:
+    from markdownify import chomp
+
+    _Converter = MarkdownConverter
 
 LINK_SCHEMES = frozenset({"http", "https", "mailto"})
 
@@ -119,7 +139,7 @@ def _link_title(title: str) -> str:
     return _CHARACTER_REFERENCE.sub("&amp;", title).replace("<", "&lt;")
 
 
-class _SafeMarkdownConverter(MarkdownConverter):
+class _SafeMarkdownConverter(_Converter):
     """markdownify with model text escaped and link URLs filtered (its own defaults assume trusted HTML)."""
 
     def __init__(self) -> None:
@@ -128,33 +148,36 @@ class _SafeMarkdownConverter(MarkdownConverter):
     def escape(self, text: str, parent_tags: set[str]) -> str:
         return markdown_text(text) if text else ""
 
-    def convert_a(self, el, text, parent_tags):
+    def convert_a(self, el: Tag, text: str, parent_tags: set[str]) -> str:
         if "_noformat" in parent_tags:
             return text
         prefix, suffix, text = chomp(text)
         if not text:
             return ""
-        url = link_url(el.get("href"))
+        url = link_url(_attribute(el, "href"))
         if url is None:
             return f"{prefix}{text}{suffix}"
-        title = el.get("title") or ""
+        title = _attribute(el, "title")
         title_part = f' "{_link_title(title)}"' if title.strip() else ""
         return f"{prefix}[{text}]({url}{title_part}){suffix}"
 
-    def convert_img(self, el, text, parent_tags):
-        alt = markdown_text(" ".join((el.attrs.get("alt") or "").split()))
-        url = link_url(el.attrs.get("src"))
-        if url is None or ("_inline" in parent_tags and el.parent.name not in self.options["keep_inline_images_in"]):
+    def convert_img(self, el: Tag, text: str, parent_tags: set[str]) -> str:
+        alt = markdown_text(" ".join(_attribute(el, "alt").split()))
+        url = link_url(_attribute(el, "src"))
+        if url is None or (
+            "_inline" in parent_tags
+            and (el.parent.name if el.parent else "") not in self.options["keep_inline_images_in"]
+        ):
             return alt
-        title = el.attrs.get("title") or ""
+        title = _attribute(el, "title")
         title_part = f' "{_link_title(title)}"' if title.strip() else ""
         return f"![{alt}]({url}{title_part})"
 
-    def convert_code(self, el, text, parent_tags):
+    def convert_code(self, el: Tag, text: str, parent_tags: set[str]) -> str:
         # A line break in a code span could start an HTML block on the next line; it renders as a space.
         return super().convert_code(el, text.replace("\n", " "), parent_tags)
 
-    def convert_pre(self, el, text, parent_tags):
+    def convert_pre(self, el: Tag, text: str, parent_tags: set[str]) -> str:
         # markdownify always fences with three backticks, which a line of backticks in the text would close.
         markdown = super().convert_pre(el, text, parent_tags)
         longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
@@ -163,21 +186,27 @@ class _SafeMarkdownConverter(MarkdownConverter):
         fence, opening, closing = "`" * (longest + 1), markdown.index("```"), markdown.rindex("```")
         return markdown[:opening] + fence + markdown[opening + 3 : closing] + fence + markdown[closing + 3 :]
 
-    def convert_hN(self, n, el, text, parent_tags):
+    def convert_hN(self, n: int, el: Tag, text: str, parent_tags: set[str]) -> str:
         if "_inline" in parent_tags:
             return text
         return super().convert_hN(n, el, _escape_closing_hashes(_escape_block_markers(text.strip())), parent_tags)
 
-    def convert_p(self, el, text, parent_tags):
+    def convert_p(self, el: Tag, text: str, parent_tags: set[str]) -> str:
         if "_inline" in parent_tags:
             return super().convert_p(el, text, parent_tags)
         return super().convert_p(el, _escape_block_markers(text.strip(" \t\r\n")), parent_tags)
 
-    def convert_li(self, el, text, parent_tags):
+    def convert_li(self, el: Tag, text: str, parent_tags: set[str]) -> str:
         first = next((child for child in el.children if str(child).strip()), None)
-        if first is not None and first.name is None:  # starts with text, not with a nested list
+        if first is not None and not isinstance(first, Tag):  # starts with text, not with a nested list
             text = _escape_block_markers(text.strip())
         return super().convert_li(el, text, parent_tags)
+
+
+def _attribute(el: Tag, name: str) -> str:
+    """An attribute as one string ("" when absent; bs4 gives multi-valued ones such as `class` as lists)."""
+    value = el.get(name)
+    return " ".join(value) if isinstance(value, list) else (value or "")
 
 
 _SAFE_CONVERTER = _SafeMarkdownConverter()

@@ -8,7 +8,7 @@ from pydantic import Field
 from pipeline import settings
 
 
-class MediaResource(ConfigurableResource):
+class MediaResource(ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
     """Local media directory for image files (one sub-folder per site)."""
 
     root: str | None = Field(default=None, description="Folder; default: PIPELINE_MEDIA_DIR or data/local/media.")

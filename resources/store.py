@@ -7,7 +7,7 @@ from pipeline import settings
 from pipeline.store import Store
 
 
-class StoreResource(ConfigurableResource):
+class StoreResource(ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
     """The pipeline's SQL database (SQLAlchemy; migrated to the newest schema on first use)."""
 
     database_url: str | None = Field(
