@@ -71,7 +71,7 @@ def ami(result: ClusteringResult, topics: dict[str, str]) -> float:
     # Each unclustered keyword counts as its own singleton, so the bucket cannot inflate the score.
     ordered = sorted(result.assignments)
     predicted = [result.assignments[k] if result.assignments[k] != UNCLUSTERED else f"u:{k}" for k in ordered]
-    return adjusted_mutual_info_score([topics[k] for k in ordered], predicted)
+    return float(adjusted_mutual_info_score([topics[k] for k in ordered], predicted))
 
 
 def medoid_of(key: str, members: list[str]) -> str:
