@@ -269,5 +269,5 @@ def test_degenerate_inputs():
     stored = {"c-1234567890": ["espresso machine"]}
     done = cluster_keywords(["espresso machine"], existing=stored)
     assert done.assignments == {"espresso machine": "c-1234567890"} and done.new_keys == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="target_cluster_size and min_cluster_size must be >= 1"):
         ClusteringConfig(target_cluster_size=0)

@@ -264,7 +264,7 @@ def test_schema_only_follows_any_schema_refs_nullables_bounds_and_recursion():
     assert isinstance(answer["pair"][0], str) and isinstance(answer["pair"][1], int)
     assert answer["nothing"] is None and isinstance(answer["either"], int)
     assert schema_answer({}, "schema_only") == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"too many \$ref hops"):
         schema_answer({"$defs": {"A": {"$ref": "#/$defs/A"}}, "$ref": "#/$defs/A"})
 
 
@@ -420,13 +420,13 @@ def test_metrics_analysis_has_a_composer_too(server):
 
 
 def test_modes_are_validated_and_request_records_stay_backwards_compatible(server):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown answers 'creative'"):
         server.answers = "creative"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown structured_outputs 'xml'"):
         server.structured_outputs = "xml"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown answers 'nonsense'"):
         LoopbackOpenAI(answers="nonsense")  # type: ignore[arg-type]  # deliberately invalid
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown mode 'explode'"):
         DeadEndpoint("explode")  # type: ignore[arg-type]  # deliberately invalid
     assert RequestRecord("chat", None, None, None, 0.0).response_format is None
 
