@@ -185,7 +185,7 @@ class KeyedName(ClusterName):
 
 
 class KeyedNames(ClusterNames):
-    # A narrower item type for the inherited field: what the test sends; a mutable list is invariant.
+    # Narrows the inherited field's item type (the schema sent has KeyedName's enum); mypy sees an invariant list.
     clusters: list[KeyedName]  # type: ignore[assignment]
 
 
