@@ -259,7 +259,7 @@ class Env:
     def row_counts(self) -> dict[str, int]:
         """Rows per table, for idempotency checks."""
         with self.store.transaction() as session:
-            return {m.__tablename__: session.scalar(select(func.count()).select_from(m)) for m in TABLES}
+            return {m.__tablename__: session.execute(select(func.count()).select_from(m)).scalar_one() for m in TABLES}
 
     def database_bytes(self) -> bytes:
         """All the store holds, as bytes (to prove something was never written): the SQLite files, or

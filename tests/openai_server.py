@@ -102,7 +102,6 @@ import random
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
@@ -453,15 +452,15 @@ class _SchemaAnswerer:
         """`node` with `$ref` followed and `allOf` merged (sibling keywords win)."""
         if not isinstance(node, Mapping):
             return {}
-        node = dict(node)
-        while "$ref" in node:
+        resolved: dict[str, Any] = dict(node)
+        while "$ref" in resolved:
             hops += 1
             if hops > MAX_SCHEMA_DEPTH:
                 raise ValueError("too many $ref hops (a $ref cycle?)")
-            target = self.pointer(node.pop("$ref"))
-            node = {**target, **node}
-        if isinstance(node.get("allOf"), list):
-            parts = [self.resolve(part, hops + 1) for part in node.pop("allOf")]
+            target = self.pointer(resolved.pop("$ref"))
+            resolved = {**target, **resolved}
+        if isinstance(resolved.get("allOf"), list):
+            parts = [self.resolve(part, hops + 1) for part in resolved.pop("allOf")]
             merged: dict[str, Any] = {}
             for part in parts:
                 for key, value in part.items():
@@ -471,8 +470,8 @@ class _SchemaAnswerer:
                         merged["required"] = [*merged.get("required", []), *value]
                     else:
                         merged.setdefault(key, value)
-            node = {**merged, **node}
-        return node
+            resolved = {**merged, **resolved}
+        return resolved
 
     def pointer(self, ref: Any) -> Mapping[str, Any]:
         """The schema at a local JSON pointer (`#/$defs/Name`); `{}` for anything else."""
@@ -552,7 +551,8 @@ class _SchemaAnswerer:
         return self.string(node, name)
 
     def object(self, node: Mapping[str, Any], depth: int) -> dict[str, Any]:
-        properties = node.get("properties") if isinstance(node.get("properties"), Mapping) else {}
+        raw_properties = node.get("properties")
+        properties: Mapping[str, Any] = raw_properties if isinstance(raw_properties, Mapping) else {}
         required = [k for k in node.get("required") or () if isinstance(k, str)]
         extra = node.get("additionalProperties")
         result: dict[str, Any] = {}
@@ -572,8 +572,9 @@ class _SchemaAnswerer:
     def array(self, node: Mapping[str, Any], name: str | None, depth: int) -> list[Any]:
         if self.mode == "empty":
             return []
-        low = node.get("minItems") if isinstance(node.get("minItems"), int) else 0
-        high = node.get("maxItems") if isinstance(node.get("maxItems"), int) else None
+        min_items, max_items = node.get("minItems"), node.get("maxItems")
+        low = min_items if isinstance(min_items, int) else 0
+        high = max_items if isinstance(max_items, int) else None
         prefix = node.get("prefixItems")
         if isinstance(prefix, list) and prefix:
             return [self.value(sub, name, depth + 1) for sub in prefix[: high if high is not None else None]]
@@ -639,8 +640,9 @@ class _SchemaAnswerer:
             text = self.html(self.sentences(self.rng.randint(40, 60)), name)
         else:
             text = " ".join(self.words(self.rng.randint(3, 6))).capitalize()
-        low = node.get("minLength") if isinstance(node.get("minLength"), int) else 0
-        high = node.get("maxLength") if isinstance(node.get("maxLength"), int) else None
+        min_length, max_length = node.get("minLength"), node.get("maxLength")
+        low = min_length if isinstance(min_length, int) else 0
+        high = max_length if isinstance(max_length, int) else None
         while len(text) < low:
             text = f"{text} {self.rng.choice(FILLER_WORDS)}".strip()
         return text[:high] if high is not None else text
@@ -825,12 +827,14 @@ def _schema_name(body: Mapping[str, Any]) -> str | None:
     response_format = body.get("response_format")
     if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
         schema = response_format.get("json_schema")
-        if isinstance(schema, Mapping) and isinstance(schema.get("name"), str):
-            return schema["name"]
+        name = schema.get("name") if isinstance(schema, Mapping) else None
+        if isinstance(name, str):
+            return name
     if isinstance(response_format, Mapping) and response_format.get("type") == "json_object":
         schema = response_format.get("schema")
-        if isinstance(schema, Mapping) and isinstance(schema.get("title"), str):
-            return schema["title"]
+        title = schema.get("title") if isinstance(schema, Mapping) else None
+        if isinstance(title, str):
+            return title
     return None
 
 
@@ -839,8 +843,9 @@ def _format_type(body: Mapping[str, Any]) -> str | None:
     response_format = body.get("response_format")
     if response_format is None:
         return None
-    if isinstance(response_format, Mapping) and isinstance(response_format.get("type"), str):
-        return response_format["type"]
+    format_type = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if isinstance(format_type, str):
+        return format_type
     return repr(response_format)
 
 
@@ -914,7 +919,7 @@ async def _close_connection(request: Request) -> Response:
     """
     cycle = getattr(request.scope.get(RAW_SEND), "__self__", None)
     transport = getattr(cycle, "transport", None)
-    if transport is None or not hasattr(cycle, "disconnected"):
+    if cycle is None or transport is None or not hasattr(cycle, "disconnected"):
         raise RuntimeError("the close fault needs the app to be served by uvicorn (through _LoopbackApp)")
     transport.close()
     for _ in range(50):  # connection_lost runs on a later loop iteration
@@ -1077,11 +1082,11 @@ async def chat_completions(request: Request) -> Response:
     if fault is not None and fault.kind == "schema_invalid":
         content = json.dumps({"unexpected": True})
     elif fault is not None and fault.kind == "truncated":
-        content, finish_reason = content[: max(1, len(content) // 2)], "length"
+        content, finish_reason = answer[: max(1, len(answer) // 2)], "length"
     elif fault is not None and fault.kind == "refusal":
         content, refusal = None, REFUSAL_TEXT
-    elif isinstance(limit, int) and limit > 0 and tokens(content) > limit:
-        content, finish_reason = content[: limit * 4], "length"
+    elif isinstance(limit, int) and limit > 0 and tokens(answer) > limit:
+        content, finish_reason = answer[: limit * 4], "length"
 
     system = "\n".join(_message_text(m) for m in messages if isinstance(m, Mapping) and m.get("role") == "system")
     prompt_tokens = sum(tokens(_message_text(m)) for m in messages if isinstance(m, Mapping))
@@ -1632,7 +1637,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     kinds = tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip())
     plan = FaultPlan(
         rate=args.fault_rate,
-        kinds=kinds,  # type: ignore[arg-type]
+        kinds=kinds,
         seed=args.seed,
         path=args.fault_path,
         schema=args.fault_schema,
@@ -1660,4 +1665,4 @@ def main(argv: Iterable[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -113,7 +113,7 @@ def publish(env, content_id: int, days_ago: float = 10) -> None:
         )
 
 
-def write_metrics(tmp_path, content_id: int, a: float, b: float | None = None, name: str = "m.csv") -> Path:
+def write_metrics(tmp_path: Path, content_id: int, a: float, b: float | None = None, name: str = "m.csv") -> Path:
     # Observed a day ago: after the publication (10 days ago), which a metric row must follow.
     when = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     lines = ["content_id,variant,metric,value,observed_at,source", f"{content_id},A,ctr,{a},{when},gsc"]
@@ -312,6 +312,7 @@ def test_nightly_fill_in_requests_one_run_per_site_keyed_by_date():
         instance.add_dynamic_partitions("sites", ["beta", "alpha"])
         with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
             requests = nightly_fill_in(context)
+    assert isinstance(requests, list)
     assert [(r.partition_key, r.run_key) for r in requests] == [
         ("alpha", "nightly:2026-11-21:alpha"),
         ("beta", "nightly:2026-11-21:beta"),
@@ -326,7 +327,9 @@ def test_weekly_clean_up_is_scheduled_and_removes_only_orphans_and_stale_cache(s
         dg.instance_for_test() as instance,
         dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context,
     ):
-        assert weekly_clean_up(context).run_key == "clean-up:2026-11-22"
+        request = weekly_clean_up(context)
+        assert isinstance(request, dg.RunRequest)
+        assert request.run_key == "clean-up:2026-11-22"
     orphan_old = env.media / "sample" / "orphan-old.png"
     orphan_new = env.media / "sample" / "orphan-new.png"
     for path in (orphan_old, orphan_new):

@@ -71,7 +71,7 @@ def ami(result: ClusteringResult, topics: dict[str, str]) -> float:
     # Each unclustered keyword counts as its own singleton, so the bucket cannot inflate the score.
     ordered = sorted(result.assignments)
     predicted = [result.assignments[k] if result.assignments[k] != UNCLUSTERED else f"u:{k}" for k in ordered]
-    return adjusted_mutual_info_score([topics[k] for k in ordered], predicted)
+    return float(adjusted_mutual_info_score([topics[k] for k in ordered], predicted))
 
 
 def medoid_of(key: str, members: list[str]) -> str:
@@ -269,5 +269,5 @@ def test_degenerate_inputs():
     stored = {"c-1234567890": ["espresso machine"]}
     done = cluster_keywords(["espresso machine"], existing=stored)
     assert done.assignments == {"espresso machine": "c-1234567890"} and done.new_keys == []
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="target_cluster_size and min_cluster_size must be >= 1"):
         ClusteringConfig(target_cluster_size=0)

@@ -43,7 +43,8 @@ DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CAN
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class Production:
@@ -99,10 +100,11 @@ class Production:
         kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
         times: dict[str, dict[DagsterEventType, float]] = {}
         for entry in self.instance.all_logs(run_id, of_type=kinds):
+            assert entry.step_key is not None and entry.dagster_event is not None, entry
             times.setdefault(entry.step_key, {})[entry.dagster_event.event_type] = entry.timestamp
         return {step: (t[DagsterEventType.STEP_START], t[DagsterEventType.STEP_SUCCESS]) for step, t in times.items()}
 
-    def ledger(self, slug: str) -> Counter[str]:
+    def ledger(self, slug: str) -> Counter[str | None]:
         """Model calls recorded for a site partition, per run id."""
         return Counter(c.run_id for c in self.store.model_calls(partition=slug))
 

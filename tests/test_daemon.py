@@ -13,6 +13,7 @@ last resort. Waits poll the store and the instance; a timeout fails with the Dag
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -150,7 +151,8 @@ def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def group_alive(pgid: int) -> bool:
@@ -274,7 +276,7 @@ def keyword_rows(path: Path, rows: range) -> str:
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False
 
@@ -441,7 +443,7 @@ def test_a_backfill_over_all_sites_runs_the_main_job_for_each_partition_from_the
     with dagster_process(sandbox, [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]) as daemon:
         counts = {
             slug: wait_for(
-                lambda slug=slug: complete_counts(sandbox.store, slug),
+                functools.partial(complete_counts, sandbox.store, slug),
                 what=f"all six stages to have rows for '{slug}' (store counts)",
                 timeout=PIPELINE_TIMEOUT,
                 sandbox=sandbox,

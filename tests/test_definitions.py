@@ -8,6 +8,7 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from dagster import DynamicPartitionsDefinition
 
 from pipeline.definitions import defs
 from pipeline.models import Base
@@ -42,7 +43,7 @@ def test_the_six_assets_are_partitioned_by_sites_and_chained(tmp_path):
     assert keys == sorted(SIX_ASSETS)
     for key, (deps, group, kinds) in EXPECTED_GRAPH.items():
         spec = next(s for s in defs.resolve_all_asset_specs() if s.key.to_user_string() == key)
-        assert spec.partitions_def is not None and spec.partitions_def.name == "sites"
+        assert isinstance(spec.partitions_def, DynamicPartitionsDefinition) and spec.partitions_def.name == "sites"
         assert [d.asset_key.to_user_string() for d in spec.deps] == deps
         assert spec.group_name == group
         assert set(spec.kinds) == kinds

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.estimate import MODEL_STAGES, estimate_site
+from pipeline.estimate import estimate_site
+from pipeline.stages import MODEL_STAGES
 from resources import LLMResource
 from tests.conftest import REPO, SAMPLE_KEYWORDS
 

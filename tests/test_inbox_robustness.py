@@ -13,6 +13,7 @@ import os
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -46,7 +47,7 @@ class Tick:
 def tick(sensor, env, cursor=None, timeout: float = 30) -> Tick:
     """Evaluate `sensor` once in a thread: a tick that blocks (a FIFO opened for reading) fails the test."""
     messages: list[tuple[str, str]] = []
-    outcome: dict = {}
+    outcome: dict[str, Any] = {}
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
@@ -76,7 +77,7 @@ def rejected(env, folder: str, *, include_resolved: bool = False) -> dict[str, R
 
 
 @pytest.fixture
-def metrics(tmp_path, monkeypatch) -> Path:
+def metrics(tmp_path: Path, monkeypatch) -> Path:
     folder = tmp_path / "metrics"
     folder.mkdir()
     monkeypatch.setenv("PIPELINE_METRICS_DIR", str(folder))
@@ -138,6 +139,7 @@ def test_two_names_for_one_site_are_both_rejected_until_one_is_removed(env, inbo
 
     first = tick(keyword_inbox, env)
 
+    assert first.skip_message is not None
     assert "COFFEE.csv: COFFEE.csv, coffee.csv name the same site 'coffee'; remove all but one" in first.skip_message
     assert sorted(rejected(env, "inbox")) == ["COFFEE.csv", "coffee.csv"]
     (inbox / "COFFEE.csv").unlink()
@@ -195,7 +197,7 @@ def test_an_unreadable_or_oversized_file_is_skipped(env, inbox, monkeypatch):
                 raise PermissionError(13, "Permission denied", str(path))
             return real_open(path, flags, *args, **kwargs)
 
-        monkeypatch.setattr(pipeline.drop_folder.os, "open", deny)
+        monkeypatch.setattr(os, "open", deny)  # the `os` module pipeline.drop_folder calls
 
     first = tick(keyword_inbox, env)
 
@@ -261,6 +263,7 @@ def test_the_metrics_folder_skips_fifos_links_folders_and_bad_files_and_imports_
     assert first.logged("metrics: GSC.CSV: 1 new rows (0 known)")
     assert sorted(rejected(env, "metrics")) == ["gone.csv", "nan.csv", "pipe.csv", "x.csv"]
     assert "row 2, column 'value': 'nan' is not a finite number" in rejected(env, "metrics")["nan.csv"].problem
+    assert first.skip_message is not None
     for text in (
         "no trigger rule fired; skipped ",
         "pipe.csv: metrics file pipe.csv: a named pipe (FIFO), not a regular file; it was not opened; skipped",

@@ -9,6 +9,7 @@ Ahrefs, Excel and Google Sheets write them (see its README); each is ingested by
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def ingest(env, path: Path, slug: str = "demo"):
     return result.get_asset_materialization_events()[0].materialization
 
 
-def metrics(keyword: Keyword) -> tuple:
+def metrics(keyword: Keyword) -> tuple[str, int | None, int | None, str | None]:
     return keyword.keyword, keyword.volume, keyword.difficulty, keyword.intent
 
 
@@ -310,7 +311,7 @@ def good_site(env, tmp_path, monkeypatch):
     return env
 
 
-def snapshot(env) -> tuple:
+def snapshot(env) -> tuple[Any, ...]:
     site = env.store.site("demo")
     return site.keywords_file, site.name, env.row_counts(), {n: (*metrics(k), k.extra) for n, k in stored(env).items()}
 

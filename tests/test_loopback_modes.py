@@ -21,7 +21,9 @@ from typing import Any, Literal, get_args
 import openai
 import pydantic
 import pytest
-from openai.lib._parsing._completions import type_to_response_format_param
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat.completion_create_params import ResponseFormat
+from openai.types.shared_params import ResponseFormatJSONSchema, ResponseFormatText
 
 from pipeline.llm.offline import analyse_metrics, name_clusters
 from pipeline.prompts import PromptRegistry
@@ -46,6 +48,7 @@ from tests.openai_server import (
     embedded_schema,
     schema_answer,
 )
+from tests.sdk_params import chat_messages, content, json_object_format, json_schema_format
 from tests.test_openai_server import ARTICLE_DATA, CLUSTER_DATA, IDEA_DATA, IMAGE_PROMPT_DATA, REPO
 
 MODEL = "gpt-test-mini"
@@ -71,10 +74,10 @@ SCHEMAS = list(PROMPTS)
 DATA_WORDS = ("cold", "brew", "moka", "pot", "pour", "grind", "steep", "espresso", "c-1", "ctr")
 
 
-def messages(schema: type[pydantic.BaseModel], data: dict[str, Any] | None = None) -> list[dict[str, str]]:
+def messages(schema: type[pydantic.BaseModel], data: dict[str, Any] | None = None) -> list[ChatCompletionMessageParam]:
     """The messages the pipeline sends for `schema`'s prompt, with its test data unless given."""
     prompt, default = PROMPTS[next(base for base in schema.__mro__ if base in PROMPTS)]
-    return PromptRegistry().get(prompt).messages(default if data is None else data)
+    return chat_messages(PromptRegistry().get(prompt).messages(default if data is None else data))
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +185,8 @@ class KeyedName(ClusterName):
 
 
 class KeyedNames(ClusterNames):
-    clusters: list[KeyedName]
+    # Narrows the inherited field's item type (the schema sent has KeyedName's enum); mypy sees an invariant list.
+    clusters: list[KeyedName]  # type: ignore[assignment]
 
 
 class Labelled(pydantic.BaseModel):
@@ -205,7 +209,9 @@ def test_schema_only_honours_an_enum_injected_into_a_property_and_ignores_the_da
         labelled = client.chat.completions.parse(
             model=MODEL, messages=[{"role": "user", "content": "Label it."}], response_format=Labelled
         )
-    labels = labelled.choices[0].message.parsed.labels
+    parsed_labels = labelled.choices[0].message.parsed
+    assert parsed_labels is not None
+    labels = parsed_labels.labels
     assert len(labels) == 3 and len(set(labels)) == 3, "an array of enum strings gets distinct values"
     assert [r.schema for r in server.requests][-1] == "Labelled", "any schema name is answered"
 
@@ -258,14 +264,17 @@ def test_schema_only_follows_any_schema_refs_nullables_bounds_and_recursion():
     assert isinstance(answer["pair"][0], str) and isinstance(answer["pair"][1], int)
     assert answer["nothing"] is None and isinstance(answer["either"], int)
     assert schema_answer({}, "schema_only") == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"too many \$ref hops"):
         schema_answer({"$defs": {"A": {"$ref": "#/$defs/A"}}, "$ref": "#/$defs/A"})
 
 
 def test_an_unanswerable_schema_is_a_400(server):
     server.answers = "schema_only"
-    looping = {"$defs": {"A": {"$ref": "#/$defs/A"}}, "$ref": "#/$defs/A"}
-    response_format = {"type": "json_schema", "json_schema": {"name": "Loop", "schema": looping}}
+    looping: dict[str, object] = {"$defs": {"A": {"$ref": "#/$defs/A"}}, "$ref": "#/$defs/A"}
+    response_format: ResponseFormatJSONSchema = {
+        "type": "json_schema",
+        "json_schema": {"name": "Loop", "schema": looping},
+    }
     with sdk(server.base_url) as client, pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "x"}], response_format=response_format
@@ -287,6 +296,7 @@ def test_hostile_answers_carry_every_hostile_string_and_keep_enums_and_word_coun
         assert any(hostile in text for text in texts), repr(hostile[:40])
     assert any("\u0000" in text for text in texts) and any(len(text) >= 5000 for text in texts)
     for name, text in found:
+        assert name is not None, "every string of an object is a property's (or its array's)"
         if name in BODY_TEXT_FIELDS or name.endswith("_html"):
             assert word_count(text.replace("A" * 5000, "")) >= 40, "body text still passes a minimum-word check"
     ideas = parse(server, IdeaBatch).choices[0].message.parsed
@@ -298,7 +308,7 @@ def test_hostile_answers_carry_every_hostile_string_and_keep_enums_and_word_coun
 def test_empty_answers_have_empty_arrays_and_strings_but_every_key(server, schema):
     server.answers = "empty"
     completion = parse(server, schema)
-    answer = json.loads(completion.choices[0].message.content)
+    answer = json.loads(content(completion))
     assert isinstance(completion.choices[0].message.parsed, schema)
     assert set(answer) == set(schema.model_fields)
     assert all(values == [] for values in arrays(answer))
@@ -314,7 +324,7 @@ def test_empty_answers_have_empty_arrays_and_strings_but_every_key(server, schem
 
 def strict_schema(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
     """The strict JSON schema the SDK sends for `schema` (its `title` is the class name)."""
-    return type_to_response_format_param(schema)["json_schema"]["schema"]
+    return json_schema_format(schema)["json_schema"]["schema"]
 
 
 def test_a_json_object_server_answers_json_schema_with_llama_cpps_500(server):
@@ -332,7 +342,7 @@ def test_a_json_object_server_answers_json_schema_with_llama_cpps_500(server):
 @pytest.mark.parametrize("structured_outputs", ["json_object", "json_schema"])
 def test_json_object_with_a_schema_is_answered_following_it(server, structured_outputs):
     server.structured_outputs = structured_outputs
-    response_format = {"type": "json_object", "schema": strict_schema(ClusterNames)}
+    response_format = json_object_format(strict_schema(ClusterNames))
     with sdk(server.base_url) as client:
         composed = client.chat.completions.create(
             model=MODEL, messages=messages(ClusterNames), response_format=response_format
@@ -341,9 +351,9 @@ def test_json_object_with_a_schema_is_answered_following_it(server, structured_o
         generated = client.chat.completions.create(
             model=MODEL, messages=messages(ClusterNames), response_format=response_format
         )
-    composed_answer = ClusterNames.model_validate_json(composed.choices[0].message.content)
+    composed_answer = ClusterNames.model_validate_json(content(composed))
     assert composed_answer == name_clusters(CLUSTER_DATA), "composer picked by the schema's title"
-    assert len(ClusterNames.model_validate_json(generated.choices[0].message.content).clusters) == 3
+    assert len(ClusterNames.model_validate_json(content(generated)).clusters) == 3
     assert [(r.response_format, r.schema) for r in server.requests] == [("json_object", "ClusterNames")] * 2
 
 
@@ -351,7 +361,7 @@ def test_json_object_without_a_schema_follows_one_embedded_in_the_messages_or_an
     server.structured_outputs = "json_object"
     prompt = messages(ClusterNames)
     instructions = f"{prompt[0]['content']}\nAnswer with JSON matching: {json.dumps(strict_schema(ClusterNames))}"
-    with_schema = [{"role": "system", "content": instructions}, prompt[1]]
+    with_schema: list[ChatCompletionMessageParam] = [{"role": "system", "content": instructions}, prompt[1]]
     with sdk(server.base_url) as client:
         bare = client.chat.completions.create(model=MODEL, messages=prompt, response_format={"type": "json_object"})
         embedded = client.chat.completions.create(
@@ -360,8 +370,8 @@ def test_json_object_without_a_schema_follows_one_embedded_in_the_messages_or_an
         server.answers = "schema_only"
         text = client.chat.completions.create(model=MODEL, messages=with_schema)
     assert bare.choices[0].message.content == "{}"
-    assert ClusterNames.model_validate_json(embedded.choices[0].message.content) == name_clusters(CLUSTER_DATA)
-    assert len(ClusterNames.model_validate_json(text.choices[0].message.content).clusters) == 3
+    assert ClusterNames.model_validate_json(content(embedded)) == name_clusters(CLUSTER_DATA)
+    assert len(ClusterNames.model_validate_json(content(text)).clusters) == 3
     assert [r.response_format for r in server.requests] == ["json_object", "json_object", None]
 
 
@@ -376,7 +386,8 @@ def test_the_schema_embedded_in_messages_is_not_taken_from_the_data_block():
 def test_a_text_only_server_rejects_any_response_format_with_a_400(server):
     server.structured_outputs = "text"
     with sdk(server.base_url) as client:
-        for response_format in ({"type": "json_object"}, type_to_response_format_param(ClusterNames)):
+        formats: tuple[ResponseFormat, ...] = ({"type": "json_object"}, json_schema_format(ClusterNames))
+        for response_format in formats:
             with pytest.raises(openai.BadRequestError) as caught:
                 client.chat.completions.create(
                     model=MODEL, messages=messages(ClusterNames), response_format=response_format
@@ -393,13 +404,14 @@ def test_a_text_only_server_rejects_any_response_format_with_a_400(server):
         typed = client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "Hello"}], response_format={"type": "text"}
         )
-    assert word_count(plain.choices[0].message.content) >= 40 and typed.choices[0].finish_reason == "stop"
+    assert word_count(content(plain)) >= 40 and typed.choices[0].finish_reason == "stop"
     assert [r.response_format for r in server.requests] == ["json_object", "json_schema", None, "text"]
 
 
 def test_an_unknown_response_format_type_is_a_400_on_a_json_schema_server(server):
+    xml: ResponseFormatText = {"type": "xml"}  # type: ignore[typeddict-item]  # deliberately not an API type
     with sdk(server.base_url) as client, pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model=MODEL, messages=messages(ClusterNames), response_format={"type": "xml"})
+        client.chat.completions.create(model=MODEL, messages=messages(ClusterNames), response_format=xml)
     assert caught.value.code == "invalid_value" and caught.value.param == "response_format.type"
 
 
@@ -408,14 +420,14 @@ def test_metrics_analysis_has_a_composer_too(server):
 
 
 def test_modes_are_validated_and_request_records_stay_backwards_compatible(server):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown answers 'creative'"):
         server.answers = "creative"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown structured_outputs 'xml'"):
         server.structured_outputs = "xml"
-    with pytest.raises(ValueError):
-        LoopbackOpenAI(answers="nonsense")
-    with pytest.raises(ValueError):
-        DeadEndpoint("explode")
+    with pytest.raises(ValueError, match="unknown answers 'nonsense'"):
+        LoopbackOpenAI(answers="nonsense")  # type: ignore[arg-type]  # deliberately invalid
+    with pytest.raises(ValueError, match="unknown mode 'explode'"):
+        DeadEndpoint("explode")  # type: ignore[arg-type]  # deliberately invalid
     assert RequestRecord("chat", None, None, None, 0.0).response_format is None
 
 
@@ -557,6 +569,7 @@ def test_the_process_takes_the_mode_flags():
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None
     try:
         base_url = process.stdout.readline().strip().split()[1]
         with sdk(base_url) as client:
@@ -565,9 +578,9 @@ def test_the_process_takes_the_mode_flags():
             answer = client.chat.completions.create(
                 model=MODEL,
                 messages=messages(IdeaBatch),
-                response_format={"type": "json_object", "schema": strict_schema(IdeaBatch)},
+                response_format=json_object_format(strict_schema(IdeaBatch)),
             )
-            assert json.loads(answer.choices[0].message.content) == {"ideas": []}
+            assert json.loads(content(answer)) == {"ideas": []}
             with pytest.raises(openai.InternalServerError):
                 client.embeddings.create(model="emb", input="x")
             with pytest.raises(openai.NotFoundError):

@@ -7,6 +7,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -57,7 +58,7 @@ def add_article(env, slug: str = "coffee") -> int:
         return content.id
 
 
-def variant_row(content_id: int, version: int, generated: dict | None = None) -> ContentVariant:
+def variant_row(content_id: int, version: int, generated: dict[str, Any] | None = None) -> ContentVariant:
     generated = generated or {"provider": "offline", "model": "offline", "prompt_version": "test@1"}
     return ContentVariant(
         content_id=content_id,
@@ -325,7 +326,7 @@ def test_a_reread_metrics_file_does_not_fire_the_rule_again_for_the_regenerated_
     assert {row[2] for row in stored_metrics(env)} == {1}
 
 
-def dict_variant(letter: str) -> dict:
+def dict_variant(letter: str) -> dict[str, Any]:
     row = variant_row(0, 0)
     columns = ("title", "body_html", "meta_title", "meta_description", "primary_keyword", "word_count")
     return {

@@ -14,10 +14,10 @@ from pipeline.models import Content, ContentVariant, Idea, ImagePrompt, ModelCal
 from pipeline.prompts.schemas import IdeaBatch
 from resources import LLMResource
 from tests.conftest import SIX_ASSETS
-from tests.openai_server import NON_JSON_BODY, REFUSAL_TEXT, Fault, FaultPlan, LoopbackOpenAI
+from tests.openai_server import NON_JSON_BODY, REFUSAL_TEXT, Fault, FaultKind, FaultPlan, LoopbackOpenAI
 
 API_KEY = "sk-test-NEVER-LOGGED-0123456789abcdef"
-RECOVERABLE = ("rate_limit", "server_error", "hang", "non_json", "schema_invalid", "truncated")
+RECOVERABLE: tuple[FaultKind, ...] = ("rate_limit", "server_error", "hang", "non_json", "schema_invalid", "truncated")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def chat_requests(server) -> int:
     return len(server.log.records("chat"))
 
 
-def idea_task(n: int = 0) -> Task:
+def idea_task(n: int = 0) -> Task[IdeaBatch]:
     return Task(
         ref=f"cluster:{n}",
         prompt_name="ideas",
@@ -150,7 +150,8 @@ def test_refusals_and_bad_requests_fail_the_item_at_once_and_others_go_on(openai
 
 
 def test_repeated_malformed_answers_fail_after_the_bounded_repairs(openai_env):
-    openai_env.server.plan = FaultPlan().push(*["non_json"] * 4)
+    malformed: list[FaultKind] = ["non_json"] * 4
+    openai_env.server.plan = FaultPlan().push(*malformed)
     with engine(openai_env) as llm, pytest.raises(ModelCallFailed) as caught:
         llm.generate("ideas", idea_task())
     assert caught.value.outcome == "malformed"
@@ -274,6 +275,7 @@ def test_limits_are_shared_by_every_engine_in_the_process(openai_env):
     llm = openai_llm(openai_env.server, requests_per_minute=500)
     first = llm.engine(openai_env.store, run_id="a", partition=None)
     second = llm.engine(openai_env.store, run_id="b", partition=None)
+    assert first._limiter is not None and second._limiter is not None
     assert (
         first._limiter("gpt-5") is second._limiter("gpt-5") is limiter_for(first.provider.identity, "gpt-5", 500, None)
     )

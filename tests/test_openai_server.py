@@ -24,12 +24,14 @@ from typing import Any
 import openai
 import pydantic
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from PIL import Image
 
 from pipeline.llm.offline import describe_images, name_clusters, plan_ideas, write_article
 from pipeline.prompts import PromptRegistry
 from pipeline.prompts.schemas import ArticleDraft, ClusterNames, IdeaBatch, ImagePromptSet
 from tests.openai_server import Fault, FaultPlan, LoopbackOpenAI
+from tests.sdk_params import chat_messages, content
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "gpt-test-mini"
@@ -72,9 +74,9 @@ CASES = [
 ]
 
 
-def messages(prompt: str = "cluster_names", data: dict[str, Any] = CLUSTER_DATA) -> list[dict[str, str]]:
+def messages(prompt: str = "cluster_names", data: dict[str, Any] = CLUSTER_DATA) -> list[ChatCompletionMessageParam]:
     """The messages the pipeline really sends for `prompt` with `data`."""
-    return PromptRegistry().get(prompt).messages(data)
+    return chat_messages(PromptRegistry().get(prompt).messages(data))
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,8 @@ def test_parse_returns_the_offline_composers_answer_for_the_data_sent(server, pr
     assert choice.finish_reason == "stop" and choice.message.refusal is None
     assert completion.model == MODEL
     usage = completion.usage
-    assert usage.prompt_tokens > 0 and usage.completion_tokens == len(choice.message.content) // 4
+    assert usage is not None
+    assert usage.prompt_tokens > 0 and usage.completion_tokens == len(content(completion)) // 4
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     [record] = server.requests
     assert (record.path, record.model, record.schema, record.fault) == ("chat", MODEL, schema.__name__, None)
@@ -142,6 +145,7 @@ def test_a_repeated_system_prompt_reports_cached_tokens(server):
         first = parse(sdk).usage.prompt_tokens_details.cached_tokens
         second = parse(sdk).usage.prompt_tokens_details.cached_tokens
     system = messages()[0]["content"]
+    assert isinstance(system, str)
     assert first == 0 and second == len(system) // 4 > 0
 
 
@@ -159,7 +163,9 @@ def test_max_completion_tokens_below_the_answer_truncates_it(server):
     with client(server) as sdk, pytest.raises(openai.LengthFinishReasonError) as caught:
         parse(sdk, ArticleDraft, max_completion_tokens=50)
     assert caught.value.completion.choices[0].finish_reason == "length"
-    assert caught.value.completion.usage.completion_tokens == 50
+    usage = caught.value.completion.usage
+    assert usage is not None
+    assert usage.completion_tokens == 50
 
 
 # -- faults -------------------------------------------------------------------------------------------
@@ -222,9 +228,10 @@ def test_a_truncated_answer_raises_length_finish_reason_error(server):
     server.plan.push("truncated")
     with client(server) as sdk, pytest.raises(openai.LengthFinishReasonError) as caught:
         parse(sdk)
-    content = caught.value.completion.choices[0].message.content
+    truncated = caught.value.completion.choices[0].message.content
+    assert truncated is not None
     with pytest.raises(json.JSONDecodeError):
-        json.loads(content)
+        json.loads(truncated)
     assert faults(server) == ["truncated"]
 
 
@@ -301,9 +308,13 @@ def test_a_seeded_fault_rate_is_reproducible(server):
 def test_images_generate_returns_a_base64_png_that_pil_decodes(server):
     with client(server) as sdk:
         response = sdk.images.generate(model="gpt-image-2", prompt="a cup of cold brew", size="256x192")
-    png = base64.b64decode(response.data[0].b64_json)
+    assert response.data is not None
+    encoded = response.data[0].b64_json
+    assert encoded is not None
+    png = base64.b64decode(encoded)
     with Image.open(io.BytesIO(png)) as image:
         assert image.format == "PNG" and image.size == (256, 192)
+    assert response.usage is not None
     assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
     assert server.requests[0].path == "images" and server.requests[0].model == "gpt-image-2"
 
@@ -354,6 +365,7 @@ def test_the_module_runs_as_a_process_and_announces_its_url():
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None
     try:
         line = process.stdout.readline().strip()
         assert line.startswith("READY http://127.0.0.1:") and line.endswith("/v1")

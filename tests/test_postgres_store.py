@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import subprocess
 import sys
 import threading
@@ -88,6 +89,13 @@ def run_at_once(workers: dict[str, Callable[[], Any]]) -> dict[str, Any]:
     return results
 
 
+def finished(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """The exit code of a process started with `stderr=PIPE`, and what it wrote there."""
+    code = process.wait(timeout=120)
+    assert process.stderr is not None
+    return code, process.stderr.read()
+
+
 def labelled_engine(store: Store, label: str) -> ModelEngine:
     return ModelEngine(
         LabelledOffline(label),
@@ -111,7 +119,7 @@ def test_two_runs_of_one_site_at_once_store_each_item_once_and_lose_nothing(env)
     engines = {label: labelled_engine(store, label) for label, store in stores.items()}
 
     def stage(run: Callable[[Store, ModelEngine], Any]) -> dict[str, Any]:
-        return run_at_once({label: lambda label=label: run(stores[label], engines[label]) for label in stores})
+        return run_at_once({label: functools.partial(run, stores[label], engines[label]) for label in stores})
 
     imported = stage(lambda store, _engine: ingest_keywords(store, "sample"))
     stage(lambda store, engine: build_clusters(store, engine, "sample"))
@@ -215,7 +223,7 @@ def test_processes_opening_a_new_database_at_once_migrate_it_exactly_once(postgr
         subprocess.Popen([sys.executable, "-c", opener, url], cwd=REPO, stderr=subprocess.PIPE, text=True)
         for _ in range(3)
     ]
-    outcomes = [(p.wait(timeout=120), p.stderr.read()) for p in processes]
+    outcomes = [finished(p) for p in processes]
 
     assert [code for code, _ in outcomes] == [0, 0, 0], [err[-800:] for _, err in outcomes]
     engine = create_engine(url, poolclass=NullPool)

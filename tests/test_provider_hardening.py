@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -46,7 +47,7 @@ def server():
 def real(server_or_url, **overrides) -> LLMResource:
     """The LLM resource pointed at a loopback or dead endpoint through the SDK."""
     base_url = server_or_url if isinstance(server_or_url, str) else server_or_url.base_url
-    config = {
+    config: dict[str, Any] = {
         "provider": "openai",
         "api_key": API_KEY,
         "base_url": base_url,
@@ -67,7 +68,7 @@ def check_result(result: dg.ExecuteInProcessResult, asset: str) -> dg.AssetCheck
     return evaluation
 
 
-def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+def materialization_metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(asset)]
     return {key: value.value for key, value in event.materialization.metadata.items()}
 
@@ -230,7 +231,7 @@ def test_first_failures_open_the_window_instead_of_serialising_the_rest(env, ser
     assert overlapping >= len(after_failures) // 2, "calls after the first failures ran concurrently"
 
 
-def _share(share: float, asset: str = "ideas") -> dict:
+def _share(share: float, asset: str = "ideas") -> dict[str, Any]:
     return {"ops": {asset: {"config": {"max_failure_share": share}}}}
 
 
@@ -285,7 +286,8 @@ def test_item_failures_under_the_share_are_reported_by_a_failing_check_and_downs
     assert env.row_counts()["content_variants"] == ideas - 1
     check = check_result(result, "content")
     assert not check.passed and check.metadata["failed_items"].value == 1
-    assert "idea:" in check.metadata["failed"].value
+    failed = check.metadata["failed"].value
+    assert isinstance(failed, str) and "idea:" in failed
     assert check_result(result, "images").passed
     assert env.row_counts()["images"] > 0, "downstream stages worked on what exists"
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from pipeline import cli, review
 from pipeline.article_html import read_sections
 from pipeline.models import Content, ContentVariant, Image, ImagePrompt
-from tests.conftest import REPO
+from tests.conftest import REPO, Env
 
 BIN = Path(sys.executable).parent
 FRONT_MATTER_FIELDS = [
@@ -67,12 +67,14 @@ def publish_root(tmp_path: Path) -> Path:
     return tmp_path / "publish"
 
 
-def content_row(env, content_id: int) -> Content:
+def content_row(env: Env, content_id: int) -> Content:
     with env.store.transaction() as session:
-        return session.get(Content, content_id)
+        row = session.get(Content, content_id)
+    assert row is not None, content_id
+    return row
 
 
-def state(env, content_id: int) -> dict[str, Any]:
+def state(env: Env, content_id: int) -> dict[str, Any]:
     """Everything a review action may change, to prove a refused one changed nothing."""
     row = content_row(env, content_id)
     return {
@@ -86,23 +88,23 @@ def state(env, content_id: int) -> dict[str, Any]:
     }
 
 
-def events(env, content_id: int) -> list[tuple]:
+def events(env: Env, content_id: int) -> list[tuple[Any, ...]]:
     return [
         (e.from_status, e.to_status, e.version, e.variant, e.note, e.actor) for e in env.store.review_events(content_id)
     ]
 
 
-def current_a_images(env, content_id: int) -> list[tuple[ImagePrompt, Image | None]]:
+def current_a_images(env: Env, content_id: int) -> list[tuple[ImagePrompt, Image | None]]:
     article = review.load_article(env.store, content_id)
     return env.store.variant_images(article.variant("A").id)
 
 
-def published(env, content_id: int, publish_root: Path) -> Path:
+def published(env: Env, content_id: int, publish_root: Path) -> Path:
     review.approve(env.store, content_id, actor="tester")
     return review.publish(env.store, content_id, publish_root, actor="tester").folder
 
 
-def regenerate(env, content_id: int, *, in_article: int, images: bool = True) -> int:
+def regenerate(env: Env, content_id: int, *, in_article: int, images: bool = True) -> int:
     """Stand-in for a regeneration run: the next version as A and B (copies of the current A with new titles),
     their image prompts (featured and the first `in_article`, unless `images` is False) with images, then the
     article back to draft."""
@@ -112,6 +114,7 @@ def regenerate(env, content_id: int, *, in_article: int, images: bool = True) ->
             .where(ContentVariant.content_id == content_id)
             .order_by(ContentVariant.version.desc(), ContentVariant.variant)
         ).first()
+        assert current is not None, content_id
         pairs = session.execute(
             select(ImagePrompt, Image)
             .join(Image, Image.image_prompt_id == ImagePrompt.id)
@@ -145,7 +148,7 @@ class Page(HTMLParser):
 
     def __init__(self, html: str):
         super().__init__(convert_charrefs=True)
-        self.tokens: list[tuple[str, ...]] = []
+        self.tokens: list[tuple[str | None, ...]] = []
         self.title = ""
         self.description: str | None = None
         self._open: str | None = None
@@ -342,6 +345,7 @@ def test_publish_writes_markdown_with_front_matter_headings_and_image_links(env,
     assert matter["secondary_keywords"] == variant.secondary_keywords
     assert (matter["tags"], matter["categories"]) == (variant.tags, variant.categories)
     assert (matter["content_id"], matter["version"], matter["variant"]) == (draft_id, 1, "A")
+    assert row.published_at is not None
     assert matter["published_at"].startswith(row.published_at.strftime("%Y-%m-%dT%H:%M:%S"))
     assert matter["featured_image"] == "images/featured.png"
     assert (matter["provider"], matter["model"]) == ("offline", variant.model)
@@ -365,6 +369,7 @@ def test_publish_copies_the_variant_images_byte_for_byte_and_nothing_else(env, d
     assert files_under(folder) == {"index.html", "index.md", *(f"images/{name}" for name in names)}
     for name, (_, image) in zip(names, images, strict=True):
         data = (folder / "images" / name).read_bytes()
+        assert image is not None, name
         assert hashlib.sha256(data).hexdigest() == image.checksum
         assert data == Path(image.path).read_bytes()
     assert oct((folder).stat().st_mode & 0o777) == oct(0o755)
@@ -374,6 +379,7 @@ def test_publish_copies_the_variant_images_byte_for_byte_and_nothing_else(env, d
 def test_publish_with_a_missing_image_file_fails_leaving_it_approved_and_no_folder(env, draft_id, publish_root):
     review.approve(env.store, draft_id)
     _, image = current_a_images(env, draft_id)[1]
+    assert image is not None
     hidden = Path(image.path).with_suffix(".away")
     os.replace(image.path, hidden)
     try:
@@ -404,6 +410,7 @@ def test_publish_before_image_prompts_exist_fails_and_says_to_materialize_them(e
 def test_an_export_that_fails_midway_leaves_no_partial_folder_and_keeps_it_approved(env, draft_id, publish_root):
     review.approve(env.store, draft_id)
     _, image = current_a_images(env, draft_id)[-1]
+    assert image is not None
     original = Path(image.path).read_bytes()
     Path(image.path).write_bytes(original + b"tampered")  # caught while copying, after the export has begun
     try:
@@ -447,6 +454,7 @@ def test_a_failed_republish_keeps_the_previous_export_and_status(env, draft_id, 
     regenerate(env, draft_id, in_article=2)
     review.approve(env.store, draft_id)
     _, image = current_a_images(env, draft_id)[0]
+    assert image is not None
     original = Path(image.path).read_bytes()
     Path(image.path).write_bytes(b"not the recorded image")
     try:
