@@ -46,7 +46,7 @@ from pipeline.models import (
     utcnow,
 )
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
 
 
 class UnknownSite(LookupError):
