@@ -77,15 +77,17 @@ def prepare_store(folder: Path, articles: int, keywords: Path) -> str:
         assert result.success
 
     materialize(["keywords", "clusters"])
-    clusters = store.counts("bench").clusters
+    site_id = store.site("bench").id
+    clusters = store.counts(site_id).clusters
     with store.transaction() as session:
         # Some clusters have fewer keywords than ideas asked for: ask for a quarter more (the stage's
         # `limit` takes exactly `articles` of them).
         per_cluster = min(20, -(-articles * 5 // (clusters * 4)))
         session.execute(update(Site).values(settings={"ideas_per_cluster": per_cluster}))
     materialize(["ideas"])
-    if store.counts("bench").ideas < articles:
-        raise SystemExit(f"{keywords} gives only {store.counts('bench').ideas} ideas; use fewer --articles")
+    ideas = store.counts(site_id).ideas
+    if ideas < articles:
+        raise SystemExit(f"{keywords} gives only {ideas} ideas; use fewer --articles")
     with store.engine.connect() as connection:  # fold the WAL into the file so copies are complete
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return url
@@ -137,7 +139,7 @@ def sample_messages(prepared: str) -> list[dict[str, str]]:
     store = Store(prepared)
     site = store.site("bench")
     idea = store.ideas(site.id)[0]
-    cluster = next(c for c in store.clusters(site.id) if c.id == idea.cluster_id)
+    cluster = store.cluster(idea.cluster_id)
     data = article_data(site.name, idea, cluster, None)
     return PromptRegistry().get("article").messages(data)
 

@@ -11,6 +11,8 @@ from sqlalchemy import select, update
 
 from pipeline.models import (
     Content,
+    ContentStatus,
+    FiringStatus,
     PostMetric,
     RejectedFile,
     ReviewEvent,
@@ -76,7 +78,7 @@ class AutomationStore(StoreBase):
                     select(ReviewEvent.content_id, ReviewEvent.created_at, ReviewEvent.version)
                     .where(
                         ReviewEvent.content_id.in_(chunk),
-                        ReviewEvent.to_status == "published",
+                        ReviewEvent.to_status == ContentStatus.PUBLISHED,
                         ReviewEvent.version.is_not(None),
                     )
                     .order_by(ReviewEvent.created_at, ReviewEvent.id)
@@ -119,7 +121,7 @@ class AutomationStore(StoreBase):
             insert = self._insert(session)
             firing_id = session.scalar(
                 insert(TriggerFiring)
-                .values(**values, status="requested", attempts=1, fired_at=utcnow())
+                .values(**values, status=FiringStatus.REQUESTED, attempts=1, fired_at=utcnow())
                 .on_conflict_do_nothing(
                     index_elements=[TriggerFiring.content_id, TriggerFiring.rule_key, TriggerFiring.published_version]
                 )
@@ -133,10 +135,10 @@ class AutomationStore(StoreBase):
                     TriggerFiring.content_id == values["content_id"],
                     TriggerFiring.rule_key == values["rule_key"],
                     TriggerFiring.published_version == values["published_version"],
-                    TriggerFiring.status == "failed",
+                    TriggerFiring.status == FiringStatus.FAILED,
                 )
                 .values(
-                    status="requested",
+                    status=FiringStatus.REQUESTED,
                     attempts=TriggerFiring.attempts + 1,
                     run_id=None,
                     fired_at=utcnow(),
@@ -163,7 +165,7 @@ class AutomationStore(StoreBase):
         """
         with self.transaction() as session:
             firing = session.get(TriggerFiring, firing_id)
-            if firing is None or firing.status != "requested":
+            if firing is None or firing.status != FiringStatus.REQUESTED:
                 return None
             locked = session.execute(
                 update(Content)
@@ -175,7 +177,7 @@ class AutomationStore(StoreBase):
             ).rowcount
             if not locked:
                 return None
-            firing.status, firing.run_id = "running", run_id
+            firing.status, firing.run_id = FiringStatus.RUNNING, run_id
             return firing
 
     def fail_firing(self, firing_id: int, run_id: str, error: str) -> None:
@@ -184,7 +186,7 @@ class AutomationStore(StoreBase):
             firing = session.get(TriggerFiring, firing_id)
             if firing is None:
                 return
-            firing.status, firing.error = "failed", error[:4000]
+            firing.status, firing.error = FiringStatus.FAILED, error[:4000]
             session.execute(
                 update(Content)
                 .where(Content.id == firing.content_id, Content.regeneration_run_id == run_id)

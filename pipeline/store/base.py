@@ -12,16 +12,18 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from pipeline.models import Content, ContentVariant
+from pipeline.models import Base, Content, ContentVariant
 
 MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
+
+Row = TypeVar("Row", bound=Base)
 
 
 class UnknownSite(LookupError):
@@ -103,6 +105,14 @@ class StoreBase:
     def _insert(self, session: Session):
         """`INSERT` with `ON CONFLICT` support for the session's dialect."""
         return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+
+    def _row(self, model: type[Row], row_id: int) -> Row:
+        """One row of `model` by primary key, or `LookupError` naming the missing row."""
+        with self._sessions() as session:
+            found = session.get(model, row_id)
+        if found is None:
+            raise LookupError(f"no {model.__tablename__} row with id {row_id}")
+        return found
 
     def _lock_site(self, session: Session, site_id: int) -> None:
         """Serialise this transaction with other writers of the same site, until it ends (PostgreSQL).

@@ -155,7 +155,7 @@ class LedgerStore(StoreBase):
             ).one_or_none()
         return None if row is None else {"answer": row.answer, "model": row.model, "prompt_version": row.prompt_version}
 
-    def stale_cache_entries(self, older_than: datetime) -> int:
+    def delete_stale_cache_entries(self, older_than: datetime) -> int:
         """Delete cached answers not used since `older_than`; returns how many."""
         with self.transaction() as session:
             return session.execute(delete(ResponseCache).where(ResponseCache.last_used_at < older_than)).rowcount

@@ -221,6 +221,10 @@ class PlanningStore(StoreBase):
                 statement = statement.where(Cluster.key != UNCLUSTERED_KEY)
             return list(session.scalars(statement.order_by(Cluster.total_volume.desc(), Cluster.key)))
 
+    def cluster(self, cluster_id: int) -> Cluster:
+        """One cluster by id (`LookupError` if there is none)."""
+        return self._row(Cluster, cluster_id)
+
     def plannable_clusters(self, site_id: int) -> list[Cluster]:
         """Named, non-bucket clusters with keywords, whether or not they have ideas (for a forced re-plan)."""
         return [
@@ -289,3 +293,7 @@ class PlanningStore(StoreBase):
         """All ideas of a site in creation order."""
         with self._sessions() as session:
             return list(session.scalars(select(Idea).where(Idea.site_id == site_id).order_by(Idea.id)))
+
+    def idea(self, idea_id: int) -> Idea:
+        """One idea by id (`LookupError` if there is none)."""
+        return self._row(Idea, idea_id)

@@ -96,7 +96,7 @@ class ReviewStore(StoreBase):
             statement = select(ReviewEvent).where(ReviewEvent.content_id == content_id)
             return list(session.scalars(statement.order_by(ReviewEvent.created_at, ReviewEvent.id)))
 
-    def earlier_article_with_idea_key(self, site_id: int, key: str, content_id: int) -> bool:
+    def has_earlier_article_with_idea_key(self, site_id: int, key: str, content_id: int) -> bool:
         """Whether an older article of the site comes from an idea with the same key.
 
         Idea keys are unique per cluster, not per site, and publish folders are named by them.
@@ -155,9 +155,9 @@ class ReviewStore(StoreBase):
             )
             return True
 
-    def counts(self, slug: str) -> SiteCounts:
+    def counts(self, site_id: int) -> SiteCounts:
         """Row counts per stage for a site; `images` counts only files that exist."""
-        site = self.site(slug)
+        site = self._row(Site, site_id)
         with self._sessions() as session:
 
             def count(model: type[Base]) -> int:
@@ -172,7 +172,7 @@ class ReviewStore(StoreBase):
             )
             return SiteCounts(
                 variants_by_provider={str(k): int(v) for k, v in by_provider.items()},
-                site=slug,
+                site=site.slug,
                 keywords=count(Keyword),
                 clusters=count(Cluster),
                 ideas=count(Idea),

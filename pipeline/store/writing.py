@@ -12,7 +12,9 @@ from sqlalchemy.orm import Session
 
 from pipeline.models import (
     Content,
+    ContentStatus,
     ContentVariant,
+    FiringStatus,
     Idea,
     Image,
     ImagePrompt,
@@ -54,7 +56,13 @@ class WritingStore(StoreBase):
                 .returning(Content.idea_id, Content.id)
             )
             params = [
-                {"site_id": site_id, "idea_id": idea_id, "status": "draft", "created_at": now, "updated_at": now}
+                {
+                    "site_id": site_id,
+                    "idea_id": idea_id,
+                    "status": ContentStatus.DRAFT,
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 for idea_id, _ in articles
             ]
             created = dict(session.execute(statement, params).all())
@@ -66,6 +74,10 @@ class WritingStore(StoreBase):
             if rows:
                 session.execute(ContentVariant.__table__.insert(), rows)
             return len(rows)
+
+    def content(self, content_id: int) -> Content:
+        """One article by id (`LookupError` if there is none)."""
+        return self._row(Content, content_id)
 
     def content_by_ids(self, ids: Iterable[int]) -> dict[int, Content]:
         """Articles by id (missing ids are simply absent)."""
@@ -81,7 +93,9 @@ class WritingStore(StoreBase):
     def published_content(self, site_id: int | None = None) -> list[Content]:
         """Published articles (of one site, or all), oldest publication first."""
         with self._sessions() as session:
-            statement = select(Content).where(Content.status == "published", Content.published_version.is_not(None))
+            statement = select(Content).where(
+                Content.status == ContentStatus.PUBLISHED, Content.published_version.is_not(None)
+            )
             if site_id is not None:
                 statement = statement.where(Content.site_id == site_id)
             return list(session.scalars(statement.order_by(Content.published_at, Content.id)))
@@ -219,7 +233,7 @@ class WritingStore(StoreBase):
             )
             version = _write_next_version(session, content, variants, actor=f"regeneration:{run_id}", note=note)
             content.regeneration_run_id = None
-            firing.status, firing.consumed_at, firing.error = "consumed", content.updated_at, None
+            firing.status, firing.consumed_at, firing.error = FiringStatus.CONSUMED, content.updated_at, None
             return version
 
     def add_content_version(self, content_id: int, variant: Mapping[str, Any], *, actor: str) -> int:
@@ -278,7 +292,7 @@ def _write_next_version(
         ReviewEvent(
             content_id=content.id,
             from_status=content.status,
-            to_status="draft",
+            to_status=ContentStatus.DRAFT,
             version=version,
             variant=single,
             note=note,
@@ -286,5 +300,5 @@ def _write_next_version(
             created_at=now,
         )
     )
-    content.status, content.updated_at = "draft", now
+    content.status, content.updated_at = ContentStatus.DRAFT, now
     return version
