@@ -41,6 +41,7 @@ from pipeline.llm.engine import new_event_loop  # noqa: E402
 from pipeline.llm.openai_provider import chat_arguments, sdk_client  # noqa: E402
 from pipeline.models import Site  # noqa: E402
 from pipeline.prompts.schemas import ArticleDraft  # noqa: E402
+from pipeline.sites import SITES_PARTITION  # noqa: E402
 from pipeline.stages import RunOptions  # noqa: E402
 from pipeline.stages.content import article_data, write_content  # noqa: E402
 from pipeline.store import Store  # noqa: E402
@@ -67,7 +68,7 @@ def prepare_store(folder: Path, articles: int, keywords: Path) -> str:
     store = Store(url)
     store.upsert_site("bench", "Benchmark Site", str(keywords))
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("sites", ["bench"])
+    instance.add_dynamic_partitions(SITES_PARTITION, ["bench"])
     resources = {"store": StoreResource(database_url=url), "llm": LLMResource(), "media": MediaResource()}
 
     def materialize(selection: list[str]) -> None:
