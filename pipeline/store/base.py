@@ -9,7 +9,7 @@ the input is the source of truth), and each item's rows are written in one trans
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from pipeline.models import Base, Content, ContentVariant
 
@@ -113,6 +113,30 @@ class StoreBase:
         if found is None:
             raise LookupError(f"no {model.__tablename__} row with id {row_id}")
         return found
+
+    def _insert_set_once(
+        self,
+        site_id: int,
+        model: type[Base],
+        owner: InstrumentedAttribute[int],
+        owner_id: int,
+        values: Sequence[Mapping[str, Any]],
+        natural_key: Sequence[InstrumentedAttribute[Any]],
+    ) -> int:
+        """Insert the set of rows that belongs to one owner (a cluster's ideas, a variant's image prompts) on
+        their natural key, unless the owner has rows already; returns rows added.
+
+        If another run stored a set first, nothing is added (0), so two model answers are never mixed.
+        """
+        if not values:
+            return 0
+        with self.transaction() as session:
+            self._lock_site(session, site_id)
+            if session.scalar(select(model.id).where(owner == owner_id).limit(1)) is not None:
+                return 0
+            insert = self._insert(session)
+            result = session.execute(insert(model).values(values).on_conflict_do_nothing(index_elements=natural_key))
+            return result.rowcount
 
     def _lock_site(self, session: Session, site_id: int) -> None:
         """Serialise this transaction with other writers of the same site, until it ends (PostgreSQL).

@@ -277,17 +277,7 @@ class PlanningStore(StoreBase):
         same cluster at once, the model giving each different titles), nothing is added and 0 is returned.
         """
         values = [{"site_id": site_id, "cluster_id": cluster_id, "created_at": utcnow(), **idea} for idea in ideas]
-        if not values:
-            return 0
-        with self.transaction() as session:
-            self._lock_site(session, site_id)
-            if session.scalar(select(Idea.id).where(Idea.cluster_id == cluster_id).limit(1)) is not None:
-                return 0
-            insert = self._insert(session)
-            result = session.execute(
-                insert(Idea).values(values).on_conflict_do_nothing(index_elements=[Idea.cluster_id, Idea.key])
-            )
-            return result.rowcount
+        return self._insert_set_once(site_id, Idea, Idea.cluster_id, cluster_id, values, [Idea.cluster_id, Idea.key])
 
     def ideas(self, site_id: int) -> list[Idea]:
         """All ideas of a site in creation order."""

@@ -153,19 +153,8 @@ class WritingStore(StoreBase):
         different answers are never mixed into one set.
         """
         values = [{"site_id": site_id, "variant_id": variant_id, "created_at": utcnow(), **p} for p in prompts]
-        if not values:
-            return 0
-        with self.transaction() as session:
-            self._lock_site(session, site_id)
-            if session.scalar(select(ImagePrompt.id).where(ImagePrompt.variant_id == variant_id).limit(1)) is not None:
-                return 0
-            insert = self._insert(session)
-            result = session.execute(
-                insert(ImagePrompt)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=[ImagePrompt.variant_id, ImagePrompt.kind, ImagePrompt.position])
-            )
-            return result.rowcount
+        natural_key = [ImagePrompt.variant_id, ImagePrompt.kind, ImagePrompt.position]
+        return self._insert_set_once(site_id, ImagePrompt, ImagePrompt.variant_id, variant_id, values, natural_key)
 
     def image_prompts(self, site_id: int) -> list[ImagePrompt]:
         """All image prompts of a site."""
