@@ -136,7 +136,7 @@ def scan_entries(
     where: Path,
     entries: Sequence[Entry],
     seen: Mapping[str, str],
-    use: Callable[[Entry, str], T | None],
+    use: Callable[[Entry], T | None],
     *,
     kind: str,
     rejects: tuple[type[Exception], ...] = (),
@@ -144,7 +144,7 @@ def scan_entries(
 ) -> Scan[T]:
     """Use every entry of `where` not handled yet (`seen`: name -> fingerprint), one at a time.
 
-    `use(entry, fingerprint)` returns what the entry gave, or None if there was nothing new in it; raising
+    `use(entry)` returns what the entry gave, or None if there was nothing new in it; raising
     `Unusable` or one of `rejects` rejects it. An entry that cannot be read, or is rejected, is recorded in
     the store's rejected files under `folder` (a `kind` such as "metrics file" names it in the problem) and
     never stops the others; rejections whose entry is gone or changed are resolved at the end.
@@ -160,7 +160,7 @@ def scan_entries(
         try:
             if entry.problem is not None:
                 raise Unusable(f"{kind} {entry.name}: {entry.problem}; skipped")
-            result = use(entry, handled)
+            result = use(entry)
         except (Unusable, *rejects) as error:
             store.record_rejected_file(folder, entry.name, str(where / entry.name), handled, str(error))
             scan.rejected.append(Rejected(entry.path, handled, str(error), name=entry.name))

@@ -64,7 +64,7 @@ def scan_inbox(store: Store, folder: Path, seen: Mapping[str, str], sites_dir: P
         # A file rejected only for sharing its site has its own fingerprint, so it is looked at again once alone.
         return entry.fingerprint if len(by_slug[_slug_of(entry.name)]) == 1 else f"clash:{entry.fingerprint[:40]}"
 
-    def accept(entry: Entry, _fingerprint: str) -> Accepted | None:
+    def accept(entry: Entry) -> Accepted | None:
         slug = _slug_of(entry.name)
         clash = by_slug[slug]
         if len(clash) > 1:

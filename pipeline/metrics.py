@@ -116,7 +116,7 @@ def scan_metrics_folder(store: Store, folder: Path, seen: Mapping[str, str]) -> 
     except FolderUnreadable as error:
         return MetricsScan(rejected=[Rejected(folder, "unlistable", str(error), name=folder.name)])
 
-    def import_entry(entry: Entry, _fingerprint: str) -> MetricsImport:
+    def import_entry(entry: Entry) -> MetricsImport:
         where = folder / entry.name  # printable, unlike a name with undecodable bytes
         return import_metrics_bytes(store, entry.data or b"", where, source=entry.name)
 

@@ -26,8 +26,6 @@ from pipeline.store.base import StoreBase, _chunks
 class AutomationStore(StoreBase):
     """Metrics, trigger rules, firings and rejected files."""
 
-    # -- metrics
-
     def add_metrics(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert metric observations on their natural key in one transaction; returns rows added."""
         if not rows:
@@ -86,8 +84,6 @@ class AutomationStore(StoreBase):
                 for content_id, when, version in rows:
                     found.setdefault(content_id, []).append((when, version))
         return found
-
-    # -- trigger rules and firings
 
     def add_trigger_rule(self, values: Mapping[str, Any]) -> TriggerRule:
         """Store a trigger rule (site default when `content_id` is None)."""
@@ -192,8 +188,6 @@ class AutomationStore(StoreBase):
                 .where(Content.id == firing.content_id, Content.regeneration_run_id == run_id)
                 .values(regeneration_run_id=None)
             )
-
-    # -- rejected files
 
     def record_rejected_file(self, folder: str, name: str, path: str, fingerprint: str, problem: str) -> None:
         """Record that a file in a watched folder was rejected (once per content; seen again: refreshed)."""

@@ -23,8 +23,6 @@ from pipeline.store.base import StoreBase, UnknownSite, _chunks
 class PlanningStore(StoreBase):
     """Sites, keywords, clusters and ideas."""
 
-    # -- sites
-
     def upsert_site(self, slug: str, name: str, keywords_file: str | None) -> Site:
         """Register a site or update its display name and keyword file; returns the stored row."""
         with self.transaction() as session:
@@ -55,8 +53,6 @@ class PlanningStore(StoreBase):
         """All registered sites, by slug."""
         with self._sessions() as session:
             return list(session.scalars(select(Site).order_by(Site.slug)))
-
-    # -- keywords
 
     def upsert_keywords(self, site_id: int, rows: Sequence[KeywordRow]) -> tuple[int, int]:
         """Insert new keywords and refresh metrics of known ones, all in one transaction.
@@ -114,8 +110,6 @@ class PlanningStore(StoreBase):
                 .order_by(Keyword.volume.desc().nulls_last(), Keyword.normalized)
             )
             return list(session.scalars(statement))
-
-    # -- clusters
 
     def cluster_members(self, site_id: int) -> dict[str, list[str]]:
         """Current membership: cluster key -> normalised keywords."""
@@ -250,8 +244,6 @@ class PlanningStore(StoreBase):
                 .limit(limit)
             )
             return list(session.scalars(statement))
-
-    # -- ideas
 
     def clusters_without_ideas(self, site_id: int) -> list[Cluster]:
         """Named, non-bucket clusters that have no ideas yet."""

@@ -28,8 +28,6 @@ from pipeline.store.base import StoreBase, _current_variants
 class WritingStore(StoreBase):
     """Articles, variants, image prompts and images; new versions and forced redos."""
 
-    # -- articles and variants
-
     def ideas_without_content(self, site_id: int) -> list[Idea]:
         """Ideas of a site that have no article yet."""
         with self._sessions() as session:
@@ -138,8 +136,6 @@ class WritingStore(StoreBase):
             articles, words = session.execute(totals).one()
         return int(articles), int(words or 0)
 
-    # -- image prompts and images
-
     def variants_without_image_prompts(self, site_id: int) -> list[ContentVariant]:
         """Current variants that have no image prompts yet."""
         with self._sessions() as session:
@@ -203,8 +199,6 @@ class WritingStore(StoreBase):
         """Every image path the store references."""
         with self._sessions() as session:
             return set(session.scalars(select(Image.path)))
-
-    # -- new versions and forced redos
 
     def write_regenerated_version(
         self, firing_id: int, run_id: str, variants: Sequence[Mapping[str, Any]], analysis: str
