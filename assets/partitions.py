@@ -2,4 +2,6 @@
 
 from dagster import DynamicPartitionsDefinition
 
-sites_partitions = DynamicPartitionsDefinition(name="sites")
+from pipeline.sites import SITES_PARTITION
+
+sites_partitions = DynamicPartitionsDefinition(name=SITES_PARTITION)

@@ -41,6 +41,7 @@ from pipeline.llm.engine import new_event_loop  # noqa: E402
 from pipeline.llm.openai_provider import chat_arguments, sdk_client  # noqa: E402
 from pipeline.models import Site  # noqa: E402
 from pipeline.prompts.schemas import ArticleDraft  # noqa: E402
+from pipeline.sites import SITES_PARTITION  # noqa: E402
 from pipeline.stages import RunOptions  # noqa: E402
 from pipeline.stages.content import article_data, write_content  # noqa: E402
 from pipeline.store import Store  # noqa: E402
@@ -68,7 +69,7 @@ def prepare_store(folder: Path, articles: int, keywords: Path) -> str:
     store = Store(url)
     store.upsert_site("bench", "Benchmark Site", str(keywords))
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("sites", ["bench"])
+    instance.add_dynamic_partitions(SITES_PARTITION, ["bench"])
     resources = {"store": StoreResource(database_url=url), "llm": LLMResource(), "media": MediaResource()}
 
     def materialize(selection: list[str]) -> None:
@@ -78,15 +79,17 @@ def prepare_store(folder: Path, articles: int, keywords: Path) -> str:
         assert result.success
 
     materialize(["keywords", "clusters"])
-    clusters = store.counts("bench").clusters
+    site_id = store.site("bench").id
+    clusters = store.counts(site_id).clusters
     with store.transaction() as session:
         # Some clusters have fewer keywords than ideas asked for: ask for a quarter more (the stage's
         # `limit` takes exactly `articles` of them).
         per_cluster = min(20, -(-articles * 5 // (clusters * 4)))
         session.execute(update(Site).values(settings={"ideas_per_cluster": per_cluster}))
     materialize(["ideas"])
-    if store.counts("bench").ideas < articles:
-        raise SystemExit(f"{keywords} gives only {store.counts('bench').ideas} ideas; use fewer --articles")
+    ideas = store.counts(site_id).ideas
+    if ideas < articles:
+        raise SystemExit(f"{keywords} gives only {ideas} ideas; use fewer --articles")
     with store.engine.connect() as connection:  # fold the WAL into the file so copies are complete
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return url
@@ -138,7 +141,7 @@ def sample_messages(prepared: str) -> list[dict[str, str]]:
     store = Store(prepared)
     site = store.site("bench")
     idea = store.ideas(site.id)[0]
-    cluster = next(c for c in store.clusters(site.id) if c.id == idea.cluster_id)
+    cluster = store.cluster(idea.cluster_id)
     data = article_data(site.name, idea, cluster, None)
     return PromptRegistry().get("article").messages(data)
 

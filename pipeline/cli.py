@@ -201,7 +201,7 @@ def _sites_list(_args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     store = _store()
     slugs = [args.site] if args.site else [site.slug for site in store.sites()]
-    counts = [store.counts(slug) for slug in slugs]
+    counts = [store.counts(store.site(slug).id) for slug in slugs]
     rejected = store.rejected_files()
     if args.json:
         print(json.dumps([asdict(c) for c in counts], indent=2))

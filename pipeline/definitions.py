@@ -3,8 +3,6 @@
 This is the composition root: the only module of `pipeline/` (with the CLI) that imports Dagster.
 """
 
-import os
-
 from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
@@ -14,6 +12,7 @@ from dagster import (
 )
 
 from assets import ALL_ASSETS, JOBS
+from pipeline import settings
 from resources import MediaResource, StoreResource
 from resources.llm import llm_from_environment
 from sensors import JOBS as MAINTENANCE_JOBS
@@ -24,7 +23,7 @@ automation = AutomationConditionSensorDefinition(
     "stage_automation",
     target=AssetSelection.all(),
     default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", "30")),
+    minimum_interval_seconds=settings.sensor_interval_seconds(),
     description="Materializes each stage's partition once its upstream stage was updated (eager conditions).",
 )
 

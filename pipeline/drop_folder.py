@@ -8,6 +8,8 @@ file becomes an entry with a `problem` instead of data. Other names are not cand
 
 Each entry has a fingerprint: the SHA-256 of a readable file's content, otherwise what the entry is
 (`fifo`, `directory`, ...), so callers can handle an entry once per content and report a bad one once.
+`scan_entries` is the one loop both watched folders run: skip what was handled, use the rest, record
+what cannot be used in the store's rejected files and resolve the rejections whose file is gone.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
 
 SUFFIX = ".csv"
 MAX_FILE_BYTES = 100 * 1024 * 1024  # a sensor tick reads the file into memory; bigger is not an export we expect
@@ -32,8 +38,15 @@ _KINDS = {
 }
 
 
+T = TypeVar("T")
+
+
 class FolderUnreadable(OSError):
     """The watched folder itself cannot be listed."""
+
+
+class Unusable(ValueError):
+    """An entry rejected by the code using it; the message is the problem recorded and reported."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,59 @@ def read_entry(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Entry:
     except OSError as error:
         return _problem(path, f"unreadable:{state}", f"{link}cannot be read ({error.strerror or error})")
     return Entry(name, path, hashlib.sha256(data).hexdigest(), data=data)
+
+
+@dataclass
+class Scan(Generic[T]):
+    """What one look at a watched folder did; `present` maps every candidate's name to its fingerprint."""
+
+    used: list[T] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    unchanged: int = 0
+    present: dict[str, str] = field(default_factory=dict)
+
+
+def scan_entries(
+    store: Store,
+    folder: str,
+    where: Path,
+    entries: Sequence[Entry],
+    seen: Mapping[str, str],
+    use: Callable[[Entry], T | None],
+    *,
+    kind: str,
+    rejects: tuple[type[Exception], ...] = (),
+    fingerprint: Callable[[Entry], str] | None = None,
+) -> Scan[T]:
+    """Use every entry of `where` not handled yet (`seen`: name -> fingerprint), one at a time.
+
+    `use(entry)` returns what the entry gave, or None if there was nothing new in it; raising
+    `Unusable` or one of `rejects` rejects it. An entry that cannot be read, or is rejected, is recorded in
+    the store's rejected files under `folder` (a `kind` such as "metrics file" names it in the problem) and
+    never stops the others; rejections whose entry is gone or changed are resolved at the end.
+    `fingerprint` gives an entry's fingerprint when it is not the entry's own.
+    """
+    scan: Scan[T] = Scan()
+    for entry in entries:
+        handled = fingerprint(entry) if fingerprint else entry.fingerprint
+        scan.present[entry.name] = handled
+        if seen.get(entry.name) == handled:
+            scan.unchanged += 1
+            continue
+        try:
+            if entry.problem is not None:
+                raise Unusable(f"{kind} {entry.name}: {entry.problem}; skipped")
+            result = use(entry)
+        except (Unusable, *rejects) as error:
+            store.record_rejected_file(folder, entry.name, str(where / entry.name), handled, str(error))
+            scan.rejected.append(Rejected(entry.path, handled, str(error), name=entry.name))
+            continue
+        if result is None:
+            scan.unchanged += 1
+        else:
+            scan.used.append(result)
+    store.resolve_rejected_files(folder, scan.present)
+    return scan
 
 
 def handled_entries(cursor: str | None, warn: Callable[[str], None], folder: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.drop_folder import SUFFIX, Entry, Rejected, read_folder
+from pipeline.drop_folder import SUFFIX, Entry, Rejected, Unusable, read_folder, scan_entries
 from pipeline.keywords import KeywordFileError, keep_keyword_file, parse_keyword_bytes
 from pipeline.sites import InvalidSlug, validate_slug
 from pipeline.store import Store, UnknownSite
@@ -55,42 +55,37 @@ def scan_inbox(store: Store, folder: Path, seen: Mapping[str, str], sites_dir: P
 
     Raises `pipeline.drop_folder.FolderUnreadable` if the folder cannot be listed.
     """
-    scan = InboxScan()
     entries = read_folder(folder)
     by_slug: dict[str, list[str]] = {}
     for entry in entries:
         by_slug.setdefault(_slug_of(entry.name), []).append(entry.name)
-    for entry in entries:
+
+    def fingerprint(entry: Entry) -> str:
+        # A file rejected only for sharing its site has its own fingerprint, so it is looked at again once alone.
+        return entry.fingerprint if len(by_slug[_slug_of(entry.name)]) == 1 else f"clash:{entry.fingerprint[:40]}"
+
+    def accept(entry: Entry) -> Accepted | None:
         slug = _slug_of(entry.name)
         clash = by_slug[slug]
-        # A file rejected only for sharing its site has its own fingerprint, so it is looked at again once alone.
-        fingerprint = entry.fingerprint if len(clash) == 1 else f"clash:{entry.fingerprint[:40]}"
-        scan.present[entry.name] = fingerprint
-        if seen.get(entry.name) == fingerprint:
-            scan.unchanged += 1
-            continue
-        try:
-            if entry.problem is not None:
-                raise _Unusable(f"keyword file {entry.name}: {entry.problem}; skipped")
-            if len(clash) > 1:
-                raise _Unusable(f"{', '.join(clash)} name the same site {slug!r}; remove all but one")
-            validate_slug(slug)
-            parsed = parse_keyword_bytes(entry.data or b"", folder / entry.name)
-        except (_Unusable, InvalidSlug, KeywordFileError) as problem:
-            store.record_rejected_file(FOLDER, entry.name, str(folder / entry.name), fingerprint, str(problem))
-            scan.rejected.append(Rejected(entry.path, fingerprint, str(problem), name=entry.name))
-            continue
-        accepted = _register(store, entry, slug, sites_dir, len(parsed.rows))
-        if accepted is None:
-            scan.unchanged += 1  # this exact content was imported before (perhaps by another instance)
-        else:
-            scan.accepted.append(accepted)
-    store.resolve_rejected_files(FOLDER, scan.present)
-    return scan
+        if len(clash) > 1:
+            raise Unusable(f"{', '.join(clash)} name the same site {slug!r}; remove all but one")
+        validate_slug(slug)
+        parsed = parse_keyword_bytes(entry.data or b"", folder / entry.name)
+        # None: this exact content was imported before (perhaps by another instance).
+        return _register(store, entry, slug, sites_dir, len(parsed.rows))
 
-
-class _Unusable(ValueError):
-    """An inbox entry rejected before its content is looked at."""
+    scan = scan_entries(
+        store,
+        FOLDER,
+        folder,
+        entries,
+        seen,
+        accept,
+        kind="keyword file",
+        rejects=(InvalidSlug, KeywordFileError),
+        fingerprint=fingerprint,
+    )
+    return InboxScan(accepted=scan.used, rejected=scan.rejected, unchanged=scan.unchanged, present=scan.present)
 
 
 def _slug_of(name: str) -> str:

@@ -38,4 +38,4 @@ def clean_up(store: Store, media_dir: Path, cache_max_age_days: int = 60, *, now
             files += 1
             freed += stat.st_size
     cutoff = datetime.fromtimestamp(now, UTC) - timedelta(days=cache_max_age_days)
-    return CleanupReport(files, freed, store.stale_cache_entries(cutoff))
+    return CleanupReport(files, freed, store.delete_stale_cache_entries(cutoff))

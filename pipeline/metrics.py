@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline.drop_folder import FolderUnreadable, Rejected, read_folder
+from pipeline.drop_folder import Entry, FolderUnreadable, Rejected, read_folder, scan_entries
 from pipeline.keywords import Problem
 from pipeline.models import Content
 from pipeline.store import Store
@@ -111,34 +111,22 @@ def scan_metrics_folder(store: Store, folder: Path, seen: Mapping[str, str]) -> 
     A file that cannot be used (not a regular file, unreadable, invalid) is recorded in the store's
     rejected files and listed in the result; it never stops the other files.
     """
-    scan = MetricsScan()
     if not folder.is_dir():
         store.resolve_rejected_files(FOLDER, {})
-        return scan
+        return MetricsScan()
     try:
         entries = read_folder(folder)
     except FolderUnreadable as error:
-        scan.rejected.append(Rejected(folder, "unlistable", str(error), name=folder.name))
-        return scan
-    for entry in entries:
-        scan.present[entry.name] = entry.fingerprint
-        if seen.get(entry.name) == entry.fingerprint:
-            scan.unchanged += 1
-            continue
-        problem = entry.problem
-        if problem is None:
-            try:
-                where = folder / entry.name  # printable, unlike a name with undecodable bytes
-                scan.imported.append(import_metrics_bytes(store, entry.data or b"", where, source=entry.name))
-                continue
-            except MetricsFileError as error:
-                problem = str(error)
-        else:
-            problem = f"metrics file {entry.name}: {problem}; skipped"
-        store.record_rejected_file(FOLDER, entry.name, str(folder / entry.name), entry.fingerprint, problem)
-        scan.rejected.append(Rejected(entry.path, entry.fingerprint, problem, name=entry.name))
-    store.resolve_rejected_files(FOLDER, scan.present)
-    return scan
+        return MetricsScan(rejected=[Rejected(folder, "unlistable", str(error), name=folder.name)])
+
+    def import_entry(entry: Entry) -> MetricsImport:
+        where = folder / entry.name  # printable, unlike a name with undecodable bytes
+        return import_metrics_bytes(store, entry.data or b"", where, source=entry.name)
+
+    scan = scan_entries(
+        store, FOLDER, folder, entries, seen, import_entry, kind="metrics file", rejects=(MetricsFileError,)
+    )
+    return MetricsScan(imported=scan.used, rejected=scan.rejected, unchanged=scan.unchanged, present=scan.present)
 
 
 def parse_metrics(

@@ -221,7 +221,7 @@ def load_article(store: Store, content_id: int) -> Article:
     # The folder is named by the idea's key (stable across regenerations, unlike the title); the rare
     # article whose key an older article of the site already uses gets its id appended.
     slug = slugify(idea.key, max_length=120) or f"article-{content.id}"
-    if store.earlier_article_with_idea_key(site.id, idea.key, content.id):
+    if store.has_earlier_article_with_idea_key(site.id, idea.key, content.id):
         slug = f"{slug}-{content.id}"
     return Article(content=content, site=site, idea=idea, variants=variants, slug=slug)
 

@@ -12,6 +12,10 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
+# Seconds between sensor ticks unless `PIPELINE_SENSOR_INTERVAL_SECONDS` sets one for every sensor.
+SENSOR_INTERVAL_SECONDS = 30
+METRICS_SENSOR_INTERVAL_SECONDS = 60  # the metric sensor's own default
+
 
 def data_dir() -> Path:
     """Directory for local state (SQLite store, media); `PIPELINE_DATA_DIR` overrides it."""
@@ -62,3 +66,8 @@ def sites_dir() -> Path:
 def dagster_home() -> Path:
     """The Dagster instance directory shared by `make ui`, the CLI and `dagster` commands."""
     return Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster")
+
+
+def sensor_interval_seconds(default: int = SENSOR_INTERVAL_SECONDS) -> int:
+    """Minimum seconds between ticks of a sensor: `PIPELINE_SENSOR_INTERVAL_SECONDS`, else `default`."""
+    return int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", str(default)))

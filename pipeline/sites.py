@@ -17,6 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# The Dagster dynamic partitions of sites (one per slug); Dagster stores partitions under this name.
+SITES_PARTITION = "sites"
+
 # Slugs are Dagster partition keys: `,` `|` `...` and newlines break partition handling, so stay strict.
 SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pipeline.metrics import METRIC_NAME
-from pipeline.models import Content, Site, TriggerFiring
+from pipeline.models import Content, FiringStatus, Site, TriggerFiring
 from pipeline.sites import MAX_MIN_AGE_HOURS, site_settings
 from pipeline.store import Store
 
@@ -31,7 +31,7 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "==": operator.eq,
 }
-ACTIVE = ("requested", "running")
+ACTIVE = (FiringStatus.REQUESTED, FiringStatus.RUNNING)
 STALE_AFTER = timedelta(hours=1)  # a requested firing whose run never showed up is re-armed after this
 
 

@@ -1,7 +1,6 @@
 """The keyword inbox sensor: a new or changed `SLUG.csv` adds the site partition and ingests its keywords."""
 
 import json
-import os
 
 from dagster import (
     DefaultSensorStatus,
@@ -19,13 +18,11 @@ from pipeline.drop_folder import FolderUnreadable, handled_entries
 from pipeline.inbox import scan_inbox
 from resources import StoreResource
 
-INTERVAL_SECONDS = int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", "30"))
-
 
 @sensor(
     name="keyword_inbox",
     job=ingest_keywords,
-    minimum_interval_seconds=INTERVAL_SECONDS,
+    minimum_interval_seconds=settings.sensor_interval_seconds(),
     default_status=DefaultSensorStatus.RUNNING,
     description="Watches the inbox folder (PIPELINE_INBOX_DIR, default data/inbox) for SLUG.csv keyword files; "
     "a new or changed file adds the site and runs `keywords`; later stages follow by automation. Files it "

@@ -1,10 +1,10 @@
 """The metric sensor: imports dropped metric files, evaluates trigger rules, requests regeneration runs."""
 
 import json
-import os
 
 from dagster import (
     DefaultSensorStatus,
+    RunConfig,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
@@ -13,6 +13,7 @@ from dagster import (
 
 from assets import regenerate_variants
 from assets.partitions import sites_partitions
+from assets.writing import ContentConfig
 from pipeline import settings
 from pipeline.drop_folder import handled_entries
 from pipeline.metrics import scan_metrics_folder
@@ -20,13 +21,11 @@ from pipeline.sites import SiteSettingsError
 from pipeline.triggers import fire_due, rearm_stalled
 from resources import StoreResource
 
-INTERVAL_SECONDS = int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", "60"))
-
 
 @sensor(
     name="metric_triggers",
     job=regenerate_variants,
-    minimum_interval_seconds=INTERVAL_SECONDS,
+    minimum_interval_seconds=settings.sensor_interval_seconds(settings.METRICS_SENSOR_INTERVAL_SECONDS),
     default_status=DefaultSensorStatus.RUNNING,
     description="Imports metric files from PIPELINE_METRICS_DIR (default data/metrics), evaluates trigger rules "
     "on published articles and requests a regeneration run per site for the rules that fire (once each). "
@@ -74,7 +73,7 @@ def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> S
             RunRequest(
                 partition_key=site.slug,
                 run_key=f"regenerate:{site.slug}:{key}",
-                run_config={"ops": {"content": {"config": {"regenerate_firings": sorted(fired)}}}},
+                run_config=RunConfig(ops={"content": ContentConfig(regenerate_firings=sorted(fired))}),
                 tags={"pipeline/run_kind": "regeneration", "pipeline/firings": key},
             )
         )

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 
 import resources.llm
 from assets import ALL_ASSETS
+from assets.writing import ContentConfig
 from pipeline.llm.engine import Completion, CompletionRequest, ProviderError
 from pipeline.llm.offline import OfflineProvider
 from pipeline.maintenance import clean_up
@@ -194,7 +195,12 @@ def test_a_rule_that_holds_fires_once_across_ticks_and_a_fresh_instance(publishe
     [request] = first.run_requests
     [firing] = published.store.firings()
     assert request.partition_key == "sample" and request.tags["pipeline/run_kind"] == "regeneration"
-    assert request.run_config == {"ops": {"content": {"config": {"regenerate_firings": [firing.id]}}}}
+    # The sensor sends a typed RunConfig: Dagster records it with the config class's defaults spelled out.
+    assert (
+        request.run_config
+        == dg.RunConfig(ops={"content": ContentConfig(regenerate_firings=[firing.id])}).to_config_dict()
+    )
+    assert request.run_config["ops"]["content"]["config"]["regenerate_firings"] == [firing.id]
     assert (firing.status, firing.triggered_variants, firing.published_version) == ("requested", ["B"], 1)
     assert tick_metrics(published, cursor=first.cursor).run_requests == []
     assert tick_metrics(published, cursor=None, instance=dg.DagsterInstance.ephemeral()).run_requests == []

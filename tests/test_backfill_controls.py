@@ -27,7 +27,7 @@ def calls(env, stage: str) -> int:
 
 def test_limit_processes_only_that_many_pending_items(planned):
     assert run(planned, "content", limit=4).success
-    assert planned.store.counts("sample").content == 4 and calls(planned, "content") == 4
+    assert planned.store.counts(planned.store.site("sample").id).content == 4 and calls(planned, "content") == 4
 
 
 def test_item_id_processes_exactly_one_item(planned):
@@ -62,7 +62,7 @@ def test_force_rewrites_existing_articles_as_a_new_version_and_keeps_history(pla
         event = s.query(ReviewEvent).filter_by(content_id=content_id).one()
     assert (content.status, content.published_version) == ("draft", 1), "the published version is kept"
     assert (event.from_status, event.to_status, event.version) == ("published", "draft", 2)
-    counts = planned.store.counts("sample")
+    counts = planned.store.counts(planned.store.site("sample").id)
     assert counts.images == counts.image_prompts, "the new version gets its image prompts and images"
 
 
@@ -72,7 +72,8 @@ def test_force_on_images_renders_existing_images_again(planned):
     before = calls(planned, "images")
     assert run(planned, "images", force=True, item_id=prompt.id).success
     assert calls(planned, "images") == before + 1
-    assert planned.store.counts("sample").images == planned.store.counts("sample").image_prompts
+    counts = planned.store.counts(planned.store.site("sample").id)
+    assert counts.images == counts.image_prompts
 
 
 def test_force_on_image_prompts_replaces_a_variant_set_and_its_images_follow(planned):
@@ -80,7 +81,8 @@ def test_force_on_image_prompts_replaces_a_variant_set_and_its_images_follow(pla
     variant = planned.store.current_variants(planned.store.site("sample").id)[0]
     rows_before = planned.row_counts()
     assert run(planned, "image_prompts", force=True, item_id=variant.id).success
-    assert planned.store.counts("sample").images == planned.store.counts("sample").image_prompts - 3
+    counts = planned.store.counts(planned.store.site("sample").id)
+    assert counts.images == counts.image_prompts - 3
     assert planned.materialize(selection=["images"]).success
     assert planned.row_counts()["image_prompts"] == rows_before["image_prompts"]
     assert planned.row_counts()["images"] == rows_before["images"]

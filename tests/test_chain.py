@@ -179,4 +179,4 @@ def test_an_image_whose_file_went_missing_is_regenerated(sample_run):
     assert result.success
     assert Path(image.path).is_file()
     assert len(env.store.model_calls()) == calls_before + 1
-    assert env.store.counts("sample").images == env.row_counts()["images"]
+    assert env.store.counts(env.store.site("sample").id).images == env.row_counts()["images"]

@@ -231,7 +231,7 @@ def wait_for(
 def complete_counts(store: Store, slug: str) -> SiteCounts | None:
     """The site's counts once every stage has rows and every image prompt has its image file."""
     try:
-        counts = store.counts(slug)
+        counts = store.counts(store.site(slug).id)
     except UnknownSite:  # the inbox sensor has not registered it yet
         return None
     if all(getattr(counts, stage) for stage in SIX_ASSETS) and counts.images == counts.image_prompts:
@@ -364,7 +364,7 @@ def test_a_keyword_file_dropped_in_the_inbox_is_materialized_through_all_six_sta
     assert site.name == "Coffee Corner"
     assert Path(site.keywords_file).is_relative_to(sandbox.data / "sites" / slug), "the inbox copy is kept"
     assert counts.keywords == 60
-    assert sandbox.store.counts(slug) == counts, "nothing was added once the site was complete"
+    assert sandbox.store.counts(site.id) == counts, "nothing was added once the site was complete"
     with sandbox.store.transaction() as s:
         keywords = s.scalars(select(Keyword).where(Keyword.site_id == site.id)).all()
         clusters = s.scalars(select(Cluster).where(Cluster.site_id == site.id)).all()
@@ -462,7 +462,9 @@ def test_a_backfill_over_all_sites_runs_the_main_job_for_each_partition_from_the
     for slug, rows in sites.items():
         assert counts[slug].keywords == len(rows)
         assert all(getattr(counts[slug], stage) > 0 for stage in SIX_ASSETS), counts[slug]
-        assert sandbox.store.counts(slug) == counts[slug], "nothing was added once the site was complete"
+        assert sandbox.store.counts(sandbox.store.site(slug).id) == counts[slug], (
+            "nothing was added once the site was complete"
+        )
 
     runs = [run for run in runs if "dagster/schedule_name" not in run.tags]  # should the test span 02:00 UTC
     assert all(run.status == DagsterRunStatus.SUCCESS for run in runs), sandbox.diagnostics()

@@ -144,7 +144,7 @@ def test_one_failed_article_does_not_lose_the_others_and_is_written_on_rerun(pla
     with engine(planned, FailingForTitles()) as healthy:
         retry = write_content(planned.store, healthy, "sample")
     assert retry.counts["articles_written"] == 1 and not retry.failures
-    assert planned.store.counts("sample").content == len(ideas)
+    assert planned.store.counts(planned.store.site("sample").id).content == len(ideas)
 
 
 def test_the_content_asset_fails_with_a_summary_after_saving_finished_items(planned, monkeypatch):
@@ -160,7 +160,7 @@ def test_the_content_asset_fails_with_a_summary_after_saving_finished_items(plan
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
     assert "content: 2 item(s) failed, finished items were saved" in failure.description
-    assert planned.store.counts("sample").content == len(ideas) - 2
+    assert planned.store.counts(planned.store.site("sample").id).content == len(ideas) - 2
 
 
 def test_an_answer_without_a_body_is_a_failure_never_stored_content(planned):

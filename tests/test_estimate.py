@@ -29,7 +29,7 @@ def test_a_new_site_is_projected_from_its_keyword_file_without_any_call(env):
     assert estimates["content"].calls == clusters * 3  # ideas per cluster
     assert estimates["images"].images == clusters * 3 * 3  # featured + 2 in-article per article
     assert all(e.cost_usd > 0 for e in estimates.values())
-    assert env.store.model_calls() == [] and env.store.counts("sample").keywords == 0
+    assert env.store.model_calls() == [] and env.store.counts(env.store.site("sample").id).keywords == 0
 
 
 def test_pending_items_are_estimated_exactly_from_the_prompts_a_run_would_send(env):

@@ -92,7 +92,7 @@ def test_full_chain_through_the_sdk_survives_20_percent_faults_and_a_rerun_calls
     result = env.materialize()
 
     assert result.success
-    counts = env.store.counts("sample")
+    counts = env.store.counts(env.store.site("sample").id)
     assert all(getattr(counts, stage) > 0 for stage in SIX_ASSETS)
     assert counts.images == counts.image_prompts
     assert counts.content == counts.ideas
@@ -194,7 +194,8 @@ def test_an_unchanged_request_is_served_from_the_cache_and_force_bypasses_it(ope
     assert env.materialize(selection=["content"]).success
     assert chat_requests(server) == 0
     assert [c.outcome for c in env.store.model_calls()][-1] == "cache_hit"
-    assert env.store.counts("sample").content == env.store.counts("sample").ideas
+    counts = env.store.counts(env.store.site("sample").id)
+    assert counts.content == counts.ideas
 
     with env.store.transaction() as s:
         victim = s.scalars(select(Content)).first()
@@ -232,8 +233,8 @@ def test_the_run_budget_stops_calls_keeps_finished_articles_and_fails_clearly(op
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.user_failure_data
     assert "BudgetExceeded" in failure.description and "finished work is kept" in failure.description
-    written = env.store.counts("sample").content
-    assert 0 < written < env.store.counts("sample").ideas
+    counts = env.store.counts(env.store.site("sample").id)
+    assert 0 < counts.content < counts.ideas
     assert env.store.run_cost(result.run_id) <= 0.2
 
 

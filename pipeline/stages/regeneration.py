@@ -63,9 +63,9 @@ def regenerate_variants(
 def _regenerate(
     store: Store, engine: ModelEngine, site: Site, firing: TriggerFiring
 ) -> tuple[int, MetricsAnalysis, tuple[str, str]]:
-    content = store.content_by_ids([firing.content_id])[firing.content_id]
-    idea = next(i for i in store.ideas(site.id) if i.id == content.idea_id)
-    cluster = next(c for c in store.clusters(site.id) if c.id == idea.cluster_id)
+    content = store.content(firing.content_id)
+    idea = store.idea(content.idea_id)
+    cluster = store.cluster(idea.cluster_id)
     published = [v for v in store.variants(content.id) if v.version == content.published_version] or store.variants(
         content.id
     )[:1]

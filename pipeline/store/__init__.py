@@ -1,0 +1,21 @@
+"""The store: every read and write of pipeline data goes through `Store`.
+
+`Store` is composed of one mixin per aggregate over `StoreBase` (engine, migrations, transactions):
+planning (sites, keywords, clusters, ideas), writing (articles, variants, images, new versions),
+the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files) and
+review (queue, transitions, counts). Writes are idempotent by construction (natural keys, upserts, one
+transaction per item), and the schema is created and upgraded by Alembic on open (`Store.migrate`).
+"""
+
+from pipeline.store.automation import AutomationStore
+from pipeline.store.base import MIGRATIONS_DIR, StoreBase, UnknownSite
+from pipeline.store.ledger import LedgerStore
+from pipeline.store.planning import PlanningStore
+from pipeline.store.review import ReviewStore, SiteCounts
+from pipeline.store.writing import WritingStore
+
+__all__ = ["MIGRATIONS_DIR", "SiteCounts", "Store", "StoreBase", "UnknownSite"]
+
+
+class Store(PlanningStore, WritingStore, LedgerStore, AutomationStore, ReviewStore):
+    """Typed access to the pipeline database at `url`."""
