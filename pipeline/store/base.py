@@ -9,12 +9,12 @@ the input is the source of truth), and each item's rows are written in one trans
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import CursorResult, Engine, Result, Select, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
@@ -24,6 +24,8 @@ from pipeline.models import Base, Content, ContentVariant
 MIGRATIONS_DIR = Path(__file__).parents[1] / "migrations"
 
 Row = TypeVar("Row", bound=Base)
+# `insert` of the session's dialect: both have `ON CONFLICT` (`on_conflict_do_nothing`, `…_do_update`).
+DialectInsert = Callable[[Any], postgresql.Insert | sqlite.Insert]
 
 
 class UnknownSite(LookupError):
@@ -102,9 +104,9 @@ class StoreBase:
         with self._sessions() as session, session.begin():
             yield session
 
-    def _insert(self, session: Session):
+    def _insert(self, session: Session) -> DialectInsert:
         """`INSERT` with `ON CONFLICT` support for the session's dialect."""
-        return postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+        return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
     def _row(self, model: type[Row], row_id: int) -> Row:
         """One row of `model` by primary key, or `LookupError` naming the missing row."""
@@ -132,11 +134,11 @@ class StoreBase:
             return 0
         with self.transaction() as session:
             self._lock_site(session, site_id)
-            if session.scalar(select(model.id).where(owner == owner_id).limit(1)) is not None:
+            if session.scalar(select(owner).where(owner == owner_id).limit(1)) is not None:
                 return 0
             insert = self._insert(session)
             result = session.execute(insert(model).values(values).on_conflict_do_nothing(index_elements=natural_key))
-            return result.rowcount
+            return affected(result)
 
     def _lock_site(self, session: Session, site_id: int) -> None:
         """Serialise this transaction with other writers of the same site, until it ends (PostgreSQL).
@@ -144,11 +146,21 @@ class StoreBase:
         For read-then-write steps that row constraints alone cannot make safe when two runs touch one site.
         Taken before any row lock, so writers queue instead of deadlocking. SQLite has one writer anyway.
         """
-        if session.bind.dialect.name == "postgresql":
+        if session.get_bind().dialect.name == "postgresql":
             session.execute(select(func.pg_advisory_xact_lock(_SITE_LOCK_NAMESPACE, site_id)))
 
 
-def _current_variants():
+def affected(result: Result[Any]) -> int:
+    """Rows an `INSERT`, `UPDATE` or `DELETE` changed (SQLAlchemy types `Session.execute` as a plain `Result`)."""
+    return cast("CursorResult[Any]", result).rowcount
+
+
+def table(model: type[Base]) -> Table:
+    """A mapped class's table, for Core bulk statements (declared as a `FromClause` on the base)."""
+    return cast(Table, model.__table__)
+
+
+def _current_variants() -> Select[ContentVariant]:
     """Variants of each article's highest version (joined to `content` for filtering by site)."""
     newest = (
         select(ContentVariant.content_id, func.max(ContentVariant.version).label("version"))

@@ -18,7 +18,7 @@ from pipeline.models import (
     ResponseCache,
     utcnow,
 )
-from pipeline.store.base import StoreBase, _chunks
+from pipeline.store.base import StoreBase, _chunks, affected, table
 
 
 class LedgerStore(StoreBase):
@@ -34,7 +34,7 @@ class LedgerStore(StoreBase):
         with self.transaction() as session:
             now = utcnow()
             if calls:
-                session.execute(ModelCall.__table__.insert(), [{"created_at": now, **values} for values in calls])
+                session.execute(table(ModelCall).insert(), [{"created_at": now, **values} for values in calls])
             # In key order: two runs caching or hitting the same answers then lock those rows in the same
             # order, so their batches queue instead of deadlocking (PostgreSQL). One statement with many
             # parameter sets: a multi-row VALUES would be compiled again for every batch size.
@@ -44,7 +44,7 @@ class LedgerStore(StoreBase):
                     {**entry, "hits": 0, "created_at": now, "last_used_at": now}
                     for entry in sorted(unique.values(), key=lambda entry: entry["key"])
                 ]
-                session.execute(_cache_upsert(session.bind.dialect.name), rows)
+                session.execute(_cache_upsert(session.get_bind().dialect.name), rows)
             for key, count in sorted(Counter(hits).items()):
                 session.execute(
                     update(ResponseCache)
@@ -158,7 +158,7 @@ class LedgerStore(StoreBase):
     def delete_stale_cache_entries(self, older_than: datetime) -> int:
         """Delete cached answers not used since `older_than`; returns how many."""
         with self.transaction() as session:
-            return session.execute(delete(ResponseCache).where(ResponseCache.last_used_at < older_than)).rowcount
+            return affected(session.execute(delete(ResponseCache).where(ResponseCache.last_used_at < older_than)))
 
 
 @functools.cache
@@ -166,7 +166,7 @@ def _cache_upsert(dialect: str) -> Any:
     """`INSERT … ON CONFLICT (key) DO UPDATE` of response-cache rows, built once per dialect (building the
     `excluded` alias costs more than running the statement)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(ResponseCache.__table__)
+    statement = insert(table(ResponseCache))
     return statement.on_conflict_do_update(
         index_elements=[ResponseCache.key],
         set_={

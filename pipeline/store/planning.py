@@ -27,7 +27,7 @@ class PlanningStore(StoreBase):
         """Register a site or update its display name and keyword file; returns the stored row."""
         with self.transaction() as session:
             insert = self._insert(session)
-            values = {"slug": slug, "name": name, "keywords_file": keywords_file, "settings": {}}
+            values: dict[str, Any] = {"slug": slug, "name": name, "keywords_file": keywords_file, "settings": {}}
             statement = insert(Site).values(**values, created_at=utcnow(), updated_at=utcnow())
             statement = statement.on_conflict_do_update(
                 index_elements=[Site.slug],
@@ -189,7 +189,7 @@ class PlanningStore(StoreBase):
         with self.transaction() as session:
             self._lock_site(session, site_id)  # no stale stats from reading members mid-assignment
             clusters = session.scalars(select(Cluster).where(Cluster.site_id == site_id)).all()
-            members: dict[int, list[Keyword]] = {}
+            members: dict[int | None, list[Keyword]] = {}
             for keyword in session.scalars(
                 select(Keyword)
                 .where(Keyword.site_id == site_id, Keyword.cluster_id.is_not(None))

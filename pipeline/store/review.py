@@ -11,7 +11,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import defer
 
 from pipeline.models import (
-    Base,
     Cluster,
     Content,
     ContentVariant,
@@ -23,7 +22,7 @@ from pipeline.models import (
     Site,
     utcnow,
 )
-from pipeline.store.base import StoreBase, _current_variants
+from pipeline.store.base import StoreBase, _current_variants, affected
 
 
 @dataclass(frozen=True)
@@ -130,15 +129,17 @@ class ReviewStore(StoreBase):
         """
         with self.transaction() as session:
             now = utcnow()
-            moved = session.execute(
-                update(Content)
-                .where(
-                    Content.id == content_id,
-                    Content.status == from_status,
-                    Content.regeneration_run_id.is_(None),
+            moved = affected(
+                session.execute(
+                    update(Content)
+                    .where(
+                        Content.id == content_id,
+                        Content.status == from_status,
+                        Content.regeneration_run_id.is_(None),
+                    )
+                    .values(**dict(changes or {}), status=to_status, updated_at=now)
                 )
-                .values(**dict(changes or {}), status=to_status, updated_at=now)
-            ).rowcount
+            )
             if moved != 1:
                 return False
             session.add(
@@ -160,12 +161,12 @@ class ReviewStore(StoreBase):
         site = self._row(Site, site_id)
         with self._sessions() as session:
 
-            def count(model: type[Base]) -> int:
+            def count(model: type[Keyword | Cluster | Idea | Content | ImagePrompt]) -> int:
                 return session.scalar(select(func.count()).select_from(model).where(model.site_id == site.id)) or 0
 
             paths = session.scalars(select(Image.path).where(Image.site_id == site.id))
             current = _current_variants().where(Content.site_id == site.id).subquery()
-            by_provider = dict(
+            by_provider: dict[str, int] = dict(
                 session.execute(
                     select(current.c.provider, func.count()).group_by(current.c.provider).order_by(current.c.provider)
                 ).all()

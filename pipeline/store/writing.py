@@ -22,7 +22,7 @@ from pipeline.models import (
     TriggerFiring,
     utcnow,
 )
-from pipeline.store.base import StoreBase, _current_variants
+from pipeline.store.base import StoreBase, _current_variants, table
 
 
 class WritingStore(StoreBase):
@@ -49,7 +49,7 @@ class WritingStore(StoreBase):
             # One cached statement run with many parameter sets (not a multi-row VALUES built per batch,
             # which SQLAlchemy would compile again for every batch size).
             statement = (
-                insert(Content.__table__)
+                insert(table(Content))
                 .on_conflict_do_nothing(index_elements=[Content.idea_id])
                 .returning(Content.idea_id, Content.id)
             )
@@ -70,7 +70,7 @@ class WritingStore(StoreBase):
                 if idea_id in created
             ]
             if rows:
-                session.execute(ContentVariant.__table__.insert(), rows)
+                session.execute(table(ContentVariant).insert(), rows)
             return len(rows)
 
     def content(self, content_id: int) -> Content:
@@ -122,11 +122,11 @@ class WritingStore(StoreBase):
     def current_version(self, content_id: int) -> int:
         """The highest version number of an article (0 if it has none)."""
         with self._sessions() as session:
-            return session.scalar(
+            return session.execute(
                 select(func.coalesce(func.max(ContentVariant.version), 0)).where(
                     ContentVariant.content_id == content_id
                 )
-            )
+            ).scalar_one()
 
     def article_totals(self, site_id: int) -> tuple[int, int]:
         """(articles, words in their current variants) of a site, counted in the database."""
@@ -207,7 +207,9 @@ class WritingStore(StoreBase):
         all in one transaction. Earlier versions (and the published one) stay untouched. Returns the version."""
         with self.transaction() as session:
             firing = session.get(TriggerFiring, firing_id)
-            content = session.get(Content, firing.content_id)
+            content = session.get(Content, firing.content_id) if firing else None
+            if firing is None or content is None:
+                raise LookupError(f"trigger firing {firing_id} or its article is gone; not writing")
             if content.regeneration_run_id != run_id:
                 raise RuntimeError(f"content {content.id} is not locked by run {run_id}; not writing")
             note = (
@@ -226,6 +228,8 @@ class WritingStore(StoreBase):
         """
         with self.transaction() as session:
             content = session.get(Content, content_id, with_for_update=True)
+            if content is None:
+                raise LookupError(f"no content row with id {content_id}")
             variants = [{"variant": "A", **variant}]
             return _write_next_version(session, content, variants, actor=actor, note="rewritten by a forced run")
 
@@ -236,7 +240,7 @@ class WritingStore(StoreBase):
             self._lock_site(session, site_id)  # two forced redos at once: the last one wins, never a mix
             session.execute(delete(ImagePrompt).where(ImagePrompt.variant_id == variant_id))
             if values:
-                session.execute(ImagePrompt.__table__.insert(), values)
+                session.execute(table(ImagePrompt).insert(), values)
             return len(values)
 
     def replace_unwritten_ideas(self, site_id: int, cluster_id: int, ideas: Iterable[Mapping[str, Any]]) -> int:
@@ -254,7 +258,7 @@ class WritingStore(StoreBase):
                 if idea["key"] not in kept
             ]
             if values:
-                session.execute(Idea.__table__.insert(), values)
+                session.execute(table(Idea).insert(), values)
             return len(values)
 
 
