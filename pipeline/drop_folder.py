@@ -151,6 +151,7 @@ def scan_entries(
     `fingerprint` gives an entry's fingerprint when it is not the entry's own.
     """
     scan: Scan[T] = Scan()
+    caught: tuple[type[Exception], ...] = (Unusable, *rejects)
     for entry in entries:
         handled = fingerprint(entry) if fingerprint else entry.fingerprint
         scan.present[entry.name] = handled
@@ -161,7 +162,7 @@ def scan_entries(
             if entry.problem is not None:
                 raise Unusable(f"{kind} {entry.name}: {entry.problem}; skipped")
             result = use(entry)
-        except (Unusable, *rejects) as error:
+        except caught as error:
             store.record_rejected_file(folder, entry.name, str(where / entry.name), handled, str(error))
             scan.rejected.append(Rejected(entry.path, handled, str(error), name=entry.name))
             continue

@@ -13,6 +13,7 @@ from dagster import (
 
 from assets import ingest_keywords
 from assets.partitions import sites_partitions
+from pipeline.sites import SITES_PARTITION
 from pipeline import settings
 from pipeline.drop_folder import FolderUnreadable, handled_entries
 from pipeline.inbox import scan_inbox
@@ -55,7 +56,7 @@ def keyword_inbox(context: SensorEvaluationContext, store: StoreResource) -> Sen
         skipped = "; ".join(f"{r.name}: {r.summary}" for r in scan.rejected)
         reason = f"skipped {len(scan.rejected)} file(s): {skipped}" if skipped else "no new or changed keyword files"
         return SensorResult(skip_reason=reason, cursor=cursor)
-    known = set(context.instance.get_dynamic_partitions(sites_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(SITES_PARTITION))
     new = sorted({a.slug for a in scan.accepted} - known)
     return SensorResult(
         run_requests=[

@@ -13,7 +13,7 @@ from dagster import (
 from pydantic import Field
 
 from assets import content_pipeline
-from assets.partitions import sites_partitions
+from pipeline.sites import SITES_PARTITION
 from pipeline.maintenance import clean_up
 from resources import MediaResource, StoreResource
 
@@ -35,7 +35,7 @@ def nightly_fill_in(context: ScheduleEvaluationContext) -> list[RunRequest]:
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     return [
         RunRequest(partition_key=slug, run_key=f"nightly:{day}:{slug}", tags={"pipeline/run_kind": "fill-in"})
-        for slug in sorted(context.instance.get_dynamic_partitions(sites_partitions.name))
+        for slug in sorted(context.instance.get_dynamic_partitions(SITES_PARTITION))
     ]
 
 
