@@ -13,10 +13,10 @@ from dagster import (
 
 from assets import ingest_keywords
 from assets.partitions import sites_partitions
-from pipeline.sites import SITES_PARTITION
 from pipeline import settings
 from pipeline.drop_folder import FolderUnreadable, handled_entries
 from pipeline.inbox import scan_inbox
+from pipeline.sites import SITES_PARTITION
 from resources import StoreResource
 
 

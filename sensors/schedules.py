@@ -13,8 +13,8 @@ from dagster import (
 from pydantic import Field
 
 from assets import content_pipeline
-from pipeline.sites import SITES_PARTITION
 from pipeline.maintenance import clean_up
+from pipeline.sites import SITES_PARTITION
 from resources import MediaResource, StoreResource
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 UTC every day
