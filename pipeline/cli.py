@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline import review, settings
+from pipeline import publishing, review, settings
 from pipeline.keywords import KeywordFileError, keep_keyword_file, parse_keyword_bytes, read_keyword_bytes
 from pipeline.metrics import MAX_ID, MetricsFileError, import_metrics_file
 from pipeline.output_safety import terminal_text
@@ -368,7 +368,7 @@ def _review_show(args: argparse.Namespace) -> int:
     lines += ["", f"# {variant.title}", ""]
     for line in lines:
         print(terminal_text(line))
-    print(terminal_text(review.article_markdown(variant.body_html), multiline=True))
+    print(terminal_text(publishing.article_markdown(variant.body_html), multiline=True))
     return 0
 
 
@@ -386,7 +386,7 @@ def _review_reject(args: argparse.Namespace) -> int:
 
 
 def _review_publish(args: argparse.Namespace) -> int:
-    done = review.publish(_store(), args.id, settings.publish_dir(), variant=args.variant, actor=args.actor)
+    done = publishing.publish(_store(), args.id, settings.publish_dir(), variant=args.variant, actor=args.actor)
     print(
         f"Published content {done.content_id} (version {done.version}, variant {done.variant}) "
         f"at {done.published_at.isoformat()} to {done.folder}"
