@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pipeline import cli
+from pipeline.cli import sites as site_commands
 from pipeline.keywords import (
     MAX_VOLUME,
     KeywordFileError,
@@ -307,7 +308,7 @@ def good_site(env, tmp_path, monkeypatch):
     ingest(env, good)
     monkeypatch.setenv("DATABASE_URL", env.url)
     monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(cli, "add_site_partition", lambda slug: env.root)  # the partition exists already
+    monkeypatch.setattr(site_commands, "add_site_partition", lambda slug: env.root)  # the partition exists already
     return env
 
 

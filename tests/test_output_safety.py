@@ -26,7 +26,7 @@ from sqlalchemy import select
 
 import resources.llm
 from assets.reporting import markdown_table
-from pipeline import cli, review
+from pipeline import cli, publishing, review
 from pipeline.article_html import read_sections
 from pipeline.llm.engine import Completion, CompletionRequest
 from pipeline.llm.offline import OfflineProvider
@@ -170,7 +170,7 @@ def published(hostile, hostile_ids, tmp_path_factory) -> Path:
     """The export folder of the first hostile article, approved and published."""
     env, _ = hostile
     review.approve(env.store, hostile_ids[0], actor="tester")
-    return review.publish(env.store, hostile_ids[0], tmp_path_factory.mktemp("publish"), actor="tester").folder
+    return publishing.publish(env.store, hostile_ids[0], tmp_path_factory.mktemp("publish"), actor="tester").folder
 
 
 class Rendered(HTMLParser):
@@ -383,7 +383,7 @@ def test_published_html_page_still_escapes_the_same_hostile_text(published):
 def test_article_markdown_drops_links_with_other_schemes_and_keeps_their_text(href):
     # Bodies written before sanitising (or by another writer) are not trusted either.
     body = f'<p>See <a href="{href.replace("<", "&lt;")}">the link text</a> now.</p>'
-    page = render(review.article_markdown(body))
+    page = render(publishing.article_markdown(body))
     assert page.all("a") == []
     assert page.text == "See the link text now."
 
@@ -393,7 +393,7 @@ def test_article_markdown_drops_links_with_other_schemes_and_keeps_their_text(hr
     ["http://example.com/x", "https://example.com/a?b=1&c=2#f", "mailto:ed@example.com", "/x", "../x", "#f", "x.html"],
 )
 def test_article_markdown_keeps_http_mailto_and_relative_links(href):
-    page = render(review.article_markdown(f'<p><a href="{href.replace("&", "&amp;")}">text</a></p>'))
+    page = render(publishing.article_markdown(f'<p><a href="{href.replace("&", "&amp;")}">text</a></p>'))
     assert [attrs["href"] for attrs in page.all("a")] == [href]
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from pipeline import cli, review
+from pipeline import cli, publishing, review
 from pipeline.article_html import read_sections
 from pipeline.models import Content, ContentVariant, Image, ImagePrompt
 from tests.conftest import REPO, Env
@@ -101,7 +101,7 @@ def current_a_images(env: Env, content_id: int) -> list[tuple[ImagePrompt, Image
 
 def published(env: Env, content_id: int, publish_root: Path) -> Path:
     review.approve(env.store, content_id, actor="tester")
-    return review.publish(env.store, content_id, publish_root, actor="tester").folder
+    return publishing.publish(env.store, content_id, publish_root, actor="tester").folder
 
 
 def regenerate(env: Env, content_id: int, *, in_article: int, images: bool = True) -> int:
@@ -208,7 +208,7 @@ def test_draft_is_approved_then_published_and_each_step_is_recorded(env, draft_i
     )
     assert content_row(env, draft_id).status == "approved"
 
-    publication = review.publish(env.store, draft_id, publish_root, actor="editor:bo")
+    publication = publishing.publish(env.store, draft_id, publish_root, actor="editor:bo")
 
     row = content_row(env, draft_id)
     assert (row.status, row.published_version, row.published_variant) == ("published", 1, "A")
@@ -224,7 +224,7 @@ def test_draft_is_approved_then_published_and_each_step_is_recorded(env, draft_i
 def test_publishing_a_draft_is_refused_and_changes_nothing(env, draft_id, publish_root):
     before = state(env, draft_id)
     with pytest.raises(review.InvalidTransition) as refused:
-        review.publish(env.store, draft_id, publish_root)
+        publishing.publish(env.store, draft_id, publish_root)
     assert str(refused.value) == f"content {draft_id} is 'draft': cannot publish; allowed: approve, reject"
     assert state(env, draft_id) == before
     assert not publish_root.exists()
@@ -258,7 +258,7 @@ def test_an_unknown_content_id_is_refused_by_every_action(env, publish_root):
     for action in (
         lambda: review.approve(env.store, missing),
         lambda: review.reject(env.store, missing, note="x"),
-        lambda: review.publish(env.store, missing, publish_root),
+        lambda: publishing.publish(env.store, missing, publish_root),
         lambda: review.show(env.store, missing),
     ):
         with pytest.raises(review.UnknownContent, match=f"content {missing} does not exist"):
@@ -297,7 +297,7 @@ def test_variant_b_cannot_be_approved_or_published_when_only_a_exists(env, draft
     review.approve(env.store, draft_id)
     before = state(env, draft_id)
     with pytest.raises(review.PublishError, match="approved as variant A, not B"):
-        review.publish(env.store, draft_id, publish_root, variant="B")
+        publishing.publish(env.store, draft_id, publish_root, variant="B")
     assert state(env, draft_id) == before
     assert not publish_root.exists()
 
@@ -385,7 +385,7 @@ def test_publish_with_a_missing_image_file_fails_leaving_it_approved_and_no_fold
     try:
         before = state(env, draft_id)
         with pytest.raises(review.PublishError) as failed:
-            review.publish(env.store, draft_id, publish_root)
+            publishing.publish(env.store, draft_id, publish_root)
     finally:
         os.replace(hidden, image.path)
     message = str(failed.value)
@@ -400,7 +400,7 @@ def test_publish_before_image_prompts_exist_fails_and_says_to_materialize_them(e
     review.approve(env.store, draft_id)
     before = state(env, draft_id)
     with pytest.raises(review.PublishError) as failed:
-        review.publish(env.store, draft_id, publish_root)
+        publishing.publish(env.store, draft_id, publish_root)
     assert str(failed.value).startswith(f"content {draft_id} version {version} variant A has no image prompts yet; ")
     assert "--select image_prompts,images --partition sample" in str(failed.value)
     assert state(env, draft_id) == before
@@ -416,7 +416,7 @@ def test_an_export_that_fails_midway_leaves_no_partial_folder_and_keeps_it_appro
     try:
         before = state(env, draft_id)
         with pytest.raises(review.PublishError, match="does not match its recorded checksum"):
-            review.publish(env.store, draft_id, publish_root)
+            publishing.publish(env.store, draft_id, publish_root)
     finally:
         Path(image.path).write_bytes(original)
     assert state(env, draft_id) == before
@@ -431,7 +431,7 @@ def test_republishing_after_regeneration_replaces_the_folder_without_stale_files
     version = regenerate(env, draft_id, in_article=1)
     assert content_row(env, draft_id).status == "draft"
     review.approve(env.store, draft_id, variant="B", actor="ana")
-    republished = review.publish(env.store, draft_id, publish_root, actor="ana")  # defaults to the approved B
+    republished = publishing.publish(env.store, draft_id, publish_root, actor="ana")  # defaults to the approved B
 
     assert republished.folder == folder
     assert files_under(folder) == {"index.html", "index.md", "images/featured.png", "images/section-1.png"}
@@ -459,7 +459,7 @@ def test_a_failed_republish_keeps_the_previous_export_and_status(env, draft_id, 
     Path(image.path).write_bytes(b"not the recorded image")
     try:
         with pytest.raises(review.PublishError):
-            review.publish(env.store, draft_id, publish_root)
+            publishing.publish(env.store, draft_id, publish_root)
     finally:
         Path(image.path).write_bytes(original)
     assert {name: (folder / name).read_bytes() for name in files_under(folder)} == before_files
@@ -472,7 +472,7 @@ def test_publishing_a_variant_other_than_the_approved_one_is_refused(env, draft_
     review.approve(env.store, draft_id, variant="B")
     before = state(env, draft_id)
     with pytest.raises(review.PublishError, match="approved as variant B, not A; publish variant B"):
-        review.publish(env.store, draft_id, publish_root, variant="A")
+        publishing.publish(env.store, draft_id, publish_root, variant="A")
     assert state(env, draft_id) == before
 
 

@@ -1,0 +1,94 @@
+"""`pipeline metrics import` and `pipeline triggers add | list | remove`: what regenerates a published article."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.cli.base import UsageError, open_store
+from pipeline.metrics import MAX_ID, import_metrics_file
+from pipeline.triggers import COMPARISONS, rule_problems, site_rules
+
+
+def add_automation_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`metrics import` and `triggers add`, `list` and `remove`."""
+    metrics = commands.add_parser("metrics", help="post metrics").add_subparsers(dest="action", required=True)
+    load = metrics.add_parser("import", help="import a metrics CSV (content_id,variant,metric,value,observed_at)")
+    load.add_argument("file", type=Path)
+    load.set_defaults(handler=_metrics_import)
+
+    triggers = commands.add_parser("triggers", help="regeneration trigger rules").add_subparsers(
+        dest="action", required=True
+    )
+    add = triggers.add_parser("add", help="add a rule for one article (--content) or a site default")
+    add.add_argument("--site", required=True)
+    add.add_argument("--content", type=int, help="article id; omit for a default for every published article")
+    add.add_argument("--metric", required=True, help="metric name, e.g. ctr, clicks, likes")
+    add.add_argument("--comparison", required=True, choices=sorted(COMPARISONS))
+    add.add_argument("--threshold", required=True, type=float)
+    add.add_argument("--min-age-hours", type=float, default=0.0, help="minimum time since publishing")
+    add.add_argument("--instruction", default="", help="what the rewrite should focus on")
+    add.set_defaults(handler=_triggers_add)
+    listing = triggers.add_parser("list", help="rules of a site (store and settings) and their firings")
+    listing.add_argument("--site", required=True)
+    listing.set_defaults(handler=_triggers_list)
+    remove = triggers.add_parser("remove", help="disable a stored rule")
+    remove.add_argument("rule_id", type=int)
+    remove.set_defaults(handler=_triggers_remove)
+
+
+def _metrics_import(args: argparse.Namespace) -> int:
+    result = import_metrics_file(open_store(), args.file)
+    repeated = f", {result.repeated} repeated rows merged" if result.repeated else ""
+    print(f"{result.path}: {result.rows} rows, {result.added} new, {result.already_known} already imported{repeated}")
+    return 0
+
+
+def _triggers_add(args: argparse.Namespace) -> int:
+    store = open_store()
+    site = store.site(args.site)
+    found = rule_problems(args.metric, args.comparison, args.threshold, args.min_age_hours)
+    problems = [f"--{field.replace('_', '-')}: {problem}" for field, problem in found.items()]
+    if args.content is not None:
+        article = store.content_by_ids([args.content]).get(args.content) if 1 <= args.content <= MAX_ID else None
+        if article is None:
+            problems.append(f"--content: no article with id {args.content}")
+        elif article.site_id != site.id:
+            problems.append(f"--content: article {args.content} is not an article of site '{args.site}'")
+    if problems:
+        raise UsageError("no rule was added:\n" + "\n".join(f"  {problem}" for problem in problems))
+    rule = store.add_trigger_rule(
+        {
+            "site_id": site.id,
+            "content_id": args.content,
+            "metric": args.metric,
+            "comparison": args.comparison,
+            "threshold": args.threshold,
+            "min_age_hours": args.min_age_hours,
+            "instruction": args.instruction,
+        }
+    )
+    target = f"content {args.content}" if args.content is not None else f"every published article of {args.site}"
+    print(f"Rule {rule.id}: regenerate {target} when {args.metric} {args.comparison} {args.threshold:g}")
+    return 0
+
+
+def _triggers_list(args: argparse.Namespace) -> int:
+    store = open_store()
+    site = store.site(args.site)
+    for rule in site_rules(store, site):
+        scope = f"content {rule.content_id}" if rule.content_id else "site default"
+        print(f"{rule.key}\t{scope}\t{rule.describe()}\t{rule.instruction}")
+    for firing in store.firings(site_id=site.id):
+        print(
+            f"firing {firing.id}\tcontent {firing.content_id} v{firing.published_version}\t{firing.rule_key}\t"
+            f"{firing.status}\truns: {firing.run_id or '-'}\tattempts {firing.attempts}"
+        )
+    return 0
+
+
+def _triggers_remove(args: argparse.Namespace) -> int:
+    if not 1 <= args.rule_id <= MAX_ID or not open_store().disable_trigger_rule(args.rule_id):
+        raise UsageError(f"no rule with id {args.rule_id}")
+    print(f"Rule {args.rule_id} disabled.")
+    return 0

@@ -1,0 +1,143 @@
+"""`pipeline review list | show | approve | reject | publish`: the review gate from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline import publishing, review, settings
+from pipeline.cli.base import open_store, print_table
+from pipeline.output_safety import terminal_text
+
+
+def add_review_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`review list`, `show`, `approve`, `reject` and `publish`."""
+    gate = commands.add_parser("review", help="the review gate: list, show, approve, reject and publish articles")
+    actions = gate.add_subparsers(dest="action", required=True)
+
+    listing = actions.add_parser("list", help="articles with status, current version and variants")
+    listing.add_argument("--site", help="only this site")
+    listing.add_argument("--status", choices=review.STATUSES, help="only articles with this status")
+    listing.add_argument("--json", action="store_true", help="print a JSON list, one object per article")
+    listing.set_defaults(handler=_review_list)
+
+    show = actions.add_parser("show", help="an article's metadata, images, review history and text")
+    show.add_argument("id", type=int, help="content id (see: pipeline review list)")
+    show.add_argument("--variant", choices=review.VARIANTS, default=review.DEFAULT_VARIANT, help="variant to show")
+    show.set_defaults(handler=_review_show)
+
+    approve = actions.add_parser("approve", help="draft -> approved, for a variant of the current version")
+    approve.add_argument("id", type=int, help="content id")
+    approve.add_argument("--variant", choices=review.VARIANTS, help="variant to approve (default A)")
+    approve.set_defaults(handler=_review_approve)
+
+    reject = actions.add_parser("reject", help="draft or approved -> draft, with a note saying what to change")
+    reject.add_argument("id", type=int, help="content id")
+    reject.add_argument("--note", required=True, help="what has to change (stored on the article)")
+    reject.set_defaults(handler=_review_reject)
+
+    publish = actions.add_parser("publish", help="approved -> published: export HTML, Markdown and images")
+    publish.add_argument("id", type=int, help="content id")
+    publish.add_argument("--variant", choices=review.VARIANTS, help="variant to publish (default: the approved one)")
+    publish.set_defaults(handler=_review_publish)
+
+    for command in (approve, reject, publish):
+        command.add_argument("--actor", help="who acts, recorded in the review history (default: cli:$USER)")
+
+
+def _review_list(args: argparse.Namespace) -> int:
+    items = review.review_list(open_store(), site=args.site, status=args.status)
+    if args.json:
+        print(json.dumps([item.as_dict() for item in items], indent=2))
+        return 0
+    if not items:
+        print("No articles" + (f" with status {args.status}" if args.status else "") + ".")
+        return 0
+    columns = ["id", "site", "status", "version", "variants", "updated", "title"]
+    rows = [
+        [
+            str(item.id),
+            item.site,
+            item.status,
+            str(item.version),
+            ",".join(item.variants),
+            item.updated_at.strftime("%Y-%m-%d %H:%M"),
+            item.title,
+        ]
+        for item in items
+    ]
+    print_table(columns, rows)
+    return 0
+
+
+def _review_show(args: argparse.Namespace) -> int:
+    shown = review.show(open_store(), args.id, variant=args.variant)
+    article, variant, content = shown.article, shown.variant, shown.article.content
+    letters = ",".join(v.variant for v in article.current_variants)
+    # Nearly every value here is model (or reviewer) text: each line goes through `terminal_text`, so an
+    # ESC, BEL or C1 control is printed as a visible escape and a newline cannot fake another line.
+    lines = [
+        f"Content {content.id}  site {article.site.slug}  status {content.status}",
+        f"Idea:        {article.idea.title}",
+        f"Version:     {article.version} (variants {letters}; showing {variant.variant})",
+    ]
+    if content.published_version is not None:
+        lines.append(
+            f"Published:   version {content.published_version} variant {content.published_variant} "
+            f"at {content.published_at:%Y-%m-%d %H:%M} as {article.site.slug}/{article.slug}/"
+        )
+    if content.review_note:
+        lines.append(f"Review note: {content.review_note}")
+    lines += [
+        f"Written by:  {variant.provider}/{variant.model} ({variant.prompt_version}), {variant.word_count} words",
+        f"Meta title:  {variant.meta_title}",
+        f"Description: {variant.meta_description}",
+        f"Keywords:    {variant.primary_keyword}; " + ", ".join(variant.secondary_keywords),
+        f"Tags:        {', '.join(variant.tags) or '-'}   Categories: {', '.join(variant.categories) or '-'}",
+        "",
+        "Images:",
+    ]
+    if not shown.images:
+        lines.append("  none yet (materialize image_prompts and images)")
+    for prompt, image in shown.images:
+        where = "featured" if prompt.kind == "featured" else f"after '{prompt.anchor_heading}'"
+        state = "ok" if image is not None and Path(image.path).is_file() else "MISSING"
+        lines.append(f"  {state:8} {where}: {prompt.alt_text}")
+    lines += ["", "History:"]
+    if not shown.events:
+        lines.append("  no status changes yet")
+    for event in shown.events:
+        which = f"v{event.version}" + (f" {event.variant}" if event.variant else "") if event.version else ""
+        change = f"{event.from_status} -> {event.to_status}"
+        note = f"  {event.note}" if event.note else ""
+        lines.append(f"  {event.created_at:%Y-%m-%d %H:%M}  {change}  {which}  {event.actor}{note}")
+    lines += ["", f"# {variant.title}", ""]
+    for line in lines:
+        print(terminal_text(line))
+    print(terminal_text(publishing.article_markdown(variant.body_html), multiline=True))
+    return 0
+
+
+def _review_approve(args: argparse.Namespace) -> int:
+    done = review.approve(open_store(), args.id, variant=args.variant, actor=args.actor)
+    print(f"Approved content {done.content_id} (version {done.version}, variant {done.variant}).")
+    print(f"Next: pipeline review publish {done.content_id}")
+    return 0
+
+
+def _review_reject(args: argparse.Namespace) -> int:
+    done = review.reject(open_store(), args.id, note=args.note, actor=args.actor)
+    print(f"Rejected content {done.content_id}: {done.from_status} -> draft, note: {done.note}")
+    return 0
+
+
+def _review_publish(args: argparse.Namespace) -> int:
+    done = publishing.publish(open_store(), args.id, settings.publish_dir(), variant=args.variant, actor=args.actor)
+    print(
+        f"Published content {done.content_id} (version {done.version}, variant {done.variant}) "
+        f"at {done.published_at.isoformat()} to {done.folder}"
+    )
+    for path in done.files:
+        print(f"  {path.relative_to(done.folder)}")
+    return 0
