@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        code: int = args.handler(args)
+        return code
     except (KeywordFileError, InvalidSlug, UnknownSite, ReviewError, MetricsFileError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

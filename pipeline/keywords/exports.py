@@ -73,17 +73,17 @@ def decode(raw: bytes) -> tuple[str, str, list[Problem]]:
         if _looks_like_utf16(body):
             message = "looks like UTF-16 without a byte-order mark; save it as UTF-8, or as UTF-16 with one"
             return "", label, [Problem(1, None, message)]
-        problems = _check_utf8_lines(body)
-        return ("" if problems else body.decode("utf-8")), label, problems
+        invalid = _check_utf8_lines(body)
+        return ("" if invalid else body.decode("utf-8")), label, invalid
     try:
         text = body.decode(codec)
     except UnicodeDecodeError as exc:
         line = body[: exc.start].decode(codec, errors="replace").count("\n") + 1
         bad = body[exc.start : exc.end].hex()
         return "", label, [Problem(line, None, f"not valid {name} (bytes 0x{bad} at offset {exc.start + 2})")]
-    problems = []
-    for number, line in enumerate(io.StringIO(text, newline=""), start=1):
-        size = len(line.rstrip("\r\n").encode(codec))
+    problems: list[Problem] = []
+    for number, row in enumerate(io.StringIO(text, newline=""), start=1):
+        size = len(row.rstrip("\r\n").encode(codec))
         if size > MAX_ROW_BYTES:
             problems.append(_oversized(number, size))
             if len(problems) >= MAX_REPORTED_PROBLEMS:

@@ -31,11 +31,13 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, DecimalException
 from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, Column, SmallInteger
+from sqlalchemy import BigInteger, ColumnElement, SmallInteger
 
 from pipeline.models import Keyword
 
@@ -44,8 +46,10 @@ MAX_KEYWORD_CHARS = 255  # `keywords.keyword` and `keywords.normalized` are VARC
 MAX_REPORTED_PROBLEMS = 20
 MAX_DIFFICULTY = 100
 
+V = TypeVar("V")
 
-def _integer_maximum(column: Column) -> int:
+
+def _integer_maximum(column: ColumnElement[Any]) -> int:
     """The largest value an integer column holds on every backend (PostgreSQL's range is the narrower)."""
     if isinstance(column.type, BigInteger):
         return 2**63 - 1
@@ -153,7 +157,7 @@ def read_row(record: list[str], header: Header, line: int) -> tuple[KeywordRow |
         if problem:
             problems.append(Problem(line, header.names[header.columns[name]], problem))
 
-    def parsed(name: str, read):
+    def parsed(name: str, read: Callable[[str], V]) -> V | None:
         if not cells.get(name):
             return None
         try:

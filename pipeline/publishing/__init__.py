@@ -84,6 +84,7 @@ def _export_images(store: Store, article: Article, variant: ContentVariant) -> l
         raise PublishError(f"{where}: {len(missing)} of {len(rows)} images are missing ({names}); {materialize}")
     exported, section = [], 0
     for prompt, image in rows:
+        assert image is not None  # every image was checked present above
         if prompt.kind == "featured":
             name = "featured"
         else:
