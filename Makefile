@@ -48,13 +48,14 @@ demo: install
 	@echo "== What the pipeline produced =="
 	$(BIN)/pipeline status --site $(SAMPLE_SITE)
 
-## Lint, then run the suite twice: on SQLite (the embedded default), then with the store and the Dagster
+## Lint (as `make lint`), then run the suite twice: on SQLite (the embedded default), then with the store and the Dagster
 ## instance on PostgreSQL. The PostgreSQL pass is skipped, saying so, when no server answers at
 ## TEST_DATABASE_URL, and fails instead when PIPELINE_REQUIRE_POSTGRES=1 (CI). Any non-zero pytest exit fails
 ## the target, including 5 ("no tests collected").
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(MAKE) --no-print-directory test-sqlite
 	$(MAKE) --no-print-directory test-postgres
 
@@ -64,8 +65,9 @@ test-sqlite: install
 test-postgres: install
 	PIPELINE_TEST_BACKEND=postgresql TEST_DATABASE_URL='$(TEST_DATABASE_URL)' $(BIN)/pytest
 
+## Lint: ruff (with its pytest rules), ruff's formatter, and mypy strict on the whole tree (pyproject.toml).
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 ## Dagster UI (webserver + daemon) on http://127.0.0.1:3000 with the persistent instance in .dagster/.
 ui: install
