@@ -16,6 +16,7 @@ from dagster import (
 from pydantic import Field
 
 from pipeline.llm.engine import ModelEngine
+from pipeline.llm.window import tune_process_for_runs
 from pipeline.output_safety import markdown_text
 from pipeline.stages import RunOptions, StageFailed, StageReport
 from pipeline.store import Store
@@ -74,6 +75,7 @@ def engine_for(context: AssetExecutionContext, store: Store, llm: LLMResource, c
 
     The run's tags say which provider and endpoint each kind of call used, so a run with real text and
     offline images, say, is visible as such in the runs list."""
+    tune_process_for_runs()  # a run starts here: once per process, before its first model call
     engine = llm.engine(
         store, run_id=context.run.run_id, partition=context.partition_key, force=config.force, dry_run=config.dry_run
     )

@@ -13,10 +13,12 @@ from pydantic import Field
 
 from pipeline.llm.catalog import DEFAULT_CATALOG
 from pipeline.llm.endpoints import DEFAULT_KEY_ENV, Endpoint, EndpointError, resolve_endpoints
-from pipeline.llm.engine import EngineOptions, ModelEngine, Provider
+from pipeline.llm.engine import ModelEngine
 from pipeline.llm.limits import limiter_for
 from pipeline.llm.offline import OfflineProvider
 from pipeline.llm.openai_provider import OpenAIProvider
+from pipeline.llm.tasks import EngineOptions
+from pipeline.llm.wire import Provider
 from pipeline.prompts import PromptRegistry
 from pipeline.sites import SiteSettings, site_settings
 from pipeline.store import Store

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.clustering import ClusteringConfig, Embedder, cluster_keywords
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.models import UNCLUSTERED_KEY, Keyword
 from pipeline.prompts.schemas import ClusterNames
 from pipeline.sites import site_settings

@@ -12,7 +12,8 @@ from typing import Any
 
 from pipeline.article_html import plain_text, read_sections, render_article
 from pipeline.keywords import normalize_keyword
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.models import Cluster, Idea
 from pipeline.output_safety import markdown_block, markdown_text
 from pipeline.prompts.schemas import ArticleDraft

@@ -8,7 +8,8 @@ the cluster, so a re-run cannot duplicate them.
 from __future__ import annotations
 
 from pipeline.keywords import normalize_keyword
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.prompts.schemas import IdeaBatch, IdeaDraft
 from pipeline.sites import site_settings, slugify
 from pipeline.stages import RunOptions, StageReport, dry_run_report

@@ -11,7 +11,8 @@ from typing import Any
 
 from pipeline.article_html import read_sections
 from pipeline.keywords import normalize_keyword
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.prompts.schemas import ImagePromptSet
 from pipeline.sites import site_settings
 from pipeline.stages import RunOptions, StageReport, dry_run_report

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.llm.engine import ImageTask, ModelCallFailed, ModelEngine
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ImageTask, ModelCallFailed
 from pipeline.stages import RunOptions, StageReport, dry_run_report
 from pipeline.store import Store
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.article_html import plain_text, read_sections
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.models import Site, TriggerFiring
 from pipeline.prompts.schemas import ArticleDraft, MetricsAnalysis
 from pipeline.sites import site_settings
