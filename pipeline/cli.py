@@ -28,7 +28,7 @@ from pipeline.keywords import KeywordFileError, keep_keyword_file, parse_keyword
 from pipeline.metrics import MAX_ID, MetricsFileError, import_metrics_file
 from pipeline.output_safety import terminal_text
 from pipeline.sites import InvalidSlug, SiteSettingsError, parse_site_settings, site_settings, validate_slug
-from pipeline.stages import MODEL_STAGES
+from pipeline.stages import MODEL_STAGES, RunOptions
 from pipeline.store import Store, UnknownSite
 from pipeline.triggers import COMPARISONS, rule_problems, site_rules
 
@@ -142,7 +142,9 @@ def _estimate(args: argparse.Namespace) -> int:
     from resources.llm import llm_from_environment  # the same provider/model choice as runs
 
     store = _store()
-    with llm_from_environment().engine(store, run_id=None, partition=args.site, dry_run=True) as engine:
+    with llm_from_environment().engine(
+        store, run_id=None, partition=args.site, options=RunOptions(dry_run=True)
+    ) as engine:
         estimates = estimate_site(store, engine, args.site, (args.stage,) if args.stage else MODEL_STAGES)
     if args.json:
         print(json.dumps([e.as_dict() for e in estimates], indent=2))

@@ -91,7 +91,8 @@ def response_format(
 
 def strict_schema(response_format: dict[str, Any]) -> dict[str, Any]:
     """The JSON schema inside a `json_schema` response format."""
-    return response_format["json_schema"]["schema"]
+    schema: dict[str, Any] = response_format["json_schema"]["schema"]
+    return schema
 
 
 def _constrain(root: dict[str, Any], path: str, keywords: dict[str, Any], *, array: bool = False) -> None:
