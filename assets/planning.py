@@ -7,6 +7,7 @@ from assets.partitions import sites_partitions
 from assets.pools import LLM_POOL
 from assets.reporting import StageConfig, engine_for, items_check, materialize_result
 from pipeline.keywords import KeywordFileError
+from pipeline.stages import RunSite
 from pipeline.stages.clusters import build_clusters
 from pipeline.stages.ideas import generate_ideas
 from pipeline.stages.keywords import NoKeywordFile, ingest_keywords
@@ -54,9 +55,10 @@ def clusters(
     the model only names and describes new clusters, in batches. New keywords join existing clusters
     without renaming them; `recluster: true` rebuilds from scratch.
     """
-    db = store.open()
-    with engine_for(context, db, llm, config) as engine:
-        report = build_clusters(db, engine, context.partition_key, config.options(), recluster=config.recluster)
+    db, options = store.open(), config.options()
+    site = RunSite.of(db, context.partition_key)
+    with engine_for(context, db, llm, site, options) as engine:
+        report = build_clusters(db, engine, site, options, recluster=config.recluster)
     return materialize_result(
         context,
         "clusters",
@@ -84,9 +86,10 @@ def ideas(
 
     Only clusters without ideas are planned; target keywords the model invents are dropped.
     """
-    db = store.open()
-    with engine_for(context, db, llm, config) as engine:
-        report = generate_ideas(db, engine, context.partition_key, config.options())
+    db, options = store.open(), config.options()
+    site = RunSite.of(db, context.partition_key)
+    with engine_for(context, db, llm, site, options) as engine:
+        report = generate_ideas(db, engine, site, options)
     return materialize_result(
         context,
         "ideas",

@@ -16,8 +16,9 @@ from dagster import (
 from pydantic import Field
 
 from pipeline.llm.engine import ModelEngine
+from pipeline.llm.window import tune_process_for_runs
 from pipeline.output_safety import markdown_text
-from pipeline.stages import RunOptions, StageFailed, StageReport
+from pipeline.stages import RunOptions, RunSite, StageFailed, StageReport
 from pipeline.store import Store
 from resources import LLMResource
 
@@ -69,13 +70,17 @@ def items_check(asset_name: str) -> AssetCheckSpec:
     )
 
 
-def engine_for(context: AssetExecutionContext, store: Store, llm: LLMResource, config: StageConfig) -> ModelEngine:
+def engine_for(
+    context: AssetExecutionContext, store: Store, llm: LLMResource, site: RunSite, options: RunOptions
+) -> ModelEngine:
     """The model engine for this run and site partition (use as a context manager).
 
-    The run's tags say which provider and endpoint each kind of call used, so a run with real text and
-    offline images, say, is visible as such in the runs list."""
+    `site` and `options` are the ones the asset hands its stage: resolved once, shared. The run's tags
+    say which provider and endpoint each kind of call used, so a run with real text and offline images,
+    say, is visible as such in the runs list."""
+    tune_process_for_runs()  # a run starts here: once per process, before its first model call
     engine = llm.engine(
-        store, run_id=context.run.run_id, partition=context.partition_key, force=config.force, dry_run=config.dry_run
+        store, run_id=context.run.run_id, partition=context.partition_key, options=options, settings=site.settings
     )
     tags = {
         f"pipeline/{kind}_endpoint": _tag(f"{provider.name} {provider.endpoint}")
@@ -109,7 +114,7 @@ def materialize_result(
     """Counts, previews and model usage as metadata, with the `items_ok` check result; raise `Failure`
     when more items failed than `max_failure_share` of those attempted (and more than `allowed_failures`),
     or when the provider could not be used at all."""
-    metadata: dict[str, Any] = dict(report.counts) | dict(report.notes)
+    metadata: dict[str, Any] = report.all_counts() | dict(report.notes)
     if row_count_key and row_count_key in report.counts:
         metadata["dagster/row_count"] = int(report.counts[row_count_key])
     if report.preview:

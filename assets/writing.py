@@ -7,6 +7,7 @@ from assets.partitions import sites_partitions
 from assets.planning import ideas
 from assets.pools import IMAGE_POOL, LLM_POOL
 from assets.reporting import StageConfig, engine_for, items_check, materialize_result
+from pipeline.stages import RunSite
 from pipeline.stages.content import write_content
 from pipeline.stages.image_prompts import generate_image_prompts
 from pipeline.stages.images import generate_images
@@ -42,14 +43,13 @@ def content(
     With `regenerate_firings` (metric triggers), under-performing published articles are rewritten as a
     new version with variants A and B, history kept, and sent back to `draft` for review.
     """
-    db = store.open()
-    with engine_for(context, db, llm, config) as engine:
+    db, options = store.open(), config.options()
+    site = RunSite.of(db, context.partition_key)
+    with engine_for(context, db, llm, site, options) as engine:
         if config.regenerate_firings:
-            report = regenerate_variants(
-                db, engine, context.partition_key, config.regenerate_firings, context.run.run_id
-            )
+            report = regenerate_variants(db, engine, site, config.regenerate_firings, context.run.run_id)
         else:
-            report = write_content(db, engine, context.partition_key, config.options())
+            report = write_content(db, engine, site, options)
     return materialize_result(
         context,
         "content",
@@ -74,9 +74,10 @@ def image_prompts(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
 ) -> MaterializeResult:
     """Image prompts per current article variant: one featured, and in-article ones anchored to H2s."""
-    db = store.open()
-    with engine_for(context, db, llm, config) as engine:
-        report = generate_image_prompts(db, engine, context.partition_key, config.options())
+    db, options = store.open(), config.options()
+    site = RunSite.of(db, context.partition_key)
+    with engine_for(context, db, llm, site, options) as engine:
+        report = generate_image_prompts(db, engine, site, options)
     return materialize_result(
         context,
         "image_prompts",
@@ -104,9 +105,10 @@ def images(
 
     Prompts without an image, or whose file went missing, are rendered; files are written atomically.
     """
-    db = store.open()
-    with engine_for(context, db, llm, config) as engine:
-        report = generate_images(db, engine, context.partition_key, media.directory(), config.options())
+    db, options = store.open(), config.options()
+    site = RunSite.of(db, context.partition_key)
+    with engine_for(context, db, llm, site, options) as engine:
+        report = generate_images(db, engine, site, media.directory(), options)
     return materialize_result(
         context,
         "images",

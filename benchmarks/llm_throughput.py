@@ -37,8 +37,9 @@ import dagster as dg  # noqa: E402
 from sqlalchemy import update  # noqa: E402
 
 from assets import ALL_ASSETS  # noqa: E402
-from pipeline.llm.engine import new_event_loop  # noqa: E402
-from pipeline.llm.openai_provider import chat_arguments, sdk_client  # noqa: E402
+from pipeline.llm.openai_provider import sdk_client  # noqa: E402
+from pipeline.llm.structured_output import chat_arguments  # noqa: E402
+from pipeline.llm.window import new_event_loop, tune_process_for_runs  # noqa: E402
 from pipeline.models import Site  # noqa: E402
 from pipeline.prompts.schemas import ArticleDraft  # noqa: E402
 from pipeline.sites import SITES_PARTITION  # noqa: E402
@@ -101,6 +102,7 @@ def run_stage(prepared: str, folder: Path, base_url: str, concurrency: int, limi
     shutil.copy(prepared.removeprefix("sqlite:///"), copy)
     store = Store(f"sqlite:///{copy}")
     llm = LLMResource(provider="openai", api_key="bench", base_url=base_url, concurrency=concurrency, max_retries=0)
+    tune_process_for_runs()  # as a run does where it starts (`assets/reporting.py`)
     with llm.engine(store, run_id=f"bench-{concurrency}", partition="bench") as engine:
         started = time.perf_counter()
         report = write_content(store, engine, "bench", RunOptions(limit=limit))

@@ -9,14 +9,14 @@ stage's measured average prompt size when known and a typical size otherwise.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.keywords import read_keyword_file
 from pipeline.llm.catalog import Usage
 from pipeline.llm.engine import ModelEngine
-from pipeline.sites import site_settings
-from pipeline.stages import MODEL_STAGES, RunOptions
+from pipeline.llm.tasks import Estimate
+from pipeline.stages import MODEL_STAGES, RunOptions, RunSite, StageReport
 from pipeline.stages.clusters import NAMING_BATCH, build_clusters
 from pipeline.stages.content import write_content
 from pipeline.stages.ideas import generate_ideas
@@ -28,46 +28,31 @@ from pipeline.store import Store
 TYPICAL_INPUT_TOKENS = {"clusters": 1_200, "ideas": 900, "content": 800, "image_prompts": 900, "images": 0}
 
 
-@dataclass(frozen=True)
-class StageEstimate:
-    """The estimate of one stage: exact for pending items, projected for items not created yet."""
-
-    stage: str
-    model: str
-    pending_items: int
-    projected_items: int
-    calls: int
-    cached: int
-    input_tokens: int
-    output_tokens: int
-    images: int
-    cost_usd: float
-
-    def as_dict(self) -> dict[str, object]:
-        """Plain values for JSON output."""
-        return asdict(self)
-
-
 def estimate_site(
     store: Store, engine: ModelEngine, slug: str, stages: tuple[str, ...] = MODEL_STAGES
-) -> list[StageEstimate]:
-    """Estimate every model-calling stage of `slug` (or only `stages`), in pipeline order."""
+) -> list[Estimate]:
+    """Estimate every model-calling stage of `slug` (or only `stages`), in pipeline order.
+
+    Each estimate is exact for the stage's pending items and projects the items not created yet
+    (`projected_items`)."""
     unknown = set(stages) - set(MODEL_STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODEL_STAGES)}")
-    site = store.site(slug)
-    settings = site_settings(site.settings)
+    run = RunSite.of(store, slug)
+    site, settings = run.site, run.settings
     dry = RunOptions(dry_run=True)
-    exact: dict[str, dict] = {}
+    exact: dict[str, Estimate] = {}
+    projected = {"clusters": 0}
     if store.keywords(site.id):
-        exact["clusters"] = build_clusters(store, engine, slug, dry).counts
+        exact["clusters"] = _estimate_of(build_clusters(store, engine, run, dry))
     else:  # keywords not ingested yet: project clusters from the keyword file
         rows = len(read_keyword_file(site.keywords_file).rows) if site.keywords_file else 0
-        exact["clusters"] = _nothing_pending() | {"projected": -(-rows // settings.target_cluster_size)}
-    exact["ideas"] = generate_ideas(store, engine, slug, dry).counts
-    exact["content"] = write_content(store, engine, slug, dry).counts
-    exact["image_prompts"] = generate_image_prompts(store, engine, slug, dry).counts
-    exact["images"] = generate_images(store, engine, slug, Path("."), dry).counts
+        exact["clusters"] = _nothing_pending(engine, "clusters")
+        projected["clusters"] = -(-rows // settings.target_cluster_size)
+    exact["ideas"] = _estimate_of(generate_ideas(store, engine, run, dry))
+    exact["content"] = _estimate_of(write_content(store, engine, run, dry))
+    exact["image_prompts"] = _estimate_of(generate_image_prompts(store, engine, run, dry))
+    exact["images"] = _estimate_of(generate_images(store, engine, run, Path("."), dry))
 
     # Each stage's items = its pending items now + items its upstream will create (x fan-out).
     fan_out = {
@@ -76,10 +61,9 @@ def estimate_site(
         "image_prompts": 1,
         "images": 1 + settings.in_article_images,
     }
-    projected = {"clusters": exact["clusters"].get("projected", 0)}
     previous = "clusters"
     for stage in MODEL_STAGES[1:]:
-        upstream_items = exact[previous]["pending_items"] + projected[previous]
+        upstream_items = exact[previous].pending_items + projected[previous]
         projected[stage] = upstream_items * fan_out[stage]
         previous = stage
 
@@ -87,10 +71,10 @@ def estimate_site(
     for stage in MODEL_STAGES:
         if stage not in stages:
             continue
-        counts = exact[stage]
+        counted = exact[stage]
         settings_model = engine.catalog.stage(stage)
-        calls, input_tokens = int(counts["estimated_calls"]), int(counts["estimated_input_tokens"])
-        output_tokens, images = int(counts["estimated_output_tokens"]), int(counts["estimated_images"])
+        calls, input_tokens = counted.calls, counted.input_tokens
+        output_tokens, images = counted.output_tokens, counted.images
         extra_calls = -(-projected[stage] // NAMING_BATCH) if stage == "clusters" else projected[stage]
         per_call = input_tokens // calls if calls else TYPICAL_INPUT_TOKENS[stage]
         if stage == "images":
@@ -101,13 +85,11 @@ def estimate_site(
         calls += extra_calls
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, images=images)
         results.append(
-            StageEstimate(
-                stage=stage,
+            replace(
+                counted,
                 model=settings_model.model,
-                pending_items=int(counts["pending_items"]),
                 projected_items=projected[stage],
                 calls=calls,
-                cached=int(counts["estimated_cache_hits"]),
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
                 images=images,
@@ -117,12 +99,20 @@ def estimate_site(
     return results
 
 
-def _nothing_pending() -> dict[str, int]:
-    return {
-        "pending_items": 0,
-        "estimated_calls": 0,
-        "estimated_cache_hits": 0,
-        "estimated_input_tokens": 0,
-        "estimated_output_tokens": 0,
-        "estimated_images": 0,
-    }
+def _estimate_of(report: StageReport) -> Estimate:
+    """The typed estimate of a stage's dry run."""
+    assert report.estimate is not None, "a dry run reports its estimate"
+    return report.estimate
+
+
+def _nothing_pending(engine: ModelEngine, stage: str) -> Estimate:
+    return Estimate(
+        stage=stage,
+        model=engine.catalog.stage(stage).model,
+        calls=0,
+        cached=0,
+        input_tokens=0,
+        output_tokens=0,
+        images=0,
+        cost_usd=0.0,
+    )

@@ -13,12 +13,15 @@ from pydantic import Field
 
 from pipeline.llm.catalog import DEFAULT_CATALOG
 from pipeline.llm.endpoints import DEFAULT_KEY_ENV, Endpoint, EndpointError, resolve_endpoints
-from pipeline.llm.engine import EngineOptions, ModelEngine, Provider
+from pipeline.llm.engine import ModelEngine
 from pipeline.llm.limits import limiter_for
 from pipeline.llm.offline import OfflineProvider
 from pipeline.llm.openai_provider import OpenAIProvider
+from pipeline.llm.tasks import DEFAULT_CONCURRENCY, EngineOptions
+from pipeline.llm.wire import Provider
 from pipeline.prompts import PromptRegistry
 from pipeline.sites import SiteSettings, site_settings
+from pipeline.stages import RunOptions
 from pipeline.store import Store
 
 
@@ -94,7 +97,10 @@ class LLMResource(ConfigurableResource):
     embeddings: EndpointConfig = Field(default_factory=EndpointConfig, description="Embeddings endpoint.")
     images: EndpointConfig = Field(default_factory=EndpointConfig, description="Images endpoint (offline allowed).")
     concurrency: int | None = Field(
-        default=None, ge=1, le=256, description="Calls in flight at once inside one asset (unset: 16, or env)."
+        default=None,
+        ge=1,
+        le=256,
+        description=f"Calls in flight at once inside one asset (unset: {DEFAULT_CONCURRENCY}, or env).",
     )
     max_retries: int = Field(default=2, ge=0, le=10, description="SDK retries for 429, 5xx, timeouts.")
     timeout_s: float = Field(default=60.0, gt=0, description="Per-request timeout of one HTTP attempt.")
@@ -129,12 +135,21 @@ class LLMResource(ConfigurableResource):
         return resolve_endpoints(run, site_values)
 
     def engine(
-        self, store: Store, *, run_id: str | None, partition: str | None, force: bool = False, dry_run: bool = False
+        self,
+        store: Store,
+        *,
+        run_id: str | None,
+        partition: str | None,
+        options: RunOptions = RunOptions(),
+        settings: SiteSettings | None = None,
     ) -> ModelEngine:
         """An engine recording its calls in `store` under this run and partition; use it as a context manager.
 
-        `dry_run` builds an engine that refuses every call (estimates only)."""
-        settings = site_settings(store.site(partition).settings) if partition else None
+        `options` are the run options the stage gets too (`force` bypasses the response cache; `dry_run`
+        builds an engine that refuses every call, for estimates). `settings` are the partition's site
+        settings when the caller has them already; otherwise they are read from the store."""
+        if settings is None and partition:
+            settings = site_settings(store.site(partition).settings)
         catalog = DEFAULT_CATALOG
         if settings:
             catalog = catalog.merged(settings.models, settings.prices)
@@ -163,9 +178,9 @@ class LLMResource(ConfigurableResource):
             options=EngineOptions(
                 concurrency=concurrency if provider.cacheable else 1,
                 repair_attempts=self.repair_attempts,
-                force=force,
+                force=options.force,
                 max_run_cost_usd=min(budgets) if budgets else None,
-                dry_run=dry_run,
+                dry_run=options.dry_run,
                 item_timeout_s=self.item_timeout_s,
             ),
             run_prompt_overrides={name: p.model_dump() for name, p in self.prompts.items()},
@@ -190,9 +205,6 @@ class LLMResource(ConfigurableResource):
                 built[key] = PROVIDERS[endpoint.provider](self, endpoint)
             providers[kind] = built[key]
         return providers
-
-
-DEFAULT_CONCURRENCY = 16
 
 
 def llm_from_environment() -> LLMResource:

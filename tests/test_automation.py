@@ -16,8 +16,8 @@ from sqlalchemy import select, update
 import resources.llm
 from assets import ALL_ASSETS
 from assets.writing import ContentConfig
-from pipeline.llm.engine import Completion, CompletionRequest, ProviderError
 from pipeline.llm.offline import OfflineProvider
+from pipeline.llm.wire import Completion, CompletionRequest, ProviderError
 from pipeline.maintenance import clean_up
 from pipeline.metrics import MetricsFileError, import_metrics_file
 from pipeline.models import Content, Image, ImagePrompt, ReviewEvent, TriggerFiring

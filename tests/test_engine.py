@@ -9,19 +9,13 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import select, update
 
-import pipeline.llm.engine as engine_module
+import pipeline.llm.window as window_module
 import resources.llm
 from pipeline.llm.catalog import DEFAULT_CATALOG, Usage
-from pipeline.llm.engine import (
-    Completion,
-    CompletionRequest,
-    EngineOptions,
-    ModelCallFailed,
-    ModelEngine,
-    ProviderError,
-    Task,
-)
+from pipeline.llm.engine import ModelEngine
 from pipeline.llm.offline import OfflineProvider
+from pipeline.llm.tasks import EngineOptions, ModelCallFailed, Task
+from pipeline.llm.wire import Completion, CompletionRequest, ProviderError
 from pipeline.models import Content, ContentVariant, Site
 from pipeline.prompts import PromptRegistry
 from pipeline.prompts.schemas import ArticleDraft, ClusterNames, IdeaBatch
@@ -268,11 +262,12 @@ def test_calls_run_concurrently_up_to_the_configured_bound(env):
 def test_long_lived_objects_are_frozen_once_per_process_before_the_first_call(env, monkeypatch):
     env.add_site()
     freezes: list[int] = []
-    monkeypatch.setattr(engine_module, "_frozen", False)
+    monkeypatch.setattr(window_module, "_tuned", False)
     monkeypatch.setattr(gc, "freeze", lambda: freezes.append(PaidOffline.calls))
     PaidOffline.calls = 0
     tasks = ideas_tasks(env, 4)
     for batch in (tasks[:2], tasks[2:]):  # two engines in one process, each making real calls
+        window_module.tune_process_for_runs()  # where each run starts (`assets/reporting.py`)
         with engine(env, PaidOffline()) as each:
             list(each.generate_each("ideas", batch))
     assert freezes == [0], "one freeze, before any call was made"

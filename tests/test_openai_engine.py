@@ -8,8 +8,8 @@ import time
 import pytest
 from sqlalchemy import delete, select
 
-from pipeline.llm.engine import ImageTask, ModelCallFailed, Task
 from pipeline.llm.limits import RateLimiter, limiter_for
+from pipeline.llm.tasks import ImageTask, ModelCallFailed, Task
 from pipeline.models import Content, ContentVariant, Idea, ImagePrompt, ModelCall
 from pipeline.prompts.schemas import IdeaBatch
 from resources import LLMResource

@@ -28,8 +28,8 @@ import resources.llm
 from assets.reporting import markdown_table
 from pipeline import cli, publishing, review
 from pipeline.article_html import read_sections
-from pipeline.llm.engine import Completion, CompletionRequest
 from pipeline.llm.offline import OfflineProvider
+from pipeline.llm.wire import Completion, CompletionRequest
 from pipeline.models import ContentVariant
 from pipeline.output_safety import link_url, markdown_text, terminal_text
 from pipeline.prompts.schemas import ArticleDraft, ArticleSection, ImagePromptSet

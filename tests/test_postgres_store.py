@@ -26,8 +26,9 @@ from sqlalchemy.pool import NullPool
 
 from pipeline.keywords import KeywordRow
 from pipeline.llm.catalog import DEFAULT_CATALOG
-from pipeline.llm.engine import Completion, CompletionRequest, ModelEngine
+from pipeline.llm.engine import ModelEngine
 from pipeline.llm.offline import OfflineProvider
+from pipeline.llm.wire import Completion, CompletionRequest
 from pipeline.models import Base, Cluster, Content, ContentVariant, Idea, ImagePrompt, Keyword
 from pipeline.prompts import PromptRegistry
 from pipeline.prompts.schemas import ArticleDraft, IdeaBatch, ImagePromptSet

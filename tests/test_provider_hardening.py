@@ -21,8 +21,9 @@ import pytest
 from sqlalchemy import select
 
 from pipeline.cli import main as cli
-from pipeline.llm.engine import Task
-from pipeline.llm.openai_provider import forget_endpoints, response_format
+from pipeline.llm.openai_provider import forget_endpoints
+from pipeline.llm.structured_output import response_format
+from pipeline.llm.tasks import Task
 from pipeline.models import Cluster, Content, ContentVariant, Idea, ImagePrompt, ItemLease, ResponseCache
 from pipeline.prompts.schemas import ArticleDraft, ArticleSection, ClusterNames
 from pipeline.stages.clusters import FALLBACK_MODEL

@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from pipeline import settings
 from pipeline.cli.base import open_store, print_table
-from pipeline.stages import MODEL_STAGES
+from pipeline.stages import MODEL_STAGES, RunOptions
 
 
 def add_status_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +31,9 @@ def _estimate(args: argparse.Namespace) -> int:
     from resources.llm import llm_from_environment  # the same provider/model choice as runs
 
     store = open_store()
-    with llm_from_environment().engine(store, run_id=None, partition=args.site, dry_run=True) as engine:
+    with llm_from_environment().engine(
+        store, run_id=None, partition=args.site, options=RunOptions(dry_run=True)
+    ) as engine:
         estimates = estimate_site(store, engine, args.site, (args.stage,) if args.stage else MODEL_STAGES)
     if args.json:
         print(json.dumps([e.as_dict() for e in estimates], indent=2))

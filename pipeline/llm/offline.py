@@ -22,7 +22,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.llm.catalog import OFFLINE_MODEL, Usage
-from pipeline.llm.engine import (
+from pipeline.llm.wire import (
     Completion,
     CompletionRequest,
     EmbeddingRequest,

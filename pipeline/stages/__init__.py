@@ -8,9 +8,16 @@ asset fails after everything else has been saved.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pipeline.llm.tasks import Estimate
+from pipeline.models import Site
+from pipeline.sites import SiteSettings, site_settings
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
 
 # The stages that call a model, in pipeline order.
 MODEL_STAGES = ("clusters", "ideas", "content", "image_prompts", "images")
@@ -27,6 +34,7 @@ class StageReport:
     items: int = 0  # items the stage set out to produce: the base of the failure share
     degraded: list[str] = field(default_factory=list)  # produced with a fallback (counted, not failed)
     notes: dict[str, str] = field(default_factory=dict)  # how the stage ran (backend, fallbacks), as metadata
+    estimate: Estimate | None = None  # a dry run's estimate, typed; shown as `estimate_counts`
 
     @property
     def failure_share(self) -> float:
@@ -35,9 +43,30 @@ class StageReport:
             return 0.0
         return min(len(self.failures) / self.items, 1.0) if self.items else 1.0
 
+    def all_counts(self) -> dict[str, int | float]:
+        """The counts, with a dry run's estimate rendered as counts."""
+        return self.counts | (estimate_counts(self.estimate) if self.estimate else {})
+
     def summary(self) -> str:
         """One line for logs."""
-        return ", ".join(f"{key}={value}" for key, value in self.counts.items())
+        return ", ".join(f"{key}={value}" for key, value in self.all_counts().items())
+
+
+@dataclass(frozen=True)
+class RunSite:
+    """The site a run works on and its parsed settings: resolved once per asset, handed to the engine and
+    the stage."""
+
+    site: Site
+    settings: SiteSettings
+
+    @classmethod
+    def of(cls, store: Store, site: str | RunSite) -> RunSite:
+        """`site` itself, or the site with slug `site` read from the store."""
+        if isinstance(site, RunSite):
+            return site
+        row = store.site(site)
+        return cls(row, site_settings(row.settings))
 
 
 @dataclass(frozen=True)
@@ -69,20 +98,22 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def dry_run_report(estimate: Any, pending: int) -> StageReport:
-    """What a dry run shows: the estimate of the calls the stage would make."""
-    return StageReport(
-        counts={
-            "dry_run": 1,
-            "pending_items": pending,
-            "estimated_calls": estimate.calls,
-            "estimated_cache_hits": estimate.cached,
-            "estimated_input_tokens": estimate.input_tokens,
-            "estimated_output_tokens": estimate.output_tokens,
-            "estimated_images": estimate.images,
-            "estimated_cost_usd": round(estimate.cost_usd, 6),
-        }
-    )
+def dry_run_report(estimate: Estimate, pending: int) -> StageReport:
+    """What a dry run shows: the estimate of the calls the stage would make, for `pending` items."""
+    return StageReport(counts={"dry_run": 1}, estimate=replace(estimate, pending_items=pending))
+
+
+def estimate_counts(estimate: Estimate) -> dict[str, int | float]:
+    """A dry run's estimate as asset metadata counts."""
+    return {
+        "pending_items": estimate.pending_items,
+        "estimated_calls": estimate.calls,
+        "estimated_cache_hits": estimate.cached,
+        "estimated_input_tokens": estimate.input_tokens,
+        "estimated_output_tokens": estimate.output_tokens,
+        "estimated_images": estimate.images,
+        "estimated_cost_usd": round(estimate.cost_usd, 6),
+    }
 
 
 class StageFailed(RuntimeError):

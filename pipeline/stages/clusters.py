@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.clustering import ClusteringConfig, Embedder, cluster_keywords
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.models import UNCLUSTERED_KEY, Keyword
 from pipeline.prompts.schemas import ClusterNames
-from pipeline.sites import site_settings
-from pipeline.stages import RunOptions, StageReport, dry_run_report
+from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
 from pipeline.store import Store
 
 UNCLUSTERED_NAME = "Unclustered"
@@ -40,26 +40,31 @@ class Unnamed:
 
 
 def build_clusters(
-    store: Store, engine: ModelEngine, slug: str, options: RunOptions = RunOptions(), *, recluster: bool = False
+    store: Store,
+    engine: ModelEngine,
+    site: RunSite | str,
+    options: RunOptions = RunOptions(),
+    *,
+    recluster: bool = False,
 ) -> StageReport:
     """Assign unclustered keywords, refresh cluster statistics, and have the model name new clusters."""
-    site = store.site(slug)
-    settings = site_settings(site.settings)
-    keywords = store.keywords(site.id)
+    run = RunSite.of(store, site)
+    settings = run.settings
+    keywords = store.keywords(run.site.id)
     if not keywords:
-        raise ValueError(f"site '{slug}' has no keywords yet: materialize the keywords asset first")
+        raise ValueError(f"site '{run.site.slug}' has no keywords yet: materialize the keywords asset first")
     pending = sum(1 for k in keywords if k.cluster_id is None) if not recluster else len(keywords)
     config = ClusteringConfig(target_cluster_size=settings.target_cluster_size)
-    existing = {} if recluster else store.cluster_members(site.id)
+    existing = {} if recluster else store.cluster_members(run.site.id)
 
     if options.dry_run:
         # Projected with the lexical backend: a dry run calls nothing, embeddings included.
         assignments = (
             cluster_keywords([k.normalized for k in keywords], existing, config, None).assignments if pending else {}
         )
-        unnamed = _projected_unnamed(store, site.id, keywords, assignments)
-        names = sorted(c.name for c in store.clusters(site.id) if c.name and c.model != FALLBACK_MODEL)
-        tasks = list(_naming_tasks(site.name, lambda: names, options.select(unnamed, key=lambda u: u.key)))
+        unnamed = _projected_unnamed(store, run.site.id, keywords, assignments)
+        names = sorted(c.name for c in store.clusters(run.site.id) if c.name and c.model != FALLBACK_MODEL)
+        tasks = list(_naming_tasks(run.site.name, lambda: names, options.select(unnamed, key=lambda u: u.key)))
         report = dry_run_report(engine.estimate("clusters", tasks), len(unnamed))
         report.counts["keywords_to_assign"] = pending
         return report
@@ -79,11 +84,11 @@ def build_clusters(
             # `auto` with an endpoint that has no embeddings: lexical clustering, and the run says so.
             result = cluster_keywords(texts, existing, config, None)
             backend = f"lexical (embeddings unavailable: {failure.message[:200]})"
-        created = store.apply_cluster_assignments(site.id, result.assignments)
-    store.refresh_cluster_stats(site.id, top_n=TOP_KEYWORDS)
+        created = store.apply_cluster_assignments(run.site.id, result.assignments)
+    store.refresh_cluster_stats(run.site.id, top_n=TOP_KEYWORDS)
 
-    named, fallbacks = _name_new_clusters(store, engine, site.id, site.name, options, report)
-    clusters = store.clusters(site.id)
+    named, fallbacks = _name_new_clusters(store, engine, run.site.id, run.site.name, options, report)
+    clusters = store.clusters(run.site.id)
     bucket = next((c for c in clusters if c.key == UNCLUSTERED_KEY), None)
     report.counts = {
         "keywords": len(keywords),
@@ -154,7 +159,7 @@ def _name_new_clusters(
         return sorted(c.name for c in store.clusters(site_id) if c.name and c.model != FALLBACK_MODEL)
 
     for task, outcome in engine.generate_each("clusters", _naming_tasks(site_name, names_so_far, unnamed)):
-        wanted = [c["key"] for c in task.data["clusters"]]
+        wanted = task.item
         # A rejected answer (some keys missing) still names the clusters it did name.
         usable = _usable_names(outcome.answer, wanted) if outcome.answer is not None else {}
         for key in wanted:
@@ -219,7 +224,7 @@ def _naming_check(wanted: Sequence[str]) -> Callable[[ClusterNames], str | None]
 
 def _naming_tasks(
     site_name: str, existing_names: Callable[[], list[str]], unnamed: Sequence[Unnamed]
-) -> Iterator[Task[ClusterNames]]:
+) -> Iterator[Task[ClusterNames, list[str]]]:
     """Batches of clusters to name. Built lazily, so each batch sees the names given before it."""
     for start in range(0, len(unnamed), NAMING_BATCH):
         group = unnamed[start : start + NAMING_BATCH]
@@ -238,6 +243,7 @@ def _naming_tasks(
             choices={"clusters.key": keys},
             sizes={"clusters": (len(keys), len(keys))},
             check=_naming_check(keys),
+            item=keys,
         )
 
 

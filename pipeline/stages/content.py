@@ -12,36 +12,39 @@ from typing import Any
 
 from pipeline.article_html import plain_text, read_sections, render_article
 from pipeline.keywords import normalize_keyword
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.models import Cluster, Idea
 from pipeline.output_safety import markdown_block, markdown_text
 from pipeline.prompts.schemas import ArticleDraft
-from pipeline.sites import Taxonomy, site_settings
-from pipeline.stages import RunOptions, StageReport, dry_run_report
+from pipeline.sites import Taxonomy
+from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
 from pipeline.store import Store
 
 MIN_WORDS = 80
 MAX_TAGS = 8
 
 
-def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOptions = RunOptions()) -> StageReport:
+def write_content(
+    store: Store, engine: ModelEngine, site: RunSite | str, options: RunOptions = RunOptions()
+) -> StageReport:
     """Write the article of every idea that has none, saving each as soon as it is written."""
-    site = store.site(slug)
-    taxonomy = site_settings(site.settings).taxonomy
-    clusters = {c.id: c for c in store.clusters(site.id)}
-    candidates = store.ideas(site.id) if options.force else store.ideas_without_content(site.id)
-    ideas = {f"idea:{idea.id}": idea for idea in options.select(candidates)}
-    existing = store.content_ids_by_idea(site.id) if options.force else {}
+    run = RunSite.of(store, site)
+    site_id, taxonomy = run.site.id, run.settings.taxonomy
+    clusters = {c.id: c for c in store.clusters(site_id)}
+    candidates = store.ideas(site_id) if options.force else store.ideas_without_content(site_id)
+    existing = store.content_ids_by_idea(site_id) if options.force else {}
     tasks = [
         Task(
-            ref=ref,
+            ref=f"idea:{idea.id}",
             prompt_name="article",
-            data=article_data(site.name, idea, clusters[idea.cluster_id], taxonomy),
+            data=article_data(run.site.name, idea, clusters[idea.cluster_id], taxonomy),
             schema=ArticleDraft,
             choices=article_choices(idea.target_keywords, taxonomy),
             check=article_check(idea.target_keywords, taxonomy),
+            item=idea,
         )
-        for ref, idea in ideas.items()
+        for idea in options.select(candidates)
     ]
     if options.dry_run:
         return dry_run_report(engine.estimate("content", tasks), len(tasks))
@@ -54,19 +57,19 @@ def write_content(store: Store, engine: ModelEngine, slug: str, options: RunOpti
                 report.failures.append(f"{outcome}; not stored")
                 continue
             # Accepted by the engine only after `article_check`: this cannot raise `UnusableArticle`.
-            variant = variant_row(outcome.answer, ideas[task.ref].target_keywords, taxonomy)
+            variant = variant_row(outcome.answer, task.item.target_keywords, taxonomy)
             dropped_keywords += variant.pop("dropped_keywords")
-            idea_id = ideas[task.ref].id
+            idea_id = task.item.id
             if idea_id in existing:  # forced rewrite: a new version, history kept, back to draft
                 store.add_content_version(existing[idea_id], variant | outcome.provenance(), actor="force")
                 written += 1
             else:
                 new_articles.append((idea_id, variant | outcome.provenance()))
-        written += store.add_contents(site.id, new_articles)
+        written += store.add_contents(site_id, new_articles)
     # Totals are counted by the database and only the previewed articles are loaded: a site's whole
     # corpus of HTML is not read back to describe one run.
-    articles_total, words_total = store.article_totals(site.id)
-    variants = store.current_variants(site.id, limit=15)
+    articles_total, words_total = store.article_totals(site_id)
+    variants = store.current_variants(site_id, limit=15)
     report.counts = {
         "articles_written": written,
         "articles_total": articles_total,

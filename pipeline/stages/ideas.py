@@ -8,20 +8,23 @@ the cluster, so a re-run cannot duplicate them.
 from __future__ import annotations
 
 from pipeline.keywords import normalize_keyword
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.prompts.schemas import IdeaBatch, IdeaDraft
-from pipeline.sites import site_settings, slugify
-from pipeline.stages import RunOptions, StageReport, dry_run_report
+from pipeline.sites import slugify
+from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
 from pipeline.store import Store
 
 KEYWORDS_PER_PROMPT = 40
 
 
-def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOptions = RunOptions()) -> StageReport:
+def generate_ideas(
+    store: Store, engine: ModelEngine, site: RunSite | str, options: RunOptions = RunOptions()
+) -> StageReport:
     """Ask for `ideas_per_cluster` ideas for each named cluster that has none; save each cluster's as it comes."""
-    site = store.site(slug)
-    count = site_settings(site.settings).ideas_per_cluster
-    candidates = store.plannable_clusters(site.id) if options.force else store.clusters_without_ideas(site.id)
+    run = RunSite.of(store, site)
+    site_id, count = run.site.id, run.settings.ideas_per_cluster
+    candidates = store.plannable_clusters(site_id) if options.force else store.clusters_without_ideas(site_id)
     clusters = {c.key: c for c in options.select(candidates)}
     members = {key: store.cluster_keywords(c.id) for key, c in clusters.items()}
     tasks = [
@@ -29,7 +32,7 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
             ref=f"cluster:{key}",
             prompt_name="ideas",
             data={
-                "site": site.name,
+                "site": run.site.name,
                 "count": count,
                 "cluster": {"name": cluster.name, "description": cluster.description or ""},
                 "keywords": [
@@ -41,6 +44,7 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
             choices={"ideas.target_keywords": [k.keyword for k in members[key][:KEYWORDS_PER_PROMPT]]},
             sizes={"ideas": (count, count)},
             check=_has_usable_idea,
+            item=key,
         )
         for key, cluster in clusters.items()
     ]
@@ -54,7 +58,7 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
             report.failures.append(str(outcome))
             continue
         planned += 1
-        key = task.ref.removeprefix("cluster:")
+        key = task.item
         allowed = {k.normalized: k.keyword for k in members[key]}
         rows = []
         for draft in outcome.answer.ideas[:count]:
@@ -65,10 +69,10 @@ def generate_ideas(store: Store, engine: ModelEngine, slug: str, options: RunOpt
                 continue
             rows.append(row | outcome.provenance())
         if options.force:  # re-plan: ideas without an article are replaced, written ones stay
-            added += store.replace_unwritten_ideas(site.id, clusters[key].id, rows)
+            added += store.replace_unwritten_ideas(site_id, clusters[key].id, rows)
         else:
-            added += store.add_ideas(site.id, clusters[key].id, rows)
-    ideas = store.ideas(site.id)
+            added += store.add_ideas(site_id, clusters[key].id, rows)
+    ideas = store.ideas(site_id)
     report.counts = {
         "clusters_planned": planned,
         "ideas_added": added,

@@ -11,43 +11,44 @@ from typing import Any
 
 from pipeline.article_html import read_sections
 from pipeline.keywords import normalize_keyword
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.prompts.schemas import ImagePromptSet
-from pipeline.sites import site_settings
-from pipeline.stages import RunOptions, StageReport, dry_run_report
+from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
 from pipeline.store import Store
 
 SECTION_EXCERPT_CHARS = 300
 
 
 def generate_image_prompts(
-    store: Store, engine: ModelEngine, slug: str, options: RunOptions = RunOptions()
+    store: Store, engine: ModelEngine, site: RunSite | str, options: RunOptions = RunOptions()
 ) -> StageReport:
     """Write the image prompts of every current variant that has none, saving each variant's set as it comes."""
-    site = store.site(slug)
-    limit = site_settings(site.settings).in_article_images
-    candidates = store.current_variants(site.id) if options.force else store.variants_without_image_prompts(site.id)
-    variants = {f"variant:{v.id}": v for v in options.select(candidates)}
-    sections = {ref: read_sections(v.body_html) for ref, v in variants.items()}
+    run = RunSite.of(store, site)
+    site_id, limit = run.site.id, run.settings.in_article_images
+    candidates = store.current_variants(site_id) if options.force else store.variants_without_image_prompts(site_id)
+    variants = options.select(candidates)
+    sections = {v.id: read_sections(v.body_html) for v in variants}
     tasks = [
         Task(
-            ref=ref,
+            ref=f"variant:{variant.id}",
             prompt_name="image_prompts",
             data={
                 "title": variant.title,
                 "primary_keyword": variant.primary_keyword,
                 "summary": variant.meta_description,
                 "sections": [
-                    {"heading": heading, "text": text[:SECTION_EXCERPT_CHARS]} for heading, text in sections[ref]
+                    {"heading": heading, "text": text[:SECTION_EXCERPT_CHARS]} for heading, text in sections[variant.id]
                 ],
                 "max_in_article": limit,
             },
             schema=ImagePromptSet,
-            choices={"in_article.heading": [heading for heading, _ in sections[ref]]},
-            sizes={"in_article": (1, limit)} if limit and sections[ref] else {},
-            check=_prompt_set_check([heading for heading, _ in sections[ref]], limit, variant.title),
+            choices={"in_article.heading": [heading for heading, _ in sections[variant.id]]},
+            sizes={"in_article": (1, limit)} if limit and sections[variant.id] else {},
+            check=_prompt_set_check([heading for heading, _ in sections[variant.id]], limit, variant.title),
+            item=variant,
         )
-        for ref, variant in variants.items()
+        for variant in variants
     ]
     if options.dry_run:
         return dry_run_report(engine.estimate("image_prompts", tasks), len(tasks))
@@ -58,15 +59,16 @@ def generate_image_prompts(
             # The variant's existing prompts (and images) stay: an unusable answer replaces nothing.
             report.failures.append(f"{outcome}; not stored")
             continue
-        headings = [heading for heading, _ in sections[task.ref]]
-        rows, dropped = prompt_rows(outcome.answer, headings, limit, variants[task.ref].title)
+        variant = task.item
+        headings = [heading for heading, _ in sections[variant.id]]
+        rows, dropped = prompt_rows(outcome.answer, headings, limit, variant.title)
         off_anchor += dropped
         rows = [r | outcome.provenance() for r in rows]
         if options.force:  # redo: the variant's prompts (and their images) are replaced
-            added += store.replace_image_prompts(site.id, variants[task.ref].id, rows)
+            added += store.replace_image_prompts(site_id, variant.id, rows)
         else:
-            added += store.add_image_prompts(site.id, variants[task.ref].id, rows)
-    prompts = store.image_prompts(site.id)
+            added += store.add_image_prompts(site_id, variant.id, rows)
+    prompts = store.image_prompts(site_id)
     report.counts = {
         "variants_prompted": len(tasks) - len(report.failures),
         "prompts_added": added,

@@ -15,24 +15,24 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.llm.engine import ImageTask, ModelCallFailed, ModelEngine
-from pipeline.stages import RunOptions, StageReport, dry_run_report
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ImageTask, ModelCallFailed
+from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
 from pipeline.store import Store
 
 
 def generate_images(
     store: Store,
     engine: ModelEngine,
-    slug: str,
+    site: RunSite | str,
     media_dir: Path,
     options: RunOptions = RunOptions(),
 ) -> StageReport:
     """Generate missing images for a site, saving each file and its row as soon as it arrives."""
-    site = store.site(slug)
-    folder = media_dir / slug
-    candidates = store.image_prompts(site.id) if options.force else store.prompts_missing_images(site.id)
-    prompts = {f"image_prompt:{p.id}": p for p in options.select(candidates)}
-    tasks = [ImageTask(ref=ref, prompt=prompt.prompt) for ref, prompt in prompts.items()]
+    run = RunSite.of(store, site)
+    site_id, folder = run.site.id, media_dir / run.site.slug
+    candidates = store.image_prompts(site_id) if options.force else store.prompts_missing_images(site_id)
+    tasks = [ImageTask(ref=f"image_prompt:{p.id}", prompt=p.prompt, item=p) for p in options.select(candidates)]
     if options.dry_run:
         return dry_run_report(engine.estimate("images", tasks), len(tasks))
     report = StageReport(items=len(tasks))
@@ -42,7 +42,7 @@ def generate_images(
         if isinstance(rendered, ModelCallFailed):
             report.failures.append(str(rendered))
             continue
-        prompt = prompts[task.ref]
+        prompt = task.item
         try:
             with Image.open(io.BytesIO(rendered.png)) as decoded:
                 decoded.verify()
@@ -54,7 +54,7 @@ def generate_images(
         path = folder / f"v{prompt.variant_id}-{prompt.kind}-{prompt.position}-{checksum[:12]}.png"
         _write_atomically(path, rendered.png)
         store.save_image(
-            site.id,
+            site_id,
             prompt.id,
             {
                 "path": str(path),
@@ -69,7 +69,7 @@ def generate_images(
         )
         created += 1
         total_bytes += len(rendered.png)
-    images = store.images(site.id)
+    images = store.images(site_id)
     report.counts = {
         "images_created": created,
         "images_total": len(images),

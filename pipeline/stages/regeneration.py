@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.article_html import plain_text, read_sections
-from pipeline.llm.engine import ModelCallFailed, ModelEngine, Task
-from pipeline.models import Site, TriggerFiring
+from pipeline.llm.engine import ModelEngine
+from pipeline.llm.tasks import ModelCallFailed, Task
+from pipeline.models import TriggerFiring
 from pipeline.prompts.schemas import ArticleDraft, MetricsAnalysis
-from pipeline.sites import site_settings
-from pipeline.stages import StageReport
+from pipeline.stages import RunSite, StageReport
 from pipeline.stages.content import UnusableArticle, article_check, article_choices, article_data, variant_row
 from pipeline.store import Store
 
@@ -30,19 +30,19 @@ class RegenerationFailed(RuntimeError):
 
 
 def regenerate_variants(
-    store: Store, engine: ModelEngine, slug: str, firing_ids: Sequence[int], run_id: str
+    store: Store, engine: ModelEngine, site: RunSite | str, firing_ids: Sequence[int], run_id: str
 ) -> StageReport:
     """Regenerate the articles of the given firings; each article succeeds or fails on its own."""
-    site = store.site(slug)
+    run = RunSite.of(store, site)
     report = StageReport(items=len(firing_ids))
     regenerated, skipped, previews = 0, 0, []
     for firing_id in firing_ids:
         firing = store.claim_firing(firing_id, run_id)
-        if firing is None or firing.site_id != site.id:
+        if firing is None or firing.site_id != run.site.id:
             skipped += 1  # consumed already, or another run holds the article: never rewrite twice
             continue
         try:
-            version, analysis, titles = _regenerate(store, engine, site, firing)
+            version, analysis, titles = _regenerate(store, engine, run, firing)
         except (ModelCallFailed, RegenerationFailed, UnusableArticle) as failure:
             store.fail_firing(firing.id, run_id, str(failure))
             report.failures.append(f"regeneration of content {firing.content_id}: {failure}; published version kept")
@@ -61,15 +61,16 @@ def regenerate_variants(
 
 
 def _regenerate(
-    store: Store, engine: ModelEngine, site: Site, firing: TriggerFiring
+    store: Store, engine: ModelEngine, run: RunSite, firing: TriggerFiring
 ) -> tuple[int, MetricsAnalysis, tuple[str, str]]:
+    site = run.site
     content = store.content(firing.content_id)
     idea = store.idea(content.idea_id)
     cluster = store.cluster(idea.cluster_id)
     published = [v for v in store.variants(content.id) if v.version == content.published_version] or store.variants(
         content.id
     )[:1]
-    taxonomy = site_settings(site.settings).taxonomy
+    taxonomy = run.settings.taxonomy
     analysis = engine.generate(
         STAGE,
         Task(
@@ -123,6 +124,7 @@ def _regenerate(
             schema=ArticleDraft,
             choices=article_choices(idea.target_keywords, taxonomy),
             check=article_check(idea.target_keywords, taxonomy),
+            item=variant,
         )
         for variant, brief in (("A", analysis.brief_a), ("B", analysis.brief_b))
     ]
@@ -130,7 +132,7 @@ def _regenerate(
     for task, outcome in engine.generate_each(STAGE, tasks):
         if isinstance(outcome, ModelCallFailed):
             raise outcome
-        variant = task.data["variant"]
+        variant = task.item
         row = variant_row(outcome.answer, idea.target_keywords, taxonomy)
         row.pop("dropped_keywords")
         rows[variant] = {"variant": variant, **row}
