@@ -110,7 +110,7 @@ def materialize_result(
     row_count_key: str | None = None,
     allowed_failures: int = 0,
     max_failure_share: float = 0.05,
-) -> MaterializeResult:
+) -> MaterializeResult[None]:
     """Counts, previews and model usage as metadata, with the `items_ok` check result; raise `Failure`
     when more items failed than `max_failure_share` of those attempted (and more than `allowed_failures`),
     or when the provider could not be used at all."""
@@ -164,9 +164,9 @@ def materialize_result(
         context.log.error(error)
         raise Failure(description=error, metadata=_without_previews(metadata), allow_retries=False)
     if len(report.failures) > allowed_failures and report.failure_share > max_failure_share:
-        error = StageFailed(stage, report)
-        context.log.error(str(error))
-        raise Failure(description=str(error), metadata=_without_previews(metadata))
+        too_many = StageFailed(stage, report)
+        context.log.error(str(too_many))
+        raise Failure(description=str(too_many), metadata=_without_previews(metadata))
     if report.failures:
         within = (
             f"within max_failure_share={max_failure_share:.0%}"

@@ -7,6 +7,7 @@ defaults come from `pipeline/llm/catalog.py`; site settings override them, run c
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 from dagster import Config, ConfigurableResource
 from pydantic import Field
@@ -14,7 +15,7 @@ from pydantic import Field
 from pipeline.llm.catalog import DEFAULT_CATALOG
 from pipeline.llm.endpoints import DEFAULT_KEY_ENV, Endpoint, EndpointError, resolve_endpoints
 from pipeline.llm.engine import ModelEngine
-from pipeline.llm.limits import limiter_for
+from pipeline.llm.limits import RateLimiter, limiter_for
 from pipeline.llm.offline import OfflineProvider
 from pipeline.llm.openai_provider import OpenAIProvider
 from pipeline.llm.tasks import DEFAULT_CONCURRENCY, EngineOptions
@@ -75,7 +76,7 @@ class PromptOverride(Config):
     instructions: str
 
 
-class LLMResource(ConfigurableResource):
+class LLMResource(ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
     """Builds the model engine for a run and site partition.
 
     Every field is optional: what is not set here (run config, or the deployment's code) comes from the
@@ -124,14 +125,16 @@ class LLMResource(ConfigurableResource):
 
     def endpoints(self, site: SiteSettings | None = None) -> dict[str, Endpoint]:
         """Where text, embeddings and images calls go for a site (run values, site settings, environment)."""
-        run = {
+        run: dict[str, dict[str, Any]] = {
             "text": {"provider": self.provider, "base_url": self.base_url, "api_key_env": self.api_key_env},
             "embeddings": self.embeddings.model_dump(),
             "images": self.images.model_dump(),
         }
         if self.api_key and self.provider is None and self.base_url is None:
             run["text"]["provider"] = "openai"  # a key given directly means a real provider
-        site_values = {kind: e.model_dump() for kind, e in site.endpoints.items()} if site else {}
+        site_values: dict[str, dict[str, Any]] = (
+            {kind: e.model_dump() for kind, e in site.endpoints.items()} if site else {}
+        )
         return resolve_endpoints(run, site_values)
 
     def engine(
@@ -164,7 +167,7 @@ class LLMResource(ConfigurableResource):
         limiter = None
         if self.requests_per_minute or self.tokens_per_minute:
 
-            def limiter(model: str):
+            def limiter(model: str) -> RateLimiter:
                 return limiter_for(provider.identity, model, self.requests_per_minute, self.tokens_per_minute)
 
         concurrency = self.concurrency or int(os.environ.get("PIPELINE_LLM_CONCURRENCY") or DEFAULT_CONCURRENCY)

@@ -47,6 +47,7 @@ from pipeline.llm.calls import (
 )
 from pipeline.llm.catalog import Catalog, StageModel, Usage
 from pipeline.llm.ledger import CallLedger, Leases, LedgerStore, UsageTotals, cache_entry, cache_key, redact
+from pipeline.llm.limits import RateLimiter
 from pipeline.llm.tasks import (
     EngineOptions,
     Estimate,
@@ -92,7 +93,7 @@ class ModelEngine:
         options: EngineOptions = EngineOptions(),
         run_prompt_overrides: Mapping[str, Mapping[str, str]] | None = None,
         site_prompt_overrides: Mapping[str, Mapping[str, str]] | None = None,
-        limiter: Callable[[str], Any] | None = None,
+        limiter: Callable[[str], RateLimiter] | None = None,
         image_provider: Provider | None = None,
         embedding_provider: Provider | None = None,
     ):

@@ -307,7 +307,7 @@ def analyse_metrics(data: Mapping[str, Any]) -> MetricsAnalysis:
     triggered = " and ".join(data["triggered_variants"])
     known = {k: v for k, v in values.items() if v is not None}
     if len(known) == 2:
-        better = max(known, key=known.get) if rule["comparison"] in {"<", "<="} else min(known, key=known.get)
+        better = (max if rule["comparison"] in {"<", "<="} else min)(known, key=known.__getitem__)
         comparison = (
             f"Variant {better} does better on {metric} ({shown}); its title and opening are the model to follow."
         )

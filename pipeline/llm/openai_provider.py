@@ -66,14 +66,14 @@ class OpenAIProvider:
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.identity = f"openai@{self.base_url}"
         self.endpoint = display_url(self.base_url)
-        self.secrets = (api_key,)
+        self.secrets: tuple[str, ...] = (api_key,)
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self._client: openai.AsyncOpenAI | None = None
         self._probing: dict[tuple[str, str], asyncio.Lock] = {}
 
     @property
-    def embeddings(self) -> bool:  # type: ignore[override]
+    def embeddings(self) -> bool:
         """Whether this endpoint may have embeddings (False once it answered that it has none)."""
         return self.base_url not in _no_embeddings
 
@@ -127,9 +127,13 @@ class OpenAIProvider:
             )
             if settings.temperature is not None:
                 arguments["temperature"] = settings.temperature
+
+            async def send(client: openai.AsyncOpenAI, arguments: dict[str, Any] = arguments) -> Any:
+                return await client.chat.completions.with_raw_response.create(**arguments)
+
             try:
                 raw, probes = await self._probed(
-                    lambda client, arguments=arguments: client.chat.completions.with_raw_response.create(**arguments),
+                    send,
                     confirmed=(*key, form) in _confirmed,
                     refusal=_refuses_form,
                 )
@@ -216,7 +220,7 @@ class OpenAIProvider:
         attempts = raw.retries_taken + 1
         try:
             response = raw.parse()
-            png = base64.b64decode(response.data[0].b64_json or "", validate=True)
+            png = base64.b64decode((response.data or [])[0].b64_json or "", validate=True)
         except (json.JSONDecodeError, ValidationError, binascii.Error, IndexError, TypeError) as error:
             raise ProviderError(
                 "malformed", type(error).__name__, "image response had no valid base64 image", attempts=attempts
@@ -241,7 +245,7 @@ class OpenAIProvider:
             raise ProviderError(
                 "error", "NoEmbeddings", f"the endpoint has no embeddings ({_no_embeddings[self.base_url]})"
             )
-        arguments = {"model": request.settings.model, "input": request.texts}
+        arguments: dict[str, Any] = {"model": request.settings.model, "input": request.texts}
         confirmed = (*key, 0) in _confirmed
         try:
             raw, probes = await self._probed(

@@ -149,8 +149,12 @@ class Provider(Protocol):
     identity: str  # provider + endpoint, part of the cache key
     endpoint: str  # what a user is shown: the base URL (no credentials), or "offline"
     cacheable: bool  # False for free, deterministic providers: caching them would only cost writes
-    embeddings: bool  # whether `embed` is available (the semantic clustering backend needs it)
     secrets: tuple[str, ...]  # values that must never appear in messages, logs or the store
+
+    @property
+    def embeddings(self) -> bool:
+        """Whether `embed` is available (the semantic clustering backend needs it)."""
+        ...
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """Answer one structured request with an instance of `request.schema`, or raise `ProviderError`."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 
 from pipeline.clustering import ClusteringConfig, Embedder, cluster_keywords
 from pipeline.llm.engine import ModelEngine
-from pipeline.llm.tasks import ModelCallFailed, Task
+from pipeline.llm.tasks import Generation, ModelCallFailed, Task
 from pipeline.models import UNCLUSTERED_KEY, Keyword
 from pipeline.prompts.schemas import ClusterNames
 from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
@@ -71,7 +71,7 @@ def build_clusters(
 
     report = StageReport()
     created = 0
-    backend = settings.clustering_backend
+    backend: str = settings.clustering_backend  # becomes the backend actually used
     if pending:
         texts = [k.normalized for k in keywords]
         embed = embedder(backend, engine)
@@ -183,7 +183,7 @@ def _name_new_clusters(
     return named, fallbacks
 
 
-def provenance(engine: ModelEngine, outcome: Any) -> dict[str, str]:
+def provenance(engine: ModelEngine, outcome: Generation[ClusterNames] | ModelCallFailed) -> dict[str, str]:
     """Provenance of names taken from an answer (accepted, or the usable part of a rejected one)."""
     if isinstance(outcome, ModelCallFailed):
         model = engine.catalog.stage("clusters").model
@@ -197,9 +197,11 @@ def fallback_name(top_keywords: Sequence[str], key: str) -> str:
     return " ".join(word[:1].upper() + word[1:] for word in source.split())[:200] or key
 
 
-def _usable_names(answer: ClusterNames, wanted: Sequence[str]) -> dict[str, tuple[str, str]]:
+def _usable_names(answer: BaseModel, wanted: Sequence[str]) -> dict[str, tuple[str, str]]:
     """Names for the wanted keys only, the first per key, with a non-empty name after clean-up."""
     usable: dict[str, tuple[str, str]] = {}
+    if not isinstance(answer, ClusterNames):  # a rejected answer comes back as its schema's instance
+        return usable
     for entry in answer.clusters:
         name = _clean_name(entry.name)
         if entry.key in wanted and entry.key not in usable and name:

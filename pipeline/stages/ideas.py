@@ -7,6 +7,8 @@ the cluster, so a re-run cannot duplicate them.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelEngine
 from pipeline.llm.tasks import ModelCallFailed, Task
@@ -98,7 +100,7 @@ def _has_usable_idea(answer: IdeaBatch) -> str | None:
     return "no usable idea: each idea needs a title and an outline of H2 headings"
 
 
-def _idea_row(draft: IdeaDraft, allowed: dict[str, str], fallback: str) -> tuple[dict | None, int]:
+def _idea_row(draft: IdeaDraft, allowed: dict[str, str], fallback: str) -> tuple[dict[str, Any] | None, int]:
     """A store row from a drafted idea, keeping only target keywords that belong to the cluster."""
     title = " ".join(draft.title.split())
     outline = list(dict.fromkeys(" ".join(h.split()) for h in draft.outline if h.strip()))[:12]
