@@ -22,7 +22,7 @@ class ClustersConfig(StageConfig):
 
 
 @asset(partitions_def=sites_partitions, group_name="planning", kinds={"csv", "sql"})
-def keywords(context: AssetExecutionContext, store: StoreResource) -> MaterializeResult[None]:
+def keywords(context: AssetExecutionContext, store: StoreResource) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
     """The site's keywords, read from its registered keyword file.
 
     The file is validated as a whole (errors name the file, row and column) and upserted in one
@@ -48,7 +48,7 @@ def keywords(context: AssetExecutionContext, store: StoreResource) -> Materializ
 )
 def clusters(
     context: AssetExecutionContext, config: ClustersConfig, store: StoreResource, llm: LLMResource
-) -> MaterializeResult[None]:
+) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
     """Topic clusters of the site's keywords.
 
     Grouping is algorithmic (every keyword in exactly one cluster or the visible `unclustered` bucket);
@@ -81,7 +81,7 @@ def clusters(
 )
 def ideas(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
-) -> MaterializeResult[None]:
+) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
     """Article ideas per cluster: title, angle, content type, outline, target keywords, word count.
 
     Only clusters without ideas are planned; target keywords the model invents are dropped.

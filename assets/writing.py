@@ -36,7 +36,7 @@ class ContentConfig(StageConfig):
 )
 def content(
     context: AssetExecutionContext, config: ContentConfig, store: StoreResource, llm: LLMResource
-) -> MaterializeResult[None]:
+) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
     """One article per idea: sanitised HTML with H2 sections, meta title/description, keywords, tags.
 
     Stored as version 1, variant A, status `draft`; each article is saved as soon as it is written.
@@ -72,7 +72,7 @@ def content(
 )
 def image_prompts(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
-) -> MaterializeResult[None]:
+) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
     """Image prompts per current article variant: one featured, and in-article ones anchored to H2s."""
     db, options = store.open(), config.options()
     site = RunSite.of(db, context.partition_key)
@@ -100,7 +100,7 @@ def image_prompts(
 )
 def images(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource, media: MediaResource
-) -> MaterializeResult[None]:
+) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
     """Image files for every image prompt, with model, size, path and SHA-256 recorded.
 
     Prompts without an image, or whose file went missing, are rendered; files are written atomically.
