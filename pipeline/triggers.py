@@ -102,6 +102,9 @@ def due_regenerations(store: Store, site: Site, now: datetime | None = None) -> 
     for content in store.published_content(site.id):
         if content.id in busy or content.regeneration_run_id:
             continue
+        # `published_content` returns only rows with both set; this narrows their types.
+        if content.published_at is None or content.published_version is None:
+            continue
         age_hours = (now - _aware(content.published_at)).total_seconds() / 3600
         observed = store.latest_metrics(content.id, content.published_version)
         for rule in rules:

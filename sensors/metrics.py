@@ -12,12 +12,11 @@ from dagster import (
 )
 
 from assets import regenerate_variants
-from assets.partitions import sites_partitions
 from assets.writing import ContentConfig
 from pipeline import settings
 from pipeline.drop_folder import handled_entries
 from pipeline.metrics import scan_metrics_folder
-from pipeline.sites import SiteSettingsError
+from pipeline.sites import SITES_PARTITION, SiteSettingsError
 from pipeline.triggers import fire_due, rearm_stalled
 from resources import StoreResource
 
@@ -53,7 +52,7 @@ def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> S
     for firing in rearm_stalled(db, run_status):
         context.log.warning(f"trigger firing {firing.id} for content {firing.content_id} re-armed: its run ended")
 
-    partitions = set(context.instance.get_dynamic_partitions(sites_partitions.name))
+    partitions = set(context.instance.get_dynamic_partitions(SITES_PARTITION))
     requests = []
     for site in db.sites():
         if site.slug not in partitions:

@@ -20,7 +20,7 @@ from pipeline.models import (
     TriggerRule,
     utcnow,
 )
-from pipeline.store.base import StoreBase, _chunks
+from pipeline.store.base import StoreBase, _chunks, affected
 
 
 class AutomationStore(StoreBase):
@@ -49,7 +49,7 @@ class AutomationStore(StoreBase):
                         ]
                     )
                 )
-                added += result.rowcount
+                added += affected(result)
         return added
 
     def latest_metrics(self, content_id: int, version: int) -> dict[str, dict[str, float]]:
@@ -82,7 +82,8 @@ class AutomationStore(StoreBase):
                     .order_by(ReviewEvent.created_at, ReviewEvent.id)
                 )
                 for content_id, when, version in rows:
-                    found.setdefault(content_id, []).append((when, version))
+                    if version is not None:  # filtered in the query; narrows the type
+                        found.setdefault(content_id, []).append((when, version))
         return found
 
     def add_trigger_rule(self, values: Mapping[str, Any]) -> TriggerRule:
@@ -103,7 +104,8 @@ class AutomationStore(StoreBase):
         """Turn a rule off (kept for history); False if there is no such rule."""
         with self.transaction() as session:
             return (
-                session.execute(update(TriggerRule).where(TriggerRule.id == rule_id).values(enabled=False)).rowcount > 0
+                affected(session.execute(update(TriggerRule).where(TriggerRule.id == rule_id).values(enabled=False)))
+                > 0
             )
 
     def fire_trigger(self, values: Mapping[str, Any]) -> int | None:
@@ -115,7 +117,7 @@ class AutomationStore(StoreBase):
         """
         with self.transaction() as session:
             insert = self._insert(session)
-            firing_id = session.scalar(
+            firing_id: int | None = session.scalar(
                 insert(TriggerFiring)
                 .values(**values, status=FiringStatus.REQUESTED, attempts=1, fired_at=utcnow())
                 .on_conflict_do_nothing(
@@ -125,7 +127,7 @@ class AutomationStore(StoreBase):
             )
             if firing_id is not None:
                 return firing_id
-            return session.scalar(
+            rearmed: int | None = session.scalar(
                 update(TriggerFiring)
                 .where(
                     TriggerFiring.content_id == values["content_id"],
@@ -143,6 +145,7 @@ class AutomationStore(StoreBase):
                 )
                 .returning(TriggerFiring.id)
             )
+            return rearmed
 
     def firings(self, *, site_id: int | None = None, statuses: Sequence[str] | None = None) -> list[TriggerFiring]:
         """Trigger firings, optionally of one site and with given statuses."""
@@ -163,14 +166,16 @@ class AutomationStore(StoreBase):
             firing = session.get(TriggerFiring, firing_id)
             if firing is None or firing.status != FiringStatus.REQUESTED:
                 return None
-            locked = session.execute(
-                update(Content)
-                .where(
-                    Content.id == firing.content_id,
-                    (Content.regeneration_run_id.is_(None)) | (Content.regeneration_run_id == run_id),
+            locked = affected(
+                session.execute(
+                    update(Content)
+                    .where(
+                        Content.id == firing.content_id,
+                        (Content.regeneration_run_id.is_(None)) | (Content.regeneration_run_id == run_id),
+                    )
+                    .values(regeneration_run_id=run_id)
                 )
-                .values(regeneration_run_id=run_id)
-            ).rowcount
+            )
             if not locked:
                 return None
             firing.status, firing.run_id = FiringStatus.RUNNING, run_id
