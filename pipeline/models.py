@@ -311,7 +311,10 @@ class TriggerRule(Base):
     """
 
     __tablename__ = "trigger_rules"
-    __table_args__ = (Index("ix_trigger_rules_site_ages", "site_id", "min_age_hours"),)
+    __table_args__ = (
+        Index("ix_trigger_rules_site_ages", "site_id", "min_age_hours"),
+        Index("ix_trigger_rules_site_content", "site_id", "content_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)

@@ -164,7 +164,8 @@ def test_a_tick_with_a_large_backlog_ends_early_with_its_cursor_and_the_next_tic
     add_rule(env)
     import_metrics_file(env.store, metrics_file(folder.parent / "healthy.csv", dict.fromkeys(ids, 0.05)))
     cursor = catch_up(env)
-    metrics_file(folder / "low.csv", dict.fromkeys(ids, 0.01))  # 25 articles break the rule at once
+    later = NOW - timedelta(hours=12)
+    metrics_file(folder / "low.csv", dict.fromkeys(ids, 0.01), observed=later)  # 25 articles break the rule at once
 
     first = tick(env, cursor)
 
@@ -208,7 +209,7 @@ def test_a_steady_tick_evaluates_nothing_and_new_rows_only_their_articles(env, f
 
     steady = tick(env, cursor)
     assert state(env)["evaluated"] == 0 and fired(steady) == []
-    metrics_file(folder / "new.csv", {ids[0]: 0.01, ids[1]: 0.04, ids[2]: 0.03})
+    metrics_file(folder / "new.csv", {ids[0]: 0.01, ids[1]: 0.04, ids[2]: 0.03}, observed=NOW - timedelta(hours=12))
     changed = tick(env, steady.cursor)
 
     assert state(env)["evaluated"] == 3

@@ -3,7 +3,8 @@
 - `content (site_id, status, published_at, id)`: published articles of a site in publication order, so
   the articles whose rule's minimum age passed since the last tick, and a resumable scan of a site, are
   range queries.
-- `trigger_rules (site_id, min_age_hours)`: the distinct minimum ages of a site's rules, by index.
+- `trigger_rules (site_id, min_age_hours)`: the distinct minimum ages of a site's rules, by index;
+  `(site_id, content_id)`: a site's default rules (no article) without reading its article rules.
 - `trigger_firings.changed_at` (when the status last changed) with `(status, changed_at)`: firings that
   failed since the last tick (their rule is armed again) without reading every firing.
 - `sensor_states`: what a sensor last recorded (its position and backlog), for `pipeline status`.
@@ -32,6 +33,7 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("trigger_rules", schema=None) as batch_op:
         batch_op.create_index("ix_trigger_rules_site_ages", ["site_id", "min_age_hours"], unique=False)
+        batch_op.create_index("ix_trigger_rules_site_content", ["site_id", "content_id"], unique=False)
 
     # Added nullable, filled from what is known (consumed, else fired), then required. On SQLite the second
     # batch rebuilds `trigger_firings` alone (no table references it, so no row elsewhere is touched).
@@ -59,6 +61,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_trigger_firings_status_changed_at")
         batch_op.drop_column("changed_at")
     with op.batch_alter_table("trigger_rules", schema=None) as batch_op:
+        batch_op.drop_index("ix_trigger_rules_site_content")
         batch_op.drop_index("ix_trigger_rules_site_ages")
     with op.batch_alter_table("content", schema=None) as batch_op:
         batch_op.drop_index("ix_content_site_status_published")
