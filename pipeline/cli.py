@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipeline import review, settings
@@ -30,6 +31,7 @@ from pipeline.output_safety import terminal_text
 from pipeline.sites import InvalidSlug, SiteSettingsError, parse_site_settings, site_settings, validate_slug
 from pipeline.stages import MODEL_STAGES
 from pipeline.store import Store, UnknownSite
+from pipeline.trigger_tick import status_line
 from pipeline.triggers import COMPARISONS, rule_problems, site_rules
 
 PARTITIONS_NAME = "sites"
@@ -223,6 +225,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"Media:  {settings.media_dir()}")
         print(f"Dagster instance: {settings.dagster_home()}  (open the UI with: make ui)")
         print(_endpoints_line())
+        triggers = status_line(store, datetime.now(UTC))
+        if triggers:
+            print(triggers)
     if rejected:
         print(f"\nRejected input files ({len(rejected)}; skipped until fixed or removed):")
         _print_table(

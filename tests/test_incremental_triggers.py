@@ -110,7 +110,7 @@ def metrics_file(path: Path, values: dict[int, float], observed: datetime = NOW 
 
 
 @pytest.fixture
-def folder(tmp_path, monkeypatch) -> Path:
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "metrics"
     path.mkdir()
     monkeypatch.setenv("PIPELINE_METRICS_DIR", str(path))
@@ -121,12 +121,14 @@ def tick(env, cursor: str | None = None, instance: dg.DagsterInstance | None = N
     with dg.build_sensor_context(
         instance=instance or env.instance, cursor=cursor, resources={"store": StoreResource(database_url=env.url)}
     ) as context:
-        return metric_triggers(context)
+        result = metric_triggers(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
 
 
 def fired(result: dg.SensorResult) -> list[int]:
     return sorted(
-        i for r in result.run_requests for i in r.run_config["ops"]["content"]["config"]["regenerate_firings"]
+        i for r in result.run_requests or [] for i in r.run_config["ops"]["content"]["config"]["regenerate_firings"]
     )
 
 
@@ -136,7 +138,7 @@ def fired_content(env, result: dg.SensorResult) -> set[int]:
 
 
 def state(env) -> dict[str, Any]:
-    recorded = env.store.sensor_state("metric_triggers")
+    recorded: dict[str, Any] | None = env.store.sensor_state("metric_triggers")
     assert recorded is not None, "every tick records what it evaluated and what is left"
     return recorded
 
@@ -306,6 +308,7 @@ def test_a_cursor_of_the_earlier_format_keeps_its_files_and_evaluates_everything
     result = tick(env, old_cursor)
 
     assert fired_content(env, result) == {ids[1]}
+    assert result.cursor is not None
     cursor = json.loads(result.cursor)
     assert cursor["version"] == 2 and cursor["files"] == json.loads(old_cursor)
     assert fired(tick(env, result.cursor)) == []

@@ -14,6 +14,7 @@ from pipeline.models import (
     Base,
     Cluster,
     Content,
+    ContentStatus,
     ContentVariant,
     Idea,
     Image,
@@ -24,6 +25,7 @@ from pipeline.models import (
     utcnow,
 )
 from pipeline.store.base import StoreBase, _current_variants
+from pipeline.store.trigger_scan import serialise_trigger_inputs
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class ReviewStore(StoreBase):
         article locked by a regeneration run is left alone: returns False, writing nothing, in either case.
         """
         with self.transaction() as session:
+            if to_status == ContentStatus.PUBLISHED:
+                serialise_trigger_inputs(session)  # the metric sensor reads publications by id
             now = utcnow()
             moved = session.execute(
                 update(Content)
