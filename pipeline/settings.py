@@ -73,8 +73,8 @@ def sensor_interval_seconds(default: int = SENSOR_INTERVAL_SECONDS) -> int:
     return int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", str(default)))
 
 
-# A metric sensor tick evaluates at most this many articles, and starts no new batch after this many
-# seconds (Dagster gives a tick 60 s); the rest waits in its cursor for the next tick.
+# A metric sensor tick evaluates at most this many articles, and starts no new batch this many seconds
+# after it began (metric imports included; Dagster gives a tick 60 s); the rest waits in its cursor.
 TRIGGER_MAX_ARTICLES = 5000
 TRIGGER_MAX_SECONDS = 30.0
 

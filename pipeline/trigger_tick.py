@@ -100,10 +100,10 @@ class TickOutcome:
 class _Tick:
     """The budget of one tick and what it evaluated so far."""
 
-    def __init__(self, store: Store, sites: dict[int, SiteRules], limits: TickLimits, now: datetime):
+    def __init__(self, store: Store, sites: dict[int, SiteRules], limits: TickLimits, now: datetime, started: float):
         self.store, self.sites, self.now = store, sites, now
         self.remaining = limits.max_articles
-        self.deadline = time.monotonic() + limits.max_seconds
+        self.deadline = started + limits.max_seconds
         self.outcome = TickOutcome()
         self.seen: set[int] = set()
 
@@ -133,14 +133,17 @@ def run_tick(
     limits: TickLimits,
     now: datetime,
     also: Iterable[int] = (),
+    started: float | None = None,
 ) -> TickOutcome:
     """Evaluate what changed since `cursor` for `sites` (those this tick may fire for), advancing `cursor`
-    in place; `also`: articles to evaluate in any case (their firing was just re-armed)."""
+    in place; `also`: articles to evaluate in any case (their firing was just re-armed). `started`: when
+    the tick began (`time.monotonic()`), so the time its metric imports took counts against `max_seconds`."""
     if cursor.fresh:  # every site is scanned, which covers every row and event up to now
         cursor.metric_id, cursor.event_id, cursor.rule_id = store.trigger_positions()
         cursor.firing, cursor.sites = (now - SETTLE, 0), {}
     cursor.sites = {rules.site.id: _position(cursor.sites.get(rules.site.id), rules) for rules in sites}
-    tick = _Tick(store, {rules.site.id: rules for rules in sites if not rules.empty}, limits, now)
+    active = {rules.site.id: rules for rules in sites if not rules.empty}
+    tick = _Tick(store, active, limits, now, time.monotonic() if started is None else started)
     tick.evaluate(also)
     _failed_firings(tick, cursor)
     _new_rules(tick, cursor)

@@ -1,6 +1,7 @@
 """The metric sensor: imports dropped metric files, evaluates trigger rules, requests regeneration runs."""
 
 import hashlib
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -46,6 +47,7 @@ def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> S
     that reaches its limit stops there and the next one continues. A bad metrics file, or a site whose
     settings are invalid, is reported and skipped; the rest go on.
     """
+    started = time.monotonic()
     db = store.open()
     cursor = TriggerCursor.parse(context.cursor, context.log.warning)
     scan = scan_metrics_folder(db, settings.metrics_dir(), cursor.files)
@@ -77,7 +79,7 @@ def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> S
 
     now = datetime.now(UTC)
     limits = TickLimits(settings.trigger_max_articles(), settings.trigger_max_seconds())
-    outcome = run_tick(db, sites, cursor, limits, now, also=[f.content_id for f in rearmed])
+    outcome = run_tick(db, sites, cursor, limits, now, also=[f.content_id for f in rearmed], started=started)
     db.record_sensor_state(SENSOR_NAME, outcome.state(cursor, now, limits))
     summary = f"metric triggers: evaluated {outcome.evaluated:,} articles, {len(outcome.fired):,} fired"
     if outcome.caught_up:

@@ -19,6 +19,9 @@ from sqlalchemy import event, insert, update
 from pipeline.cli import main
 from pipeline.metrics import import_metrics_file
 from pipeline.models import Cluster, Content, ContentVariant, Idea, ReviewEvent
+from pipeline.trigger_cursor import TriggerCursor
+from pipeline.trigger_tick import TickLimits, run_tick
+from pipeline.triggers import site_rule_set
 from resources import StoreResource
 from sensors.metrics import metric_triggers
 
@@ -198,6 +201,21 @@ def test_a_fresh_cursor_evaluates_every_published_article_over_as_many_ticks_as_
     assert [len(fired(r)) for r in results] == [10, 10, 5]
     assert set().union(*(fired_content(env, r) for r in results)) == set(ids)
     assert fired(tick(env)) == [] and fired(tick(env, instance=dg.DagsterInstance.ephemeral())) == [], "fire once"
+
+
+def test_a_tick_past_its_time_limit_starts_no_new_batch_and_the_next_one_does_the_work(env, tmp_path):
+    ids = add_articles(env, 3)
+    add_rule(env)
+    import_metrics_file(env.store, metrics_file(tmp_path / "low.csv", dict.fromkeys(ids, 0.01)))
+    sites = [site_rule_set(env.store, env.store.site("coffee"))]
+    cursor, limits = TriggerCursor(), TickLimits(max_articles=100, max_seconds=5)
+
+    late = run_tick(env.store, sites, cursor, limits, datetime.now(UTC), started=time.monotonic() - 10)
+
+    assert (late.stopped, late.evaluated, late.fired) == ("time limit", 0, [])
+    assert late.backlog.articles == 3, "the scan it did not do is the backlog"
+    on_time = run_tick(env.store, sites, cursor, limits, datetime.now(UTC))
+    assert on_time.caught_up and len(on_time.fired) == 3
 
 
 # -- what changed --------------------------------------------------------------------------------------
