@@ -14,10 +14,10 @@ from the cursor's position, in this order):
 6. the site's site-wide rules (store defaults, settings) changed, or the site is new to the cursor: a scan
    of all its published articles, resumable by `(published_at, id)`.
 
-Articles are evaluated in chunks of 500 and the positions advance after each chunk, so a tick that reaches
-`max_articles` or `max_seconds` stops between chunks and the next tick resumes exactly there; articles
-left behind are the backlog (`backlog`). Sites skipped in a tick (not a partition yet, invalid settings)
-drop out of the cursor and are scanned once they come back.
+Articles are evaluated in chunks of 500 (up to 5,000 for new metric rows) and the positions advance after
+each chunk, so a tick that reaches `max_articles` or `max_seconds` stops between chunks and the next tick
+resumes exactly there; articles left behind are the backlog (`backlog`). Sites skipped in a tick (not a
+partition yet, invalid settings) drop out of the cursor and are scanned once they come back.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ from pipeline.triggers import Fired, SiteRules, evaluate, fire
 
 SENSOR_NAME = "metric_triggers"
 CHUNK = 500  # articles evaluated (and positions advanced) at a time
-METRIC_PAGE = 20_000  # metric rows read at a time
+# New metric rows: up to this many articles at a time, so that the rows of one article spread over a file
+# (one metric after another) are read once, not once per chunk.
+METRIC_ARTICLES = 5000
+METRIC_PAGE = 50_000  # metric rows read at a time
 SETTLE = timedelta(seconds=30)  # failed firings this recent are read again next tick
 AGE_SLACK = timedelta(seconds=1)  # an article exactly at its minimum age waits for the next tick
 LAST_ID = 2**31 - 1
@@ -107,15 +110,15 @@ class _Tick:
         self.outcome = TickOutcome()
         self.seen: set[int] = set()
 
-    def room(self) -> int:
-        """Articles the next chunk may hold; 0 once the tick must stop (and why is recorded)."""
+    def room(self, most: int = CHUNK) -> int:
+        """Articles the next chunk may hold (at most `most`); 0 once the tick must stop (and why is recorded)."""
         if self.outcome.stopped:
             return 0
         if self.remaining <= 0:
             self.outcome.stopped = "article limit"
         elif time.monotonic() > self.deadline:
             self.outcome.stopped = "time limit"
-        return 0 if self.outcome.stopped else min(CHUNK, self.remaining)
+        return 0 if self.outcome.stopped else min(most, self.remaining)
 
     def evaluate(self, content_ids: Iterable[int]) -> None:
         ids = set(content_ids)
@@ -219,7 +222,7 @@ def _publications(tick: _Tick, cursor: TriggerCursor) -> None:
 
 def _metric_rows(tick: _Tick, cursor: TriggerCursor) -> None:
     position = cursor.metric_id or 0
-    while room := tick.room():
+    while room := tick.room(METRIC_ARTICLES):
         rows = tick.store.metric_rows_after(position, METRIC_PAGE)
         articles: set[int] = set()
         for row_id, content_id in rows:
