@@ -26,7 +26,7 @@ from pipeline.metrics import METRIC_NAME
 from pipeline.models import FiringStatus, Site, TriggerRule
 from pipeline.sites import MAX_MIN_AGE_HOURS, site_settings
 from pipeline.store import Store
-from pipeline.store.trigger_scan import ActiveFiring, PublishedArticle
+from pipeline.store.trigger_scan import ActiveFiring, ArticleRule, PublishedArticle
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -220,7 +220,7 @@ def rearm_stalled(
     return stalled
 
 
-def _stored(rule: TriggerRule) -> Rule:
+def _stored(rule: TriggerRule | ArticleRule) -> Rule:
     return Rule(
         f"rule:{rule.id}",
         rule.metric,

@@ -64,6 +64,19 @@ class PublishedArticle:
 
 
 @dataclass(frozen=True)
+class ArticleRule:
+    """A stored rule of one article, read without the ORM (a batch of articles has thousands)."""
+
+    id: int
+    content_id: int
+    metric: str
+    comparison: str
+    threshold: float
+    min_age_hours: float
+    instruction: str
+
+
+@dataclass(frozen=True)
 class ActiveFiring:
     """A firing requested or running: what deciding whether its run stalled needs."""
 
@@ -200,14 +213,26 @@ class TriggerScanStore(StoreBase):
                     latest.setdefault(content_id, {}).setdefault(variant, {})[metric] = value
         return latest
 
-    def article_rules(self, content_ids: Iterable[int]) -> dict[int, list[TriggerRule]]:
+    def article_rules(self, content_ids: Iterable[int]) -> dict[int, list[ArticleRule]]:
         """Enabled rules of these articles (not site defaults), by article, oldest rule first."""
-        rules: dict[int, list[TriggerRule]] = {}
+        rules: dict[int, list[ArticleRule]] = {}
+        columns = (
+            TriggerRule.id,
+            TriggerRule.content_id,
+            TriggerRule.metric,
+            TriggerRule.comparison,
+            TriggerRule.threshold,
+            TriggerRule.min_age_hours,
+            TriggerRule.instruction,
+        )
         with self._sessions() as session:
             for chunk in _chunks(sorted(set(content_ids)), _IN_CHUNK):
-                statement = select(TriggerRule).where(TriggerRule.content_id.in_(chunk), TriggerRule.enabled.is_(True))
-                for rule in session.scalars(statement.order_by(TriggerRule.id)):
-                    rules.setdefault(rule.content_id or 0, []).append(rule)
+                statement = select(*columns).where(TriggerRule.content_id.in_(chunk), TriggerRule.enabled.is_(True))
+                for rule_id, content_id, metric, comparison, threshold, age, instruction in session.execute(
+                    statement.order_by(TriggerRule.id)
+                ):
+                    rule = ArticleRule(rule_id, content_id or 0, metric, comparison, threshold, age, instruction)
+                    rules.setdefault(rule.content_id, []).append(rule)
         return rules
 
     def site_default_rules(self, site_id: int) -> list[TriggerRule]:
