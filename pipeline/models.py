@@ -159,6 +159,8 @@ class Content(Base):
     """The article written for one idea; its text lives in versioned A/B `ContentVariant` rows."""
 
     __tablename__ = "content"
+    # Published articles of a site in publication order: rules whose minimum age passed, resumable scans.
+    __table_args__ = (Index("ix_content_site_status_published", "site_id", "status", "published_at", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
@@ -309,6 +311,10 @@ class TriggerRule(Base):
     """
 
     __tablename__ = "trigger_rules"
+    __table_args__ = (
+        Index("ix_trigger_rules_site_ages", "site_id", "min_age_hours"),
+        Index("ix_trigger_rules_site_content", "site_id", "content_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
@@ -330,7 +336,10 @@ class TriggerFiring(Base):
     """
 
     __tablename__ = "trigger_firings"
-    __table_args__ = (UniqueConstraint("content_id", "rule_key", "published_version"),)
+    __table_args__ = (
+        UniqueConstraint("content_id", "rule_key", "published_version"),
+        Index("ix_trigger_firings_status_changed_at", "status", "changed_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
@@ -349,6 +358,8 @@ class TriggerFiring(Base):
     error: Mapped[str | None] = mapped_column(Text)
     fired_at: Mapped[datetime] = mapped_column(default=utcnow)
     consumed_at: Mapped[datetime | None]
+    # When `status` last changed (any update sets it): failed firings since a tick are found by index.
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class ReviewEvent(Base):
@@ -400,3 +411,16 @@ class ItemLease(Base):
     item_ref: Mapped[str] = mapped_column(String(200), primary_key=True)
     holder: Mapped[str] = mapped_column(String(120))
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SensorState(Base):
+    """What a sensor recorded at its last tick (its position and backlog), for `pipeline status`.
+
+    Dagster keeps the sensor's cursor; this copy only informs people and tools without access to Dagster.
+    """
+
+    __tablename__ = "sensor_states"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -71,3 +71,19 @@ def dagster_home() -> Path:
 def sensor_interval_seconds(default: int = SENSOR_INTERVAL_SECONDS) -> int:
     """Minimum seconds between ticks of a sensor: `PIPELINE_SENSOR_INTERVAL_SECONDS`, else `default`."""
     return int(os.environ.get("PIPELINE_SENSOR_INTERVAL_SECONDS", str(default)))
+
+
+# A metric sensor tick evaluates at most this many articles, and starts no new batch this many seconds
+# after it began (metric imports included; Dagster gives a tick 60 s); the rest waits in its cursor.
+TRIGGER_MAX_ARTICLES = 5000
+TRIGGER_MAX_SECONDS = 30.0
+
+
+def trigger_max_articles() -> int:
+    """Articles one `metric_triggers` tick evaluates at most: `PIPELINE_TRIGGER_MAX_ARTICLES` (default 5000)."""
+    return max(1, int(os.environ.get("PIPELINE_TRIGGER_MAX_ARTICLES") or TRIGGER_MAX_ARTICLES))
+
+
+def trigger_max_seconds() -> float:
+    """Seconds after which a `metric_triggers` tick starts no new batch: `PIPELINE_TRIGGER_MAX_SECONDS` (30)."""
+    return max(1.0, float(os.environ.get("PIPELINE_TRIGGER_MAX_SECONDS") or TRIGGER_MAX_SECONDS))

@@ -6,10 +6,12 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
+from datetime import UTC, datetime
 
 from pipeline import settings
 from pipeline.cli.base import open_store, print_table
 from pipeline.stages import MODEL_STAGES, RunOptions
+from pipeline.trigger_tick import status_line
 
 
 def add_status_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +100,9 @@ def _status(args: argparse.Namespace) -> int:
         print(f"Media:  {settings.media_dir()}")
         print(f"Dagster instance: {settings.dagster_home()}  (open the UI with: make ui)")
         print(_endpoints_line())
+        triggers = status_line(store, datetime.now(UTC))
+        if triggers:
+            print(triggers)
     if rejected:
         print(f"\nRejected input files ({len(rejected)}; skipped until fixed or removed):")
         print_table(

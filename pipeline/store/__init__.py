@@ -12,10 +12,11 @@ from pipeline.store.base import MIGRATIONS_DIR, StoreBase, UnknownSite
 from pipeline.store.ledger import LedgerStore
 from pipeline.store.planning import PlanningStore
 from pipeline.store.review import ReviewStore, SiteCounts
+from pipeline.store.trigger_scan import TriggerScanStore
 from pipeline.store.writing import WritingStore
 
 __all__ = ["MIGRATIONS_DIR", "SiteCounts", "Store", "StoreBase", "UnknownSite"]
 
 
-class Store(PlanningStore, WritingStore, LedgerStore, AutomationStore, ReviewStore):
+class Store(PlanningStore, WritingStore, LedgerStore, AutomationStore, TriggerScanStore, ReviewStore):
     """Typed access to the pipeline database at `url`."""

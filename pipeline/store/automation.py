@@ -20,36 +20,36 @@ from pipeline.models import (
     TriggerRule,
     utcnow,
 )
-from pipeline.store.base import StoreBase, _chunks, affected
+from pipeline.store.base import StoreBase, _chunks, affected, table
+from pipeline.store.trigger_scan import serialise_trigger_inputs
+
+METRICS_BATCH = 5000  # metric rows per insert (sent as multi-row statements of up to 1,000 rows each)
 
 
 class AutomationStore(StoreBase):
     """Metrics, trigger rules, firings and rejected files."""
 
     def add_metrics(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Insert metric observations on their natural key in one transaction; returns rows added."""
+        """Insert metric observations on their natural key in one transaction; returns rows added.
+
+        Set-based: one multi-row statement per batch of rows, however many rows there are.
+        """
         if not rows:
             return 0
         added = 0
+        metrics = table(PostMetric)
         with self.transaction() as session:
-            insert = self._insert(session)
-            now = utcnow()
-            for chunk in _chunks(rows, 500):
-                result = session.execute(
-                    insert(PostMetric)
-                    .values([{"created_at": now, **row} for row in chunk])
-                    .on_conflict_do_nothing(
-                        index_elements=[
-                            PostMetric.content_id,
-                            PostMetric.variant,
-                            PostMetric.version,
-                            PostMetric.metric,
-                            PostMetric.observed_at,
-                            PostMetric.source,
-                        ]
-                    )
+            serialise_trigger_inputs(session)
+            statement = (
+                self._insert(session)(metrics)
+                .on_conflict_do_nothing(
+                    index_elements=["content_id", "variant", "version", "metric", "observed_at", "source"]
                 )
-                added += affected(result)
+                .returning(metrics.c.id)
+            )
+            now = utcnow()
+            for chunk in _chunks(rows, METRICS_BATCH):
+                added += len(session.execute(statement, [{"created_at": now, **row} for row in chunk]).all())
         return added
 
     def latest_metrics(self, content_id: int, version: int) -> dict[str, dict[str, float]]:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import defer
 from pipeline.models import (
     Cluster,
     Content,
+    ContentStatus,
     ContentVariant,
     Idea,
     Image,
@@ -23,6 +24,7 @@ from pipeline.models import (
     utcnow,
 )
 from pipeline.store.base import StoreBase, _current_variants, affected
+from pipeline.store.trigger_scan import serialise_trigger_inputs
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ class ReviewStore(StoreBase):
         article locked by a regeneration run is left alone: returns False, writing nothing, in either case.
         """
         with self.transaction() as session:
+            if to_status == ContentStatus.PUBLISHED:
+                serialise_trigger_inputs(session)  # the metric sensor reads publications by id
             now = utcnow()
             moved = affected(
                 session.execute(

@@ -22,7 +22,7 @@ from pipeline.models import (
     TriggerFiring,
     utcnow,
 )
-from pipeline.store.base import StoreBase, _current_variants, table
+from pipeline.store.base import StoreBase, _chunks, _current_variants, table
 
 
 class WritingStore(StoreBase):
@@ -78,10 +78,12 @@ class WritingStore(StoreBase):
         return self._row(Content, content_id)
 
     def content_by_ids(self, ids: Iterable[int]) -> dict[int, Content]:
-        """Articles by id (missing ids are simply absent)."""
-        ids = list(ids)
+        """Articles by id (missing ids are simply absent), read in chunks (a metrics file names many)."""
+        found: dict[int, Content] = {}
         with self._sessions() as session:
-            return {c.id: c for c in session.scalars(select(Content).where(Content.id.in_(ids)))} if ids else {}
+            for chunk in _chunks(sorted(set(ids)), 500):
+                found.update((c.id, c) for c in session.scalars(select(Content).where(Content.id.in_(chunk))))
+        return found
 
     def content_ids_by_idea(self, site_id: int) -> dict[int, int]:
         """idea id -> article id, for every article of a site."""
