@@ -164,22 +164,23 @@ def _naive_fire_due(store: Store, site: Site, rules: Sequence[Any]) -> list[int]
                 if rule.metric in observed[v] and compare(observed[v][rule.metric], rule.threshold)
             ]
             if triggered:
-                firing_id = store.fire_trigger(
-                    {
-                        "site_id": site.id,
-                        "content_id": content.id,
-                        "rule_key": rule.key,
-                        "published_version": content.published_version,
-                        "metric": rule.metric,
-                        "comparison": rule.comparison,
-                        "threshold": rule.threshold,
-                        "instruction": rule.instruction,
-                        "triggered_variants": triggered,
-                        "observed": observed,
-                    }
-                )
-                if firing_id is not None:
-                    fired.append(firing_id)
+                fired_now = store.fire_triggers(
+                    [
+                        {
+                            "site_id": site.id,
+                            "content_id": content.id,
+                            "rule_key": rule.key,
+                            "published_version": content.published_version,
+                            "metric": rule.metric,
+                            "comparison": rule.comparison,
+                            "threshold": rule.threshold,
+                            "instruction": rule.instruction,
+                            "triggered_variants": triggered,
+                            "observed": observed,
+                        }
+                    ]
+                )  # one article at a time, as the sensor did before incremental ticks
+                fired += [firing_id for firing_id, _, _ in fired_now]
                 break
     return fired
 

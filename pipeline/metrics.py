@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.drop_folder import Entry, FolderUnreadable, Rejected, read_folder, scan_entries
 from pipeline.keywords import Problem
-from pipeline.models import Content
+from pipeline.models import Content, as_utc
 from pipeline.store import Store
 
 # Records a problem with one column of the row being read.
@@ -252,8 +252,8 @@ def publication_history(article: Content, events: Sequence[tuple[datetime, int]]
     """
     if article.published_at is None or article.published_version is None:
         return []
-    current = (_aware(article.published_at), article.published_version)
-    earlier = [(_aware(when), version) for when, version in events if _aware(when) < current[0]]
+    current = (as_utc(article.published_at), article.published_version)
+    earlier = [(as_utc(when), version) for when, version in events if as_utc(when) < current[0]]
     return [*earlier, current]
 
 
@@ -313,11 +313,6 @@ def _source(name: str) -> str:
 
 def _repeated(names: list[str]) -> list[str]:
     return sorted({name for name in names if name and names.count(name) > 1})
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything the store writes is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _when(moment: datetime) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pipeline.metrics import METRIC_NAME
-from pipeline.models import FiringStatus, Site, TriggerRule
+from pipeline.models import FiringStatus, Site, TriggerRule, as_utc
 from pipeline.sites import MAX_MIN_AGE_HOURS, site_settings
 from pipeline.store import Store
 from pipeline.store.trigger_scan import ActiveFiring, ArticleRule, PublishedArticle
@@ -209,7 +209,7 @@ def rearm_stalled(
         status = statuses[firing.run_id] if firing.run_id else None
         finished_badly = status in {"FAILURE", "CANCELED"}
         finished_without_consuming = status == "SUCCESS"
-        too_old = status is None and now - _aware(firing.fired_at) > STALE_AFTER
+        too_old = status is None and now - as_utc(firing.fired_at) > STALE_AFTER
         if finished_badly or finished_without_consuming or too_old:
             store.fail_firing(
                 firing.id,
@@ -240,8 +240,3 @@ def _settings_rules(site: Site) -> list[Rule]:
             Rule(f"site:{digest}", spec.metric, spec.comparison, spec.threshold, spec.min_age_hours, spec.instruction)
         )
     return rules
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything the store writes is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -19,7 +19,7 @@ import itertools
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from assets import ALL_ASSETS
 from pipeline import models
+from pipeline.cli import main as pipeline_main
 from pipeline.store import Store
 from resources import LLMResource, MediaResource, StoreResource
 
@@ -320,6 +321,17 @@ def postgres() -> PostgresServer:
     if _server is None:
         pytest.fail("this test needs PostgreSQL: mark it `postgres` so it runs in the PostgreSQL pass only")
     return _server
+
+
+@pytest.fixture
+def cli(env: Env, monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
+    """`pipeline ...` in-process (`pipeline.cli.main`) against this test environment's store; returns the exit code."""
+    monkeypatch.setenv("DATABASE_URL", env.url)
+
+    def run(*argv: str) -> int:
+        return pipeline_main(list(argv))
+
+    return run
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import dagster as dg
 import pytest
 from sqlalchemy import event, insert, update
 
-from pipeline.cli import main
 from pipeline.metrics import import_metrics_file
 from pipeline.models import Cluster, Content, ContentVariant, Idea, ReviewEvent
 from pipeline.trigger_cursor import TriggerCursor
@@ -355,13 +354,3 @@ def test_a_metrics_file_is_loaded_in_batches_not_row_by_row(env, tmp_path):
     assert result.added == 3000
     assert len(statements) <= 20, f"{len(statements)} statements for 3,000 rows"
     assert import_metrics_file(env.store, path).added == 0
-
-
-@pytest.fixture
-def cli(env, monkeypatch):
-    monkeypatch.setenv("DATABASE_URL", env.url)
-
-    def run(*argv: str) -> int:
-        return main(list(argv))
-
-    return run

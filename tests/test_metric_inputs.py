@@ -13,7 +13,6 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select, update
 
-from pipeline.cli import main
 from pipeline.metrics import MetricsFileError, import_metrics_file
 from pipeline.models import Cluster, Content, ContentVariant, Idea, PostMetric, ReviewEvent, TriggerRule
 from resources import StoreResource
@@ -116,17 +115,6 @@ def stored_metrics(env) -> list[tuple[int, str, int, str, float, datetime]]:
             ).order_by(PostMetric.observed_at, PostMetric.variant)
         ).all()
     return [(c, v, n, m, x, o if o.tzinfo else o.replace(tzinfo=UTC)) for c, v, n, m, x, o in rows]
-
-
-@pytest.fixture
-def cli(env, monkeypatch):
-    """`pipeline ...` through `pipeline.cli.main` against this environment's store."""
-    monkeypatch.setenv("DATABASE_URL", env.url)
-
-    def run(*argv: str) -> int:
-        return main(list(argv))
-
-    return run
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pipeline.llm.tasks import Estimate
-from pipeline.models import Site
+from pipeline.models import Site, as_utc
 from pipeline.sites import SiteSettings, site_settings
 
 if TYPE_CHECKING:
@@ -90,12 +90,8 @@ class RunOptions:
             items = [item for item in items if key(item) == self.item_id]
         if self.skip_recent_days is not None:
             cutoff = datetime.now(UTC) - timedelta(days=self.skip_recent_days)
-            items = [item for item in items if (when := created(item)) is None or _aware(when) <= cutoff]
+            items = [item for item in items if (when := created(item)) is None or as_utc(when) <= cutoff]
         return items[: self.limit] if self.limit is not None else items
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def dry_run_report(estimate: Estimate, pending: int) -> StageReport:

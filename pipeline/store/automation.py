@@ -108,45 +108,6 @@ class AutomationStore(StoreBase):
                 > 0
             )
 
-    def fire_trigger(self, values: Mapping[str, Any]) -> int | None:
-        """Record that a rule fired for one published version; the id if it fires now, None if it already did.
-
-        Atomic on the natural key (content, rule, published version): however many sensor ticks or
-        Dagster instances evaluate the same rule, only one insert wins. A firing whose regeneration failed
-        is armed again: it is re-requested here (attempts + 1) instead of inserted.
-        """
-        with self.transaction() as session:
-            insert = self._insert(session)
-            firing_id: int | None = session.scalar(
-                insert(TriggerFiring)
-                .values(**values, status=FiringStatus.REQUESTED, attempts=1, fired_at=utcnow())
-                .on_conflict_do_nothing(
-                    index_elements=[TriggerFiring.content_id, TriggerFiring.rule_key, TriggerFiring.published_version]
-                )
-                .returning(TriggerFiring.id)
-            )
-            if firing_id is not None:
-                return firing_id
-            rearmed: int | None = session.scalar(
-                update(TriggerFiring)
-                .where(
-                    TriggerFiring.content_id == values["content_id"],
-                    TriggerFiring.rule_key == values["rule_key"],
-                    TriggerFiring.published_version == values["published_version"],
-                    TriggerFiring.status == FiringStatus.FAILED,
-                )
-                .values(
-                    status=FiringStatus.REQUESTED,
-                    attempts=TriggerFiring.attempts + 1,
-                    run_id=None,
-                    fired_at=utcnow(),
-                    observed=values["observed"],
-                    triggered_variants=values["triggered_variants"],
-                )
-                .returning(TriggerFiring.id)
-            )
-            return rearmed
-
     def firings(self, *, site_id: int | None = None, statuses: Sequence[str] | None = None) -> list[TriggerFiring]:
         """Trigger firings, optionally of one site and with given statuses."""
         with self._sessions() as session:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select, text, tuple_, update
@@ -24,9 +24,10 @@ from pipeline.models import (
     SensorState,
     TriggerFiring,
     TriggerRule,
+    as_utc,
     utcnow,
 )
-from pipeline.store.base import StoreBase, _chunks
+from pipeline.store.base import StoreBase, _chunks, table
 
 # (time, id) keys, as in `pipeline.trigger_cursor.Key`; a time of None is "before everything".
 Key = tuple[datetime | None, int]
@@ -130,7 +131,7 @@ class TriggerScanStore(StoreBase):
             statement = statement.where(tuple_(TriggerFiring.changed_at, TriggerFiring.id) > tuple_(*after))
         with self._sessions() as session:
             rows = session.execute(statement.order_by(TriggerFiring.changed_at, TriggerFiring.id).limit(limit))
-            return [(_utc(when), int(i), int(c)) for when, i, c in rows]
+            return [(as_utc(when), int(i), int(c)) for when, i, c in rows]
 
     def published_after(self, site_id: int, after: Key, until: datetime | None, limit: int) -> list[Key]:
         """`(published at, id)` of a site's published articles after `after` (and published by `until`),
@@ -138,7 +139,7 @@ class TriggerScanStore(StoreBase):
         statement = _published(site_id, after, until, Content.published_at, Content.id)
         with self._sessions() as session:
             rows = session.execute(statement.order_by(Content.published_at, Content.id).limit(limit))
-            return [(_utc(when), int(i)) for when, i in rows]
+            return [(as_utc(when), int(i)) for when, i in rows]
 
     def count_metric_rows_after(self, metric_id: int) -> int:
         """Metric rows after `metric_id`."""
@@ -177,7 +178,7 @@ class TriggerScanStore(StoreBase):
                         Content.published_at.is_not(None),
                     )
                 )
-                found += [PublishedArticle(i, s, _utc(at), v, lock) for i, s, at, v, lock in rows if at and v]
+                found += [PublishedArticle(i, s, as_utc(at), v, lock) for i, s, at, v, lock in rows if at and v]
         return found
 
     def active_firing_content(self, content_ids: Iterable[int]) -> set[int]:
@@ -256,25 +257,27 @@ class TriggerScanStore(StoreBase):
                 .where(TriggerFiring.status.in_(ACTIVE))
                 .order_by(TriggerFiring.id)
             )
-            return [ActiveFiring(int(i), int(c), run, _utc(at)) for i, c, run, at in rows]
+            return [ActiveFiring(int(i), int(c), run, as_utc(at)) for i, c, run, at in rows]
 
     def fire_triggers(self, values: Sequence[Mapping[str, Any]]) -> list[tuple[int, int, int]]:
-        """`fire_trigger` for many at once, in one transaction: `(firing id, content id, attempts)` of those
-        that fire now.
+        """Record that rules fired for published versions, in one transaction: `(firing id, content id,
+        attempts)` of those that fire now.
 
-        New firings are inserted on the natural key in batches (one statement each); those that exist and
-        failed are armed again (attempts + 1); the others already fired and are left alone.
+        Atomic on the natural key (content, rule, published version): however many sensor ticks or Dagster
+        instances evaluate the same rule, only one insert wins, so a rule fires once per version. New
+        firings are inserted in batches (one statement each); those that exist and failed are armed again
+        (attempts + 1); the others already fired and are left alone.
         """
         if not values:
             return []
         fired: list[tuple[int, int, int]] = []
         with self.transaction() as session:
             now = utcnow()
-            table = TriggerFiring.__table__
+            firings = table(TriggerFiring)
             statement = (
-                self._insert(session)(table)
+                self._insert(session)(firings)
                 .on_conflict_do_nothing(index_elements=["content_id", "rule_key", "published_version"])
-                .returning(table.c.id, table.c.content_id, table.c.rule_key, table.c.published_version)
+                .returning(firings.c.id, firings.c.content_id, firings.c.rule_key, firings.c.published_version)
             )
             inserted: set[tuple[int, str, int]] = set()
             for chunk in _chunks(values, _IN_CHUNK):
@@ -361,8 +364,3 @@ def _published(site_id: int, after: Key, until: datetime | None, *columns: Any) 
     if until is not None:
         statement = statement.where(Content.published_at <= until)
     return statement
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything the store writes is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
