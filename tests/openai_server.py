@@ -114,7 +114,7 @@ from typing import Any, Literal, get_args
 import uvicorn
 from pydantic import BaseModel
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -347,6 +347,9 @@ class RequestRecord:
     time: float
     response_format: str | None = None
     """The chat request's `response_format.type` (`json_schema`, `json_object`, `text`...), `None` when absent."""
+    client_gone: bool = False
+    """The client hung up before its body was read (its own timeout ran out while this busy server had not yet
+    got to it): the request still counts, as the client's SDK counts it as an attempt."""
 
 
 class RequestLog:
@@ -865,6 +868,9 @@ async def _prologue(
         )
     try:
         body = await request.json()
+    except ClientDisconnect:
+        state.log.add(RequestRecord(path, None, None, None, time.time(), client_gone=True))
+        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
     except (json.JSONDecodeError, UnicodeDecodeError):
         body = None
     if not isinstance(body, dict):

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import math
+import socket
 import subprocess
 import sys
 import time
@@ -188,6 +189,22 @@ def test_a_429_past_the_retries_raises_rate_limit_error_with_its_code(server):
     assert caught.value.status_code == 429 and caught.value.code == "rate_limit_exceeded"
     assert caught.value.response.headers["retry-after-ms"] == "10"
     assert faults(server) == ["rate_limit", "rate_limit"]
+
+
+def test_a_client_that_hangs_up_before_its_body_arrives_is_still_logged(server):
+    # An SDK whose timeout runs out before a busy server reads the body counts that attempt; so must the log,
+    # or the ledger's attempts and the server's requests disagree under load.
+    with socket.create_connection((server.host, server.port)) as raw:
+        raw.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"model\": "
+        )
+        time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while not server.log.records() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [record] = server.log.records()
+    assert record.path == "chat" and record.client_gone and record.fault is None
 
 
 def test_a_500_is_retried_and_succeeds(server):
