@@ -197,7 +197,7 @@ def test_a_client_that_hangs_up_before_its_body_arrives_is_still_logged(server):
     with socket.create_connection((server.host, server.port)) as raw:
         raw.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"model\": "
+            b'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"model": '
         )
         time.sleep(0.2)
     deadline = time.monotonic() + 5
