@@ -165,7 +165,10 @@ class Content(Base):
 
     __tablename__ = "content"
     # Published articles of a site in publication order: rules whose minimum age passed, resumable scans.
-    __table_args__ = (Index("ix_content_site_status_published", "site_id", "status", "published_at", "id"),)
+    __table_args__ = (
+        Index("ix_content_site_status_published", "site_id", "status", "published_at", "id"),
+        Index("ix_content_site_status_slot", "site_id", "status", "publish_slot"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
@@ -175,6 +178,10 @@ class Content(Base):
     published_version: Mapped[int | None]
     published_variant: Mapped[str | None] = mapped_column(String(1))
     review_note: Mapped[str | None] = mapped_column(Text)
+    # When the current approval happened (slots are handed out in approval order) and the calendar slot it
+    # got: the article is due for publishing once the slot has come. Both cleared when it leaves `approved`.
+    approved_at: Mapped[datetime | None]
+    publish_slot: Mapped[datetime | None]
     # Set while a regeneration run owns this article, so two runs never rewrite it at once.
     regeneration_run_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -429,3 +436,52 @@ class SensorState(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     state: Mapped[dict[str, Any]] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Publication(Base):
+    """An article on one publishing target (`folder`, `wordpress`): where it is and which version it shows.
+
+    One row per article and target. `remote_id` is the target's own id (a WordPress post id), recorded as
+    soon as the target has one, so a re-run, a new version and a retry after a failure update that post
+    instead of posting again. `version`/`variant` say what the target shows once `state` is `done`;
+    `pending` means a push started and did not finish (the next run completes it); `error` says why the
+    last push failed.
+    """
+
+    __tablename__ = "publications"
+    __table_args__ = (UniqueConstraint("content_id", "target"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), index=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    target: Mapped[str] = mapped_column(String(40))
+    # Where the target is (the WordPress URL, the folder): rows recorded for another destination are stale.
+    destination: Mapped[str] = mapped_column(Text)
+    remote_id: Mapped[str | None] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(Text)
+    remote_status: Mapped[str | None] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))
+    version: Mapped[int | None]
+    variant: Mapped[str | None] = mapped_column(String(1))
+    published_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RemoteMedia(Base):
+    """An image file uploaded to a target, keyed by its SHA-256: each file is uploaded once per destination."""
+
+    __tablename__ = "remote_media"
+    __table_args__ = (UniqueConstraint("site_id", "target", "destination", "checksum"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    target: Mapped[str] = mapped_column(String(40))
+    destination: Mapped[str] = mapped_column(Text)
+    checksum: Mapped[str] = mapped_column(String(64))
+    remote_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    file_name: Mapped[str] = mapped_column(String(255))
+    alt_text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -13,9 +13,11 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping
+from datetime import time
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # The Dagster dynamic partitions of sites (one per slug); Dagster stores partitions under this name.
 SITES_PARTITION = "sites"
@@ -78,6 +80,9 @@ class TriggerRuleSettings(BaseModel):
     instruction: str = ""
 
 
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
 class EndpointSettings(BaseModel):
     """A site's endpoint for one kind of call (see `pipeline/llm/endpoints.py`); unset fields inherit."""
 
@@ -85,7 +90,85 @@ class EndpointSettings(BaseModel):
 
     provider: Literal["openai", "offline"] | None = None
     base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    api_key_env: str | None = Field(default=None, pattern=ENV_VAR_PATTERN)
+
+
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+class WordPressSettings(BaseModel):
+    """A WordPress site to publish to through its REST API, signed in with an application password.
+
+    The password itself is never in settings: `password_env` names the environment variable that holds it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://\S+$", description="The site (https://example.com), or its REST root.")
+    username: str = Field(min_length=1, max_length=60)
+    password_env: str = Field(pattern=ENV_VAR_PATTERN, description="Environment variable with the app password.")
+    status: Literal["publish", "draft", "future"] = Field(
+        default="publish",
+        description="publish: live at its slot; draft: left for the team to publish in WordPress; "
+        "future: sent ahead as a scheduled post that WordPress publishes at the slot.",
+    )
+
+
+class PublishingSettings(BaseModel):
+    """Where a site's approved articles go: the folder export (on unless turned off) and WordPress."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: bool = True
+    wordpress: WordPressSettings | None = None
+
+
+class ScheduleSettings(BaseModel):
+    """A publishing calendar: `per_day` slots a day at `times` (HH:MM) in `timezone`.
+
+    Without `times`, the slots are spread evenly over 09:00-21:00; without `per_day`, every time is a slot.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    per_day: int | None = Field(default=None, ge=1, le=96)
+    times: list[str] = Field(default_factory=list, max_length=96)
+    timezone: str = "UTC"
+
+    @field_validator("times")
+    @classmethod
+    def _clock_times(cls, times: list[str]) -> list[str]:
+        bad = [t for t in times if not _CLOCK_TIME.match(t)]
+        if bad:
+            raise ValueError(f"times must be HH:MM on a 24-hour clock, e.g. '09:00' (got {bad[0]!r})")
+        if len(set(times)) != len(times):
+            raise ValueError("times must not repeat")
+        return sorted(times)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r}; use an IANA name such as 'Europe/Berlin'") from None
+        return name
+
+    @model_validator(mode="after")
+    def _slots(self) -> ScheduleSettings:
+        if self.per_day is None and not self.times:
+            raise ValueError("give per_day, times or both")
+        if self.per_day is not None and self.times and self.per_day != len(self.times):
+            raise ValueError(f"per_day is {self.per_day} but {len(self.times)} times are given; give one or match")
+        return self
+
+    def daily_times(self) -> list[time]:
+        """The day's slot times, earliest first."""
+        if self.times:
+            return [time.fromisoformat(t) for t in self.times]
+        count = self.per_day or 1
+        minutes = [9 * 60 + i * (12 * 60) // count for i in range(count)]
+        return [time(m // 60, m % 60) for m in minutes]
 
 
 class SiteSettings(BaseModel):
@@ -112,6 +195,12 @@ class SiteSettings(BaseModel):
     triggers: list[TriggerRuleSettings] = Field(default_factory=list, description="Default regeneration rules.")
     endpoints: dict[Literal["text", "embeddings", "images"], EndpointSettings] = Field(
         default_factory=dict, description="Where this site's text, embeddings and images calls go."
+    )
+    publishing: PublishingSettings = Field(
+        default_factory=PublishingSettings, description="Publishing targets: folder export, WordPress."
+    )
+    schedule: ScheduleSettings | None = Field(
+        default=None, description="Publishing calendar; without one, approved articles are due at once."
     )
 
 
