@@ -2,15 +2,18 @@
 
 `Store` is composed of one mixin per aggregate over `StoreBase` (engine, migrations, transactions):
 planning (sites, keywords, clusters, ideas), writing (articles, variants, images, new versions),
-the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files) and
-review (queue, transitions, counts). Writes are idempotent by construction (natural keys, upserts, one
-transaction per item), and the schema is created and upgraded by Alembic on open (`Store.migrate`).
+the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files),
+review (queue, transitions, counts), the publishing calendar and publications. Writes are idempotent
+by construction (natural keys, upserts, one transaction per item), and the schema is created and
+upgraded by Alembic on open (`Store.migrate`).
 """
 
 from pipeline.store.automation import AutomationStore
 from pipeline.store.base import MIGRATIONS_DIR, StoreBase, UnknownSite
+from pipeline.store.calendar import CalendarStore
 from pipeline.store.ledger import LedgerStore
 from pipeline.store.planning import PlanningStore
+from pipeline.store.publishing import PublishingStore
 from pipeline.store.review import ReviewStore, SiteCounts
 from pipeline.store.trigger_scan import TriggerScanStore
 from pipeline.store.writing import WritingStore
@@ -18,5 +21,14 @@ from pipeline.store.writing import WritingStore
 __all__ = ["MIGRATIONS_DIR", "SiteCounts", "Store", "StoreBase", "UnknownSite"]
 
 
-class Store(PlanningStore, WritingStore, LedgerStore, AutomationStore, TriggerScanStore, ReviewStore):
+class Store(
+    PlanningStore,
+    WritingStore,
+    LedgerStore,
+    AutomationStore,
+    TriggerScanStore,
+    ReviewStore,
+    CalendarStore,
+    PublishingStore,
+):
     """Typed access to the pipeline database at `url`."""
