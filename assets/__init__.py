@@ -3,13 +3,15 @@
 from dagster import AssetSelection, define_asset_job
 
 from assets.planning import clusters, ideas, keywords
+from assets.publishing import publications
 from assets.writing import content, image_prompts, images
 
-ALL_ASSETS = [keywords, clusters, ideas, content, image_prompts, images]
+ALL_ASSETS = [keywords, clusters, ideas, content, image_prompts, images, publications]
+CHAIN = [keywords, clusters, ideas, content, image_prompts, images]
 
 content_pipeline = define_asset_job(
     "content_pipeline",
-    selection=AssetSelection.assets(*ALL_ASSETS),
+    selection=AssetSelection.assets(*CHAIN),
     description="The main job: keywords -> clusters -> ideas -> content -> image prompts -> images for one site.",
 )
 
@@ -26,7 +28,14 @@ regenerate_variants = define_asset_job(
     tags={"pipeline/run_kind": "regeneration"},
 )
 
-JOBS = [content_pipeline, ingest_keywords, regenerate_variants]
+publish_articles = define_asset_job(
+    "publish_articles",
+    selection=AssetSelection.assets(publications),
+    description="Publish one site's approved articles whose slot has come (the publishing_calendar schedule).",
+    tags={"pipeline/run_kind": "publishing"},
+)
+
+JOBS = [content_pipeline, ingest_keywords, regenerate_variants, publish_articles]
 
 __all__ = [
     "ALL_ASSETS",
@@ -39,5 +48,7 @@ __all__ = [
     "images",
     "ingest_keywords",
     "keywords",
+    "publications",
+    "publish_articles",
     "regenerate_variants",
 ]

@@ -1,4 +1,4 @@
-"""Schedules: nightly fill-in of missing work for every site, weekly clean-up of media and cache."""
+"""Schedules: nightly fill-in of missing work for every site, the publishing calendar, weekly clean-up."""
 
 from dagster import (
     Config,
@@ -12,13 +12,18 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets import content_pipeline
+from assets import content_pipeline, publish_articles
 from pipeline.maintenance import clean_up
-from pipeline.sites import SITES_PARTITION
+from pipeline.models import utcnow
+from pipeline.sites import SITES_PARTITION, SiteSettingsError
+from pipeline.stages import RunSite
+from pipeline.stages.publications import has_due_articles
+from pipeline.store import UnknownSite
 from resources import MediaResource, StoreResource
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 UTC every day
 WEEKLY_CRON = "0 3 * * 0"  # 03:00 UTC every Sunday
+PUBLISHING_CRON = "*/15 * * * *"  # slots are minutes apart at most: a quarter of an hour is close enough
 
 
 @schedule(
@@ -37,6 +42,37 @@ def nightly_fill_in(context: ScheduleEvaluationContext) -> list[RunRequest]:
         RunRequest(partition_key=slug, run_key=f"nightly:{day}:{slug}", tags={"pipeline/run_kind": "fill-in"})
         for slug in sorted(context.instance.get_dynamic_partitions(SITES_PARTITION))
     ]
+
+
+@schedule(
+    name="publishing_calendar",
+    cron_schedule=PUBLISHING_CRON,
+    execution_timezone="UTC",
+    job=publish_articles,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every 15 minutes, materializes publications for each site with a publishing calendar "
+    "(schedule in site settings) that has an approved article whose slot has come; a slot missed while a "
+    "target was down is retried at the next tick.",
+)
+def publishing_calendar(context: ScheduleEvaluationContext, store: StoreResource) -> list[RunRequest]:
+    """One publications run per site with a calendar and something due, keyed by tick and site."""
+    db, now = store.open(), utcnow()
+    requests = []
+    for slug in sorted(context.instance.get_dynamic_partitions(SITES_PARTITION)):
+        try:
+            site = RunSite.of(db, slug)
+        except UnknownSite:
+            continue
+        except SiteSettingsError as error:
+            context.log.warning(f"site '{slug}' skipped: {error}")
+            continue
+        if site.settings.schedule is None or not has_due_articles(db, site, now):
+            continue
+        tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+        requests.append(
+            RunRequest(partition_key=slug, run_key=f"publish:{tick}:{slug}", tags={"pipeline/run_kind": "publishing"})
+        )
+    return requests
 
 
 class CleanupConfig(Config):

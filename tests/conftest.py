@@ -247,10 +247,10 @@ class Env:
     def materialize(
         self, slug: str = "sample", selection: list[str] | None = None, **kwargs
     ) -> dg.ExecuteInProcessResult:
-        """Materialize the six assets (or `selection`) for one site partition."""
+        """Materialize the six chain assets (or `selection`, which may name `publications`) for one site."""
         return dg.materialize(
             ALL_ASSETS,
-            selection=selection,
+            selection=selection or SIX_ASSETS,
             partition_key=slug,
             resources=self.resources,
             instance=self.instance,

@@ -170,7 +170,9 @@ def published(hostile, hostile_ids, tmp_path_factory) -> Path:
     """The export folder of the first hostile article, approved and published."""
     env, _ = hostile
     review.approve(env.store, hostile_ids[0], actor="tester")
-    return publishing.publish(env.store, hostile_ids[0], tmp_path_factory.mktemp("publish"), actor="tester").folder
+    folder = publishing.publish(env.store, hostile_ids[0], tmp_path_factory.mktemp("publish"), actor="tester").folder
+    assert folder is not None  # the folder target is on by default
+    return folder
 
 
 class Rendered(HTMLParser):

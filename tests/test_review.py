@@ -101,7 +101,9 @@ def current_a_images(env: Env, content_id: int) -> list[tuple[ImagePrompt, Image
 
 def published(env: Env, content_id: int, publish_root: Path) -> Path:
     review.approve(env.store, content_id, actor="tester")
-    return publishing.publish(env.store, content_id, publish_root, actor="tester").folder
+    folder = publishing.publish(env.store, content_id, publish_root, actor="tester").folder
+    assert folder is not None  # the folder target is on by default
+    return folder
 
 
 def regenerate(env: Env, content_id: int, *, in_article: int, images: bool = True) -> int:

@@ -37,7 +37,10 @@ def add_review_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     reject.add_argument("--note", required=True, help="what has to change (stored on the article)")
     reject.set_defaults(handler=_review_reject)
 
-    publish = actions.add_parser("publish", help="approved -> published: export HTML, Markdown and images")
+    publish = actions.add_parser(
+        "publish",
+        help="approved -> published on the site's targets (WordPress, folder); a published article is pushed again",
+    )
     publish.add_argument("id", type=int, help="content id")
     publish.add_argument("--variant", choices=review.VARIANTS, help="variant to publish (default: the approved one)")
     publish.set_defaults(handler=_review_publish)
@@ -134,10 +137,15 @@ def _review_reject(args: argparse.Namespace) -> int:
 
 def _review_publish(args: argparse.Namespace) -> int:
     done = publishing.publish(open_store(), args.id, settings.publish_dir(), variant=args.variant, actor=args.actor)
+    verb = "Re-published" if done.republished else "Published"
     print(
-        f"Published content {done.content_id} (version {done.version}, variant {done.variant}) "
-        f"at {done.published_at.isoformat()} to {done.folder}"
+        f"{verb} content {done.content_id} (version {done.version}, variant {done.variant}) "
+        f"at {done.published_at.isoformat()}"
     )
-    for path in done.files:
-        print(f"  {path.relative_to(done.folder)}")
+    for placed in done.placed:
+        print(f"  {placed.target}: {placed.action} {terminal_text(placed.url or '')}")
+    if done.folder is not None:
+        print(f"Files in {done.folder}:")
+        for path in done.files:
+            print(f"  {path.relative_to(done.folder)}")
     return 0

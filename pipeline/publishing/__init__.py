@@ -1,34 +1,51 @@
-"""Publishing an approved article: the one entry point, `publish`, and the targets it exports to.
+"""Publishing an approved article: the one entry point, `publish`, and the targets it puts it on.
 
 `publish` asks the review gate (`pipeline.review`) which variant may go out, checks that its images are on
-disk, puts it in place through a target and commits `approved -> published` while the new export is in
-place, so a failure anywhere leaves the article `approved` and any earlier export untouched.
+disk, puts it on every target of the site (WordPress, then the folder export) and commits
+`approved -> published` while the folder's new export is in place, so a failure anywhere leaves the article
+`approved`, any earlier export untouched and the next run (which calls `publish` again) completes it.
+Publishing an article that is already `published` pushes its published variant again (a post deleted
+in WordPress is re-created); its status does not change.
 
-Targets: `folder` (HTML, Markdown and images under the publish dir) is the first. Another target (WordPress
-next) is a module beside it with the same shape: a context manager that puts the article in place, keeps
-it if the block that commits the status succeeds, and undoes it if that block raises. `render` holds what
-every target writes (the HTML page, the Markdown with its front matter, image placement).
+Targets (`targets.py`): `folder` (HTML, Markdown and images under the publish dir) and `wordpress`
+(`wordpress.py`, over `wordpress_api.py`). `targets_for` builds a site's targets from its settings.
+`render` holds what every target writes (the HTML page, the Markdown with its front matter, images).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from pipeline import review
-from pipeline.models import ContentVariant, utcnow
-from pipeline.publishing import folder
+from pipeline.models import ContentStatus, ContentVariant, Site, as_utc, utcnow
 from pipeline.publishing.render import ArticleImage, article_markdown, render_html, render_markdown
+from pipeline.publishing.targets import FolderTarget, Placed, Target
+from pipeline.publishing.wordpress import WordPressTarget, password_from_environment
 from pipeline.review import Article, PublishError
+from pipeline.sites import SiteSettings, site_settings
 from pipeline.store import Store
 
-__all__ = ["ArticleImage", "Publication", "article_markdown", "publish", "render_html", "render_markdown"]
+__all__ = [
+    "ArticleImage",
+    "Placed",
+    "Publication",
+    "Target",
+    "article_markdown",
+    "close_targets",
+    "publish",
+    "render_html",
+    "render_markdown",
+    "targets_for",
+]
 
 
 @dataclass(frozen=True)
 class Publication:
-    """Where a published article went and what was written."""
+    """Where a published article went and what was written: one `Placed` per target."""
 
     content_id: int
     site: str
@@ -36,33 +53,121 @@ class Publication:
     version: int
     variant: str
     published_at: datetime
-    folder: Path
+    placed: list[Placed]
+    folder: Path | None = None
     files: list[Path] = field(default_factory=list)
+    republished: bool = False
+
+    def on(self, target: str) -> Placed | None:
+        """What `target` did, or None if it is not a target of the site."""
+        return next((placed for placed in self.placed if placed.target == target), None)
+
+
+def targets_for(
+    site: Site, publish_root: Path, *, settings: SiteSettings | None = None, environ: Mapping[str, str] | None = None
+) -> list[Target]:
+    """The site's targets from its settings, WordPress first (what cannot be undone goes before what can):
+    WordPress when configured (its password read from the environment now) and the folder export unless
+    `publishing.folder` is false. `PublishError` if none, or if the password variable is not set."""
+    settings = settings or site_settings(site.settings, f"settings of site '{site.slug}'")
+    targets: list[Target] = []
+    wordpress = settings.publishing.wordpress
+    if wordpress is not None:
+        password = password_from_environment(wordpress, site.slug, environ)
+        targets.append(WordPressTarget(wordpress, password, taxonomy=settings.taxonomy))
+    if settings.publishing.folder:
+        targets.append(FolderTarget(publish_root))
+    if not targets:
+        raise PublishError(
+            f"site '{site.slug}' has no publishing target: publishing.folder is false and publishing.wordpress "
+            "is not set"
+        )
+    return targets
+
+
+def close_targets(targets: Sequence[Target]) -> None:
+    """Release every target's connections."""
+    for target in targets:
+        target.close()
 
 
 def publish(
-    store: Store, content_id: int, publish_root: Path, *, variant: str | None = None, actor: str | None = None
+    store: Store,
+    content_id: int,
+    publish_root: Path,
+    *,
+    variant: str | None = None,
+    actor: str | None = None,
+    targets: Sequence[Target] | None = None,
+    now: datetime | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Publication:
-    """approved -> published: export the variant to `<publish_root>/<site>/<article>/`, then commit the status.
+    """approved -> published: put the variant on every target of the site, then commit the status.
 
     The variant defaults to the one approved. Every image of the variant must exist on disk with its
-    recorded checksum. If anything fails, the status stays `approved` and an earlier export is kept.
+    recorded checksum. If anything fails, the status stays `approved`, the folder keeps its earlier export
+    and what WordPress got is on record, so calling `publish` again completes it without posting twice.
+    An article already `published` is pushed again as published (`verify`: deleted posts are re-created),
+    with no status change. `targets` defaults to the site's (`targets_for`), built and closed here.
     """
-    article, chosen = review.publishable(store, content_id, variant=variant)
+    article = review.load_article(store, content_id)
+    republish = article.content.status == ContentStatus.PUBLISHED and variant is None
+    if republish:
+        chosen = review.published_variant(article)
+    else:
+        article, chosen = review.publishable(store, content_id, variant=variant)
     images = _export_images(store, article, chosen)
-    published_at = utcnow().replace(microsecond=0)
-    with folder.exported(Path(publish_root), article, chosen, images, published_at) as target:
-        # The status changes while the new export is in place: if it cannot, the export is undone.
-        review.mark_published(store, article, chosen, published_at=published_at, actor=actor)
+    owned = targets is None
+    chosen_targets = list(targets) if targets is not None else targets_for(article.site, publish_root, environ=environ)
+    try:
+        return _put_in_place(store, article, chosen, images, chosen_targets, actor, now or utcnow(), republish)
+    finally:
+        if owned:
+            close_targets(chosen_targets)
+
+
+def _put_in_place(
+    store: Store,
+    article: Article,
+    chosen: ContentVariant,
+    images: list[ArticleImage],
+    targets: Sequence[Target],
+    actor: str | None,
+    now: datetime,
+    republish: bool,
+) -> Publication:
+    content = article.content
+    if republish:
+        assert content.published_at is not None  # set with the status
+        published_at = as_utc(content.published_at)
+    else:
+        # A slot still ahead (WordPress `future` sends posts early) dates the post; else it goes out now.
+        slot = as_utc(content.publish_slot) if content.publish_slot else None
+        published_at = (slot if slot is not None and slot > now else now).replace(microsecond=0)
+    placed: list[Placed] = []
+    with ExitStack() as stack:
+        for target in targets:
+            placed.append(
+                stack.enter_context(
+                    target.placed(store, article, chosen, images, published_at=published_at, verify=republish)
+                )
+            )
+        if not republish:
+            # The status changes while every target shows the new variant: if it cannot, the folder's
+            # export is undone and the article stays approved (WordPress keeps it; the record says so).
+            review.mark_published(store, article, chosen, published_at=published_at, actor=actor)
+    folder = next((Path(p.url) for p in placed if p.target == FolderTarget.name and p.url), None)
     return Publication(
-        content_id=content_id,
+        content_id=content.id,
         site=article.site.slug,
         slug=article.slug,
         version=chosen.version,
         variant=chosen.variant,
         published_at=published_at,
-        folder=target,
-        files=sorted(path for path in target.rglob("*") if path.is_file()),
+        placed=placed,
+        folder=folder,
+        files=sorted(path for path in folder.rglob("*") if path.is_file()) if folder else [],
+        republished=republish,
     )
 
 

@@ -33,11 +33,13 @@ class ArticleImage:
     prompt: ImagePrompt
     image: Image
     name: str
+    url: str | None = None
+    """Where a target serves the file (a WordPress media URL); None for a file beside the page."""
 
     @property
     def src(self) -> str:
-        """Path relative to the exported `index.html` / `index.md`."""
-        return f"images/{self.name}"
+        """The target's URL of the file, else its path relative to the exported `index.html` / `index.md`."""
+        return self.url or f"images/{self.name}"
 
 
 def article_markdown(body_html: str) -> str:
@@ -51,7 +53,7 @@ def article_markdown(body_html: str) -> str:
 
 def render_html(variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
     """A complete minimal HTML5 document: title, meta description, featured image, body with its images."""
-    featured, body = _body_with_images(variant, images)
+    featured, body = body_with_images(variant, images)
     return "\n".join(
         [
             "<!DOCTYPE html>",
@@ -77,7 +79,7 @@ def render_html(variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
 
 def render_markdown(front_matter: Mapping[str, Any], variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
     """YAML front matter, then the featured image and the body as Markdown with each image after its H2."""
-    featured, body = _body_with_images(variant, images)
+    featured, body = body_with_images(variant, images)
     matter = yaml.dump(
         {key: _quoted(value) for key, value in front_matter.items()},
         Dumper=_FrontMatterDumper,
@@ -148,7 +150,7 @@ def _img(image: ArticleImage) -> str:
     )
 
 
-def _body_with_images(variant: ContentVariant, images: Sequence[ArticleImage]) -> tuple[str, str]:
+def body_with_images(variant: ContentVariant, images: Sequence[ArticleImage]) -> tuple[str, str]:
     """(featured image HTML, stored body with each in-article image inserted right after its anchor H2)."""
     featured = "\n".join(_img(image) for image in images if image.prompt.kind == "featured")
     pending: dict[str, list[str]] = {}
