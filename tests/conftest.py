@@ -361,3 +361,16 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Env, 
     assert result.success
     yield env, result
     env.close()
+
+
+# A real WordPress (tests/wordpress_server.py); imported here so any test module can ask for `wordpress`.
+from tests.wordpress_server import LocalWordPress, running_wordpress  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def wordpress() -> Iterator[LocalWordPress]:
+    """A freshly installed WordPress per test module (~1 s to start), removed afterwards.
+
+    Skips when php, Debian's WordPress or MariaDB is missing; fails instead when `PIPELINE_REQUIRE_WORDPRESS=1`.
+    """
+    yield from running_wordpress()
