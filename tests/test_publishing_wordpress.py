@@ -47,7 +47,7 @@ def wordpress_settings(wordpress: LocalWordPress, **overrides: Any) -> dict[str,
     return {"url": wordpress.url, "username": wordpress.username, "password_env": PASSWORD_ENV} | overrides
 
 
-def new_site(env: Env, wordpress: LocalWordPress, *, keywords: int = 30, **settings: Any) -> tuple[str, list[int]]:
+def new_site(env: Env, wordpress: LocalWordPress, *, keywords: int = 24, **settings: Any) -> tuple[str, list[int]]:
     """A fresh site of `keywords` sample keywords through the six chain assets, every article approved
     (in one command, as a team would); returns its slug and article ids."""
     number = next(_sites)
@@ -61,7 +61,7 @@ def new_site(env: Env, wordpress: LocalWordPress, *, keywords: int = 30, **setti
     values = {
         "ideas_per_cluster": 1,
         "in_article_images": 1,
-        "target_cluster_size": 10,
+        "target_cluster_size": 4,
         "taxonomy": {"categories": CATEGORIES, "tags": []},
         "publishing": {"wordpress": wordpress_settings(wordpress)},
     } | settings
@@ -159,7 +159,7 @@ def test_publications_puts_approved_articles_in_wordpress_with_images_terms_and_
 
 
 def test_a_second_materialization_changes_nothing_in_wordpress_or_the_store(wp_env, wordpress):
-    slug, ids = new_site(wp_env, wordpress, keywords=20)
+    slug, ids = new_site(wp_env, wordpress, keywords=24)
     assert publications(wp_env, slug).success
     before_posts = {p["id"]: p["modified_gmt"] for p in site_posts(wordpress, wp_env, slug)}
     before_media = {m["id"] for m in media(wordpress)}
@@ -198,7 +198,7 @@ def go_down_after(
 def test_wordpress_stopping_between_creating_a_post_and_publishing_it_leaves_a_draft_the_next_run_finishes(
     wp_env, wordpress, monkeypatch
 ):
-    slug, ids = new_site(wp_env, wordpress, keywords=20)
+    slug, ids = new_site(wp_env, wordpress, keywords=24)
     creates = go_down_after(monkeypatch, wordpress, lambda m, r: (m, r) == ("POST", "/wp/v2/posts"), skip=1)
     try:
         first = publications(wp_env, slug)
@@ -230,7 +230,7 @@ def test_wordpress_stopping_between_creating_a_post_and_publishing_it_leaves_a_d
 
 
 def test_wordpress_down_at_the_start_fails_fast_keeps_articles_approved_and_their_slots(wp_env, wordpress):
-    slug, ids = new_site(wp_env, wordpress, keywords=20)
+    slug, ids = new_site(wp_env, wordpress, keywords=24)
     wordpress.down()
     try:
         first = publications(wp_env, slug)
@@ -247,7 +247,7 @@ def test_wordpress_down_at_the_start_fails_fast_keeps_articles_approved_and_thei
 
 
 def test_a_post_deleted_in_wordpress_is_recreated_on_republish_and_the_new_id_recorded(wp_env, wordpress):
-    slug, ids = new_site(wp_env, wordpress, keywords=20)
+    slug, ids = new_site(wp_env, wordpress, keywords=24)
     assert publications(wp_env, slug).success
     gone, trashed = ids[0], ids[1]
     gone_id, trashed_id = wordpress_row(wp_env, gone).remote_id, wordpress_row(wp_env, trashed).remote_id
@@ -270,7 +270,7 @@ def test_a_post_deleted_in_wordpress_is_recreated_on_republish_and_the_new_id_re
 
 
 def test_a_new_version_updates_the_same_post_in_place(wp_env, wordpress):
-    slug, ids = new_site(wp_env, wordpress, keywords=20)
+    slug, ids = new_site(wp_env, wordpress, keywords=24)
     assert publications(wp_env, slug).success
     content_id = ids[0]
     post_id = wordpress_row(wp_env, content_id).remote_id
@@ -325,7 +325,7 @@ def test_a_calendar_with_future_status_sends_scheduled_posts_dated_at_their_slot
     slug, ids = new_site(
         wp_env,
         wordpress,
-        keywords=20,
+        keywords=24,
         schedule={"per_day": 2, "times": ["09:00", "15:00"], "timezone": "Europe/Berlin"},
         publishing={"wordpress": wordpress_settings(wordpress, status="future")},
     )
@@ -341,12 +341,12 @@ def test_a_calendar_with_future_status_sends_scheduled_posts_dated_at_their_slot
 
 
 def test_the_application_password_appears_in_no_log_row_metadata_or_error(wp_env, wordpress, monkeypatch):
-    slug, _ = new_site(wp_env, wordpress, keywords=12)
+    slug, _ = new_site(wp_env, wordpress, keywords=16)
     good = publications(wp_env, slug)
     # A wrong password: WordPress refuses it, and the error says so without echoing the password.
     wrong = "abcd efgh ijkl mnop qrst uvwx"
     monkeypatch.setenv(PASSWORD_ENV, wrong)
-    other, _ = new_site(wp_env, wordpress, keywords=12)
+    other, _ = new_site(wp_env, wordpress, keywords=16)
     refused = publications(wp_env, other)
     shown = metadata(refused)
     assert (
@@ -370,14 +370,14 @@ def test_the_application_password_appears_in_no_log_row_metadata_or_error(wp_env
 def test_a_site_answering_only_under_wp_json_is_published_there(wp_env, wordpress):
     # Last in the module: WordPress stays in pretty-permalink mode afterwards.
     wordpress.enable_pretty_permalinks(only=True)
-    slug, ids = new_site(wp_env, wordpress, keywords=12)
+    slug, ids = new_site(wp_env, wordpress, keywords=16)
     assert publications(wp_env, slug).success
     assert len(site_posts(wordpress, wp_env, slug, status="publish")) == len(ids)
     # The REST root given directly works as well.
     other, more = new_site(
         wp_env,
         wordpress,
-        keywords=12,
+        keywords=16,
         publishing={"wordpress": wordpress_settings(wordpress, url=f"{wordpress.url}/wp-json/")},
     )
     assert publications(wp_env, other).success
