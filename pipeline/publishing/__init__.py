@@ -51,7 +51,10 @@ def publish(
     article, chosen = review.publishable(store, content_id, variant=variant)
     images = _export_images(store, article, chosen)
     published_at = utcnow().replace(microsecond=0)
-    with folder.exported(Path(publish_root), article, chosen, images, published_at) as target:
+    first_published = article.content.published_at or published_at  # a new version keeps the page's date
+    with folder.exported(
+        Path(publish_root), article, chosen, images, date=first_published, lastmod=published_at
+    ) as target:
         # The status changes while the new export is in place: if it cannot, the export is undone.
         review.mark_published(store, article, chosen, published_at=published_at, actor=actor)
     return Publication(
