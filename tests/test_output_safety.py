@@ -354,7 +354,7 @@ def test_published_front_matter_values_cannot_break_out_of_the_yaml(hostile, hos
     matter = yaml.safe_load("\n".join(lines))
     assert (matter["title"], matter["meta_title"], matter["description"]) == (one_line(TITLE), META_TITLE, DESCRIPTION)
     assert (matter["title"], matter["tags"]) == (variant.title, TAGS)
-    assert (matter["content_id"], matter["version"], matter["variant"]) == (hostile_ids[0], 1, "A")
+    assert (matter["images"][0], matter["draft"]) == ("images/featured.png", False)
     # One line per key or list item: no value starts a line of its own (`---`, `...`, `key:`).
     assert all(re.match(r"([a-z_]+:( |$)|- )", line) for line in lines), lines
     assert len(matter) == len([line for line in lines if not line.startswith("- ")])

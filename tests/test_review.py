@@ -30,19 +30,14 @@ FRONT_MATTER_FIELDS = [
     "meta_title",
     "description",
     "slug",
-    "site",
-    "primary_keyword",
-    "secondary_keywords",
+    "date",
+    "lastmod",
     "tags",
     "categories",
-    "content_id",
-    "version",
-    "variant",
-    "published_at",
-    "featured_image",
-    "model",
-    "provider",
+    "images",
+    "draft",
 ]
+SIDECAR = ".publication.json"
 _taken: set[int] = set()
 
 
@@ -342,18 +337,15 @@ def test_publish_writes_markdown_with_front_matter_headings_and_image_links(env,
     assert matter["title"] == variant.title
     assert matter["meta_title"] == variant.meta_title
     assert matter["description"] == variant.meta_description
-    assert (matter["site"], matter["slug"]) == ("sample", article.slug)
-    assert matter["primary_keyword"] == variant.primary_keyword
-    assert matter["secondary_keywords"] == variant.secondary_keywords
+    assert matter["slug"] == article.slug
     assert (matter["tags"], matter["categories"]) == (variant.tags, variant.categories)
-    assert (matter["content_id"], matter["version"], matter["variant"]) == (draft_id, 1, "A")
     assert row.published_at is not None
-    assert matter["published_at"].startswith(row.published_at.strftime("%Y-%m-%dT%H:%M:%S"))
-    assert matter["featured_image"] == "images/featured.png"
-    assert (matter["provider"], matter["model"]) == ("offline", variant.model)
+    assert matter["date"] == matter["lastmod"] == f"{row.published_at:%Y-%m-%dT%H:%M:%S}+00:00"
+    images = current_a_images(env, draft_id)
+    assert matter["images"] == ["images/featured.png"] + [f"images/section-{n}.png" for n in range(1, len(images))]
+    assert matter["draft"] is False
 
     lines = body.splitlines()
-    images = current_a_images(env, draft_id)
     assert body.lstrip().startswith(f"![{images[0][0].alt_text}](images/featured.png)")
     for heading, _ in read_sections(variant.body_html):
         assert f"## {heading}" in lines
@@ -368,7 +360,7 @@ def test_publish_copies_the_variant_images_byte_for_byte_and_nothing_else(env, d
     images = current_a_images(env, draft_id)
     names = ["featured.png"] + [f"section-{n}.png" for n in range(1, len(images))]
 
-    assert files_under(folder) == {"index.html", "index.md", *(f"images/{name}" for name in names)}
+    assert files_under(folder) == {"index.html", "index.md", SIDECAR, *(f"images/{name}" for name in names)}
     for name, (_, image) in zip(names, images, strict=True):
         data = (folder / "images" / name).read_bytes()
         assert image is not None, name
@@ -436,9 +428,10 @@ def test_republishing_after_regeneration_replaces_the_folder_without_stale_files
     republished = publishing.publish(env.store, draft_id, publish_root, actor="ana")  # defaults to the approved B
 
     assert republished.folder == folder
-    assert files_under(folder) == {"index.html", "index.md", "images/featured.png", "images/section-1.png"}
+    assert files_under(folder) == {"index.html", "index.md", SIDECAR, "images/featured.png", "images/section-1.png"}
     matter, _ = front_matter((folder / "index.md").read_text(encoding="utf-8"))
-    assert (matter["version"], matter["variant"]) == (version, "B")
+    record = json.loads((folder / SIDECAR).read_text(encoding="utf-8"))
+    assert (record["version"], record["variant"]) == (version, "B")
     assert matter["title"].endswith(f"(v{version}B)")
     assert Page((folder / "index.html").read_text(encoding="utf-8")).tokens[0] == ("h1", matter["title"])
     row = content_row(env, draft_id)
@@ -508,7 +501,7 @@ def test_cli_lists_as_json_and_publishes_to_the_publish_dir(env, draft_id, tmp_p
     done = pipeline("publish", str(draft_id))
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "published" / "sample" / review.load_article(env.store, draft_id).slug
-    assert f"to {folder}" in done.stdout
+    assert f"folder: published {folder}" in done.stdout
     assert "index.html" in done.stdout and "images/featured.png" in done.stdout
     assert (folder / "index.html").is_file() and (folder / "index.md").is_file()
     assert events(env, draft_id)[-1][1:] == ("published", 1, "A", None, "cli:cli-tester")

@@ -1,13 +1,19 @@
 """The folder target: a published article as files under `<publish dir>/<site>/<article>/`.
 
-`index.html`, `index.md` (YAML front matter, then the body as Markdown) and `images/` are written into a
-hidden sibling folder and swapped in place of the previous export; the swap is undone if the status cannot
-be committed afterwards, so a failed publish leaves any earlier export untouched.
+`index.html`, `index.md` (public YAML front matter, then the body as Markdown), `images/` and the private
+`.publication.json` (ids, keywords, provider and model) are written into a hidden sibling folder and swapped
+in place of the previous export; the swap is undone if the status cannot be committed afterwards, so a
+failed publish leaves any earlier export untouched.
+
+The article folder is a Hugo leaf bundle: Hugo copies every non-content file of it to the built site, but
+skips dot-files and dot-folders (verified with Hugo 0.111; Jekyll excludes them by default too), so the
+sidecar is a dot-file inside the bundle, swapped and undone with the rest of the export.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -17,8 +23,17 @@ from datetime import datetime
 from pathlib import Path
 
 from pipeline.models import ContentVariant
-from pipeline.publishing.render import ArticleImage, front_matter, render_html, render_markdown
+from pipeline.publishing.render import (
+    ArticleImage,
+    front_matter,
+    publication_record,
+    render_html,
+    render_markdown,
+)
 from pipeline.review import Article, PublishError
+
+# A dot-file: static-site generators leave it out of the built site (see the module docstring).
+SIDECAR = ".publication.json"
 
 
 @contextmanager
@@ -27,17 +42,19 @@ def exported(
     article: Article,
     variant: ContentVariant,
     images: Sequence[ArticleImage],
-    published_at: datetime,
+    *,
+    date: datetime,
+    lastmod: datetime,
 ) -> Iterator[Path]:
     """Export the variant to `<publish_root>/<site>/<article>/` (yielded) around the block committing the status.
 
-    If the block raises, the new export is dropped and the previous one put back; otherwise the previous
-    one is deleted.
+    `date` is the article's first publication, `lastmod` this export's time. If the block raises, the new
+    export is dropped and the previous one put back; otherwise the previous one is deleted.
     """
     target = publish_root / article.site.slug / article.slug
 
     def write(folder: Path) -> None:
-        _write_export(folder, article, variant, images, published_at)
+        _write_export(folder, article, variant, images, date=date, lastmod=lastmod)
 
     previous = _write_and_swap(target, write)
     try:
@@ -50,9 +67,15 @@ def exported(
 
 
 def _write_export(
-    folder: Path, article: Article, variant: ContentVariant, images: Sequence[ArticleImage], published_at: datetime
+    folder: Path,
+    article: Article,
+    variant: ContentVariant,
+    images: Sequence[ArticleImage],
+    *,
+    date: datetime,
+    lastmod: datetime,
 ) -> None:
-    """Write index.html, index.md and images/ into `folder`, checking every copied file against its checksum."""
+    """Write index.html, index.md, images/ and the sidecar into `folder`, checking every copied image's checksum."""
     image_dir = folder / "images"
     image_dir.mkdir()
     for image in images:
@@ -64,8 +87,10 @@ def _write_export(
             )
         (image_dir / image.name).write_bytes(data)
     (folder / "index.html").write_text(render_html(variant, images), encoding="utf-8")
-    matter = front_matter(article, variant, images, published_at)
+    matter = front_matter(article, variant, images, date=date, lastmod=lastmod)
     (folder / "index.md").write_text(render_markdown(matter, variant, images), encoding="utf-8")
+    record = publication_record(article, variant, published_at=date, exported_at=lastmod)
+    (folder / SIDECAR).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _write_and_swap(target: Path, write: Callable[[Path], None]) -> Path | None:

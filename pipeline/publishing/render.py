@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.article_html import plain_text
 from pipeline.keywords import normalize_keyword
-from pipeline.models import ContentVariant, Image, ImagePrompt
+from pipeline.models import ContentVariant, Image, ImagePrompt, as_utc
 from pipeline.output_safety import html_to_markdown
 from pipeline.review import Article, PublishError
 
@@ -95,29 +95,61 @@ def render_markdown(front_matter: Mapping[str, Any], variant: ContentVariant, im
 
 
 def front_matter(
-    article: Article, variant: ContentVariant, images: Sequence[ArticleImage], published_at: datetime
+    article: Article,
+    variant: ContentVariant,
+    images: Sequence[ArticleImage],
+    *,
+    date: datetime,
+    lastmod: datetime,
 ) -> dict[str, Any]:
-    """The front matter of `index.md`: what the article is, which variant and when it was published."""
-    featured = next(image for image in images if image.prompt.kind == "featured")
+    """The public front matter of `index.md`, in the keys static-site generators (Hugo, Jekyll) read.
+
+    `date` is the article's first publication and `lastmod` this export; `images` are the page bundle's
+    image paths, featured first. Which model wrote it and the pipeline's ids are not for the page: they go to
+    the private `publication_record`.
+    """
     return {
         "title": variant.title,
         "meta_title": variant.meta_title,
         "description": variant.meta_description,
         "slug": article.slug,
-        "site": article.site.slug,
-        "primary_keyword": variant.primary_keyword,
-        "secondary_keywords": list(variant.secondary_keywords),
+        # Strings with their offset, so every reader gets the same ISO 8601 value (not a YAML timestamp).
+        "date": as_utc(date).isoformat(),
+        "lastmod": as_utc(lastmod).isoformat(),
         "tags": list(variant.tags),
         "categories": list(variant.categories),
+        "images": [image.src for image in _featured_first(images)],
+        "draft": False,
+    }
+
+
+def publication_record(
+    article: Article, variant: ContentVariant, *, published_at: datetime, exported_at: datetime
+) -> dict[str, Any]:
+    """What the pipeline knows about an export and the page must not show: ids, keywords, provider and model.
+
+    `published_at` is the article's first publication, `exported_at` this export (the page's `date` and
+    `lastmod`).
+    """
+    return {
         "content_id": article.content.id,
+        "site": article.site.slug,
+        "slug": article.slug,
         "version": variant.version,
         "variant": variant.variant,
-        # A string, so every front-matter reader gets the same ISO 8601 value (not a YAML timestamp).
-        "published_at": published_at.isoformat(),
-        "featured_image": featured.src,
-        "model": variant.model,
         "provider": variant.provider,
+        "model": variant.model,
+        "prompt_version": variant.prompt_version,
+        "primary_keyword": variant.primary_keyword,
+        "secondary_keywords": list(variant.secondary_keywords),
+        "published_at": as_utc(published_at).isoformat(),
+        "exported_at": as_utc(exported_at).isoformat(),
     }
+
+
+def _featured_first(images: Sequence[ArticleImage]) -> list[ArticleImage]:
+    """The featured image, then the others in article order (Open Graph templates take the first)."""
+    return sorted(images, key=lambda image: image.prompt.kind != "featured")
 
 
 class _QuotedStr(str):

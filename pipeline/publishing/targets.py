@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pipeline.models import ContentVariant
+from pipeline.models import ContentVariant, as_utc, utcnow
 from pipeline.publishing import folder
 from pipeline.publishing.render import ArticleImage
 from pipeline.review import Article
@@ -84,9 +84,11 @@ class FolderTarget:
         verify: bool = False,
     ) -> Iterator[Placed]:
         """Export the variant, swapped in place of an earlier export; undone if the block raises."""
-        first = article.content.published_at or published_at
         before = store.publication(article.content.id, self.name)
-        with folder.exported(self.root, article, variant, images, date=first, lastmod=published_at) as path:
+        # `date` is the first publication however often the article is published again; `lastmod` moves.
+        first = (before.published_at if before is not None else None) or article.content.published_at or published_at
+        lastmod = published_at if before is None else max(published_at, utcnow().replace(microsecond=0))
+        with folder.exported(self.root, article, variant, images, date=as_utc(first), lastmod=lastmod) as path:
             action: Action = "updated" if before is not None and before.state == DONE else "published"
             yield Placed(self.name, action, str(path))
             store.record_publication(
@@ -98,6 +100,6 @@ class FolderTarget:
                 state=DONE,
                 version=variant.version,
                 variant=variant.variant,
-                published_at=published_at,
+                published_at=first,
                 error=None,
             )

@@ -132,6 +132,7 @@ class WordPressTarget:
         uploaded, featured_id = self._media(store, article, images, verify=existing is None)
         _, body = body_with_images(variant, [image for image in uploaded if image.prompt.kind != "featured"])
         status = self.settings.status
+        was_done = row is not None and row.state == DONE and row.remote_id is not None
         fields: dict[str, Any] = {
             "title": variant.title,
             "slug": article.slug,
@@ -142,10 +143,11 @@ class WordPressTarget:
             "featured_media": featured_id,
             "status": status,
         }
-        if status != "draft":
-            # WordPress reads `date_gmt` as UTC; a `future` post goes live at this time by itself.
+        # WordPress reads `date_gmt` as UTC; a `future` post goes live at this time by itself. A live post
+        # keeps its date when a new version replaces its text.
+        keeps_date = existing is not None and was_done and existing.get("status") == "publish"
+        if status != "draft" and not keeps_date:
             fields["date_gmt"] = published_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
-        was_done = row is not None and row.state == DONE and row.remote_id is not None
         action: Action
         if existing is not None:
             post = self.api.update_post(str(existing["id"]), fields)
@@ -177,7 +179,7 @@ class WordPressTarget:
             state=DONE,
             version=variant.version,
             variant=variant.variant,
-            published_at=published_at,
+            published_at=(row.published_at if row is not None and keeps_date else None) or published_at,
             error=None,
         )
         return Placed(TARGET, action, post.get("link"), str(post["id"]))
