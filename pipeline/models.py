@@ -179,7 +179,8 @@ class Content(Base):
     published_variant: Mapped[str | None] = mapped_column(String(1))
     review_note: Mapped[str | None] = mapped_column(Text)
     # When the current approval happened (slots are handed out in approval order) and the calendar slot it
-    # got: the article is due for publishing once the slot has come. Both cleared when it leaves `approved`.
+    # got: the article is due for publishing once the slot has come. A rejection clears both; publishing keeps
+    # them (history, and the latest slot a site gave out).
     approved_at: Mapped[datetime | None]
     publish_slot: Mapped[datetime | None]
     # Set while a regeneration run owns this article, so two runs never rewrite it at once.

@@ -8,19 +8,37 @@ Every transition is a compare-and-set on the stored status together with a `revi
 transaction (`Store.transition_content`). Approve and publish act on a variant of the current (highest)
 version. Publishing itself (exporting the variant, then committing `approved -> published` through
 `publishable` and `mark_published` here) is `pipeline.publishing`.
+
+Approval records when it happened (`approved_at`) and then gives the site's approved articles their
+calendar slots in approval order (`Store.assign_publish_slots`, the site's `schedule` setting); a rejection
+clears both. Bulk review (`approve_many`, `reject_many`) selects articles by ids, by site or by cluster and
+still makes one transition, with one review event and its actor, per article.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from pipeline.models import Content, ContentStatus, ContentVariant, Idea, Image, ImagePrompt, ReviewEvent, Site
-from pipeline.sites import slugify
+from pipeline.models import (
+    Cluster,
+    Content,
+    ContentStatus,
+    ContentVariant,
+    Idea,
+    Image,
+    ImagePrompt,
+    ReviewEvent,
+    Site,
+    as_utc,
+    utcnow,
+)
+from pipeline.sites import ScheduleSettings, SiteSettingsError, site_settings, slugify
 from pipeline.store import Store
 
 # Plain strings (not the enum members), so argparse's `choices=` error message names them as before.
@@ -68,9 +86,13 @@ class ReviewItem:
     variants: tuple[str, ...]
     updated_at: datetime
     note: str | None
+    approved_at: datetime | None = None
+    # The calendar slot (UTC) and the site's calendar timezone, in which a reader wants to see it.
+    slot: datetime | None = None
+    timezone: str = "UTC"
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form (`updated` as ISO 8601)."""
+        """JSON-ready form (times as ISO 8601; `slot` and `approved_at` in UTC, null when unset)."""
         return {
             "id": self.id,
             "site": self.site,
@@ -80,7 +102,13 @@ class ReviewItem:
             "variants": list(self.variants),
             "updated": self.updated_at.isoformat(),
             "note": self.note,
+            "approved_at": self.approved_at.isoformat() if self.approved_at else None,
+            "slot": self.slot.isoformat() if self.slot else None,
         }
+
+    def is_due(self, now: datetime) -> bool:
+        """Whether the article is approved and its slot has come (publishing takes it on its next run)."""
+        return self.status == ContentStatus.APPROVED and self.slot is not None and self.slot <= now
 
 
 @dataclass(frozen=True)
@@ -126,6 +154,19 @@ class Transition:
     variant: str | None
     actor: str
     note: str | None = None
+    # After an approval: the calendar slot it got (UTC) and the site's calendar timezone.
+    slot: datetime | None = None
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """What a bulk action did to one selected article: `done`, or the reason it was `skipped`."""
+
+    content_id: int
+    site: str
+    done: Transition | None = None
+    skipped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,11 +188,17 @@ def default_actor() -> str:
     return f"cli:{user}"
 
 
+def format_slot(slot: datetime, timezone: str) -> str:
+    """A slot as its site's readers see it: local time and the zone, e.g. `2026-12-02 09:00 Europe/Berlin`."""
+    return f"{slot.astimezone(ZoneInfo(timezone)):%Y-%m-%d %H:%M} {timezone}"
+
+
 def review_list(store: Store, *, site: str | None = None, status: str | None = None) -> list[ReviewItem]:
-    """The review queue: every article (optionally of one site and/or status) with its current version."""
+    """The review queue: every article (optionally of one site and/or status) with its current version and slot."""
     if status is not None and status not in STATUSES:
         raise ReviewError(f"unknown status {status!r}; use one of: {', '.join(STATUSES)}")
     site_id = store.site(site).id if site else None
+    zones = {row.slug: _calendar_timezone(row) for row in store.sites()}
     items = []
     for content, slug, variants in store.review_queue(site_id=site_id, status=status):
         items.append(
@@ -164,6 +211,9 @@ def review_list(store: Store, *, site: str | None = None, status: str | None = N
                 variants=tuple(v.variant for v in variants),
                 updated_at=content.updated_at,
                 note=content.review_note,
+                approved_at=as_utc(content.approved_at) if content.approved_at else None,
+                slot=as_utc(content.publish_slot) if content.publish_slot else None,
+                timezone=zones.get(slug, "UTC"),
             )
         )
     return items
@@ -195,39 +245,114 @@ def show(store: Store, content_id: int, *, variant: str = DEFAULT_VARIANT) -> Ar
     )
 
 
-def approve(store: Store, content_id: int, *, variant: str | None = None, actor: str | None = None) -> Transition:
-    """draft -> approved, for one variant of the current version (default A); clears the last rejection note."""
+def approve(
+    store: Store,
+    content_id: int,
+    *,
+    variant: str | None = None,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> Transition:
+    """draft -> approved, for one variant of the current version (default A); clears the last rejection note.
+
+    Records the approval time (`now`, default the clock) and then gives the site's approved articles their
+    calendar slots; the returned transition carries the slot this article got.
+    """
     article = load_article(store, content_id)
-    _check_allowed(article, "approve")
-    chosen = article.variant(_variant_letter(variant or DEFAULT_VARIANT))
-    return _transition(
-        store,
-        article,
-        "approve",
-        version=chosen.version,
-        variant=chosen.variant,
-        actor=actor,
-        changes={"review_note": None},
-    )
+    schedule = _schedule(article.site)  # invalid settings refuse the approval before anything changes
+    done = _approve(store, article, variant, actor, now)
+    store.assign_publish_slots(article.site.id, schedule, now or utcnow())
+    return _with_slots(store, [done], {article.site.id: _zone(schedule)})[0]
 
 
 def reject(store: Store, content_id: int, *, note: str, actor: str | None = None) -> Transition:
-    """draft | approved -> draft with a note saying what to change (required; stored on the article)."""
+    """draft | approved -> draft with a note saying what to change (required; stored on the article).
+
+    Clears the approval time and the calendar slot; other articles keep theirs.
+    """
     article = load_article(store, content_id)
     _check_allowed(article, "reject")
-    note = (note or "").strip()
-    if not note:
-        raise InvalidTransition(f"content {content_id}: a rejection needs a note saying what to change (--note TEXT)")
-    return _transition(
-        store,
-        article,
-        "reject",
-        version=article.version,
-        variant=None,
-        actor=actor,
-        note=note,
-        changes={"review_note": note},
-    )
+    return _reject(store, article, _rejection_note(content_id, note), actor)
+
+
+def assign_slots(store: Store, site: Site, *, now: datetime | None = None) -> int:
+    """Give the site's approved articles without a slot one, by its `schedule` setting; returns how many.
+
+    For publishing runs, which call it before asking `Store.due_for_publishing` what to publish.
+    """
+    return store.assign_publish_slots(site.id, _schedule(site), now or utcnow())
+
+
+def approve_many(
+    store: Store,
+    *,
+    ids: Sequence[int] | None = None,
+    site: str | None = None,
+    cluster: int | str | None = None,
+    all_drafts: bool = False,
+    variant: str | None = None,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> list[ReviewOutcome]:
+    """Approve the selected articles one by one; an article that cannot be approved is skipped with the reason.
+
+    Select by `ids`, or by `site` with `all_drafts` (its drafts) or `cluster` (id, or key within the site).
+    Each article is its own transition with its own review event and `actor`; the slots of every site
+    touched are assigned once at the end, in approval order. Selecting nothing, an unknown site, cluster or
+    id, or invalid site settings are `ReviewError`s (or `UnknownSite`) before anything changes.
+    """
+    selected = _select(store, "approve", ids=ids, site=site, cluster=cluster, all_drafts=all_drafts)
+    letter = _variant_letter(variant or DEFAULT_VARIANT)
+    actor = actor or default_actor()
+    sites = {row.id: row for row in (store.site(slug) for slug in sorted({slug for _, slug in selected}))}
+    schedules = {site_id: _schedule(row) for site_id, row in sites.items()}
+    outcomes: list[ReviewOutcome] = []
+    touched: set[int] = set()
+    for content, slug in selected:
+        try:
+            done = _approve(store, load_article(store, content.id), letter, actor, now)
+        except ReviewError as error:
+            outcomes.append(ReviewOutcome(content.id, slug, skipped=_reason(content.id, error)))
+        else:
+            outcomes.append(ReviewOutcome(content.id, slug, done=done))
+            touched.add(content.site_id)
+    # Once per site, after every approval: the slots follow approval order across the whole batch.
+    for site_id in sorted(touched):
+        store.assign_publish_slots(site_id, schedules[site_id], now or utcnow())
+    zones = {site_id: _zone(schedule) for site_id, schedule in schedules.items()}
+    slotted = {t.content_id: t for t in _with_slots(store, [o.done for o in outcomes if o.done], zones)}
+    return [replace(o, done=slotted[o.content_id]) if o.done else o for o in outcomes]
+
+
+def reject_many(
+    store: Store,
+    *,
+    note: str,
+    ids: Sequence[int] | None = None,
+    site: str | None = None,
+    cluster: int | str | None = None,
+    all_drafts: bool = False,
+    actor: str | None = None,
+) -> list[ReviewOutcome]:
+    """Reject the selected articles one by one with the same `note`; the others are skipped with the reason.
+
+    Selection as in `approve_many` (`all_drafts`: the site's drafts; by ids or cluster, approved articles
+    too). Each article is its own transition with its own review event and `actor`.
+    """
+    note = _rejection_note(None, note)
+    selected = _select(store, "reject", ids=ids, site=site, cluster=cluster, all_drafts=all_drafts)
+    actor = actor or default_actor()
+    outcomes: list[ReviewOutcome] = []
+    for content, slug in selected:
+        try:
+            article = load_article(store, content.id)
+            _check_allowed(article, "reject")
+            done = _reject(store, article, note, actor)
+        except ReviewError as error:
+            outcomes.append(ReviewOutcome(content.id, slug, skipped=_reason(content.id, error)))
+        else:
+            outcomes.append(ReviewOutcome(content.id, slug, done=done))
+    return outcomes
 
 
 def publishable(store: Store, content_id: int, *, variant: str | None = None) -> tuple[Article, ContentVariant]:
@@ -282,6 +407,141 @@ def mark_published(
 
 
 # -- transitions ------------------------------------------------------------------------------------
+
+
+def _approve(
+    store: Store, article: Article, variant: str | None, actor: str | None, now: datetime | None
+) -> Transition:
+    _check_allowed(article, "approve")
+    chosen = article.variant(_variant_letter(variant or DEFAULT_VARIANT))
+    return _transition(
+        store,
+        article,
+        "approve",
+        version=chosen.version,
+        variant=chosen.variant,
+        actor=actor,
+        # A fresh approval gets a fresh slot: one left from an earlier approval (before a regeneration) is gone.
+        changes={"review_note": None, "approved_at": (now or utcnow()).astimezone(UTC), "publish_slot": None},
+    )
+
+
+def _reject(store: Store, article: Article, note: str, actor: str | None) -> Transition:
+    return _transition(
+        store,
+        article,
+        "reject",
+        version=article.version,
+        variant=None,
+        actor=actor,
+        note=note,
+        changes={"review_note": note, "approved_at": None, "publish_slot": None},
+    )
+
+
+def _rejection_note(content_id: int | None, note: str | None) -> str:
+    note = (note or "").strip()
+    if not note:
+        which = f"content {content_id}: " if content_id is not None else ""
+        raise InvalidTransition(f"{which}a rejection needs a note saying what to change (--note TEXT)")
+    return note
+
+
+def _schedule(site: Site) -> ScheduleSettings | None:
+    try:
+        return site_settings(site.settings, f"settings of site {site.slug}").schedule
+    except SiteSettingsError as error:
+        raise ReviewError(f"{error}\nnothing was changed; fix them with: pipeline sites settings {site.slug}") from None
+
+
+def _zone(schedule: ScheduleSettings | None) -> str:
+    return schedule.timezone if schedule else "UTC"
+
+
+def _calendar_timezone(site: Site) -> str:
+    # A listing still works for a site whose settings are broken; approving there says what is wrong.
+    try:
+        return _zone(_schedule(site))
+    except ReviewError:
+        return "UTC"
+
+
+def _with_slots(store: Store, done: list[Transition], zones: Mapping[int, str]) -> list[Transition]:
+    """The approvals with the slots they were given and their sites' calendar timezones."""
+    rows = {content.id: content for content, _ in store.review_selection(ids=[t.content_id for t in done])}
+    slotted = []
+    for transition in done:
+        content = rows.get(transition.content_id)
+        slot = content.publish_slot if content is not None else None
+        zone = zones.get(content.site_id, "UTC") if content is not None else "UTC"
+        slotted.append(replace(transition, slot=as_utc(slot) if slot else None, timezone=zone))
+    return slotted
+
+
+def _reason(content_id: int, error: ReviewError) -> str:
+    """The error's message without the article it names (a bulk report names it already)."""
+    return str(error).removeprefix(f"content {content_id} ").removeprefix(f"content {content_id}: ")
+
+
+def _select(
+    store: Store,
+    action: str,
+    *,
+    ids: Sequence[int] | None,
+    site: str | None,
+    cluster: int | str | None,
+    all_drafts: bool,
+) -> list[tuple[Content, str]]:
+    """The articles a bulk action acts on, by id; `ReviewError` (or `UnknownSite`) naming what is wrong."""
+    by_group = all_drafts or cluster is not None
+    if not ids and not by_group:
+        raise ReviewError(f"nothing selected to {action}: give content ids, or --site SLUG with --all or --cluster ID")
+    if ids and by_group:
+        raise ReviewError("give content ids or --all/--cluster, not both")
+    if all_drafts and cluster is not None:
+        raise ReviewError("give --all or --cluster, not both")
+    if by_group and site is None:
+        raise ReviewError("--all and --cluster need --site SLUG")
+    site_row = store.site(site) if site is not None else None
+    if ids:
+        wanted = list(dict.fromkeys(ids))
+        found = store.review_selection(ids=wanted)
+        missing = sorted(set(wanted) - {content.id for content, _ in found})
+        if missing:
+            raise ReviewError(
+                f"content {', '.join(map(str, missing))} does not exist; nothing was changed; see: pipeline review list"
+            )
+        if site_row is not None and (others := [str(c.id) for c, _ in found if c.site_id != site_row.id]):
+            raise ReviewError(f"content {', '.join(others)} is not of site {site_row.slug}; nothing was changed")
+        return found
+    assert site_row is not None
+    if cluster is not None:
+        chosen = _cluster(store, site_row, cluster)
+        found = store.review_selection(cluster_id=chosen.id)
+        if not found:
+            raise ReviewError(f"cluster {chosen.id} ({chosen.key}) of site {site_row.slug} has no articles to {action}")
+        return found
+    found = store.review_selection(site_id=site_row.id, status=ContentStatus.DRAFT)
+    if not found:
+        raise ReviewError(f"site {site_row.slug} has no drafts to {action}; see: pipeline review list --site {site}")
+    return found
+
+
+def _cluster(store: Store, site: Site, cluster: int | str) -> Cluster:
+    """The site's cluster with this id (or, for text that is not a number, this key)."""
+    text = str(cluster).strip()
+    if text.isdigit():
+        try:
+            found = store.cluster(int(text))
+        except LookupError:
+            raise ReviewError(f"cluster {text} does not exist") from None
+        if found.site_id != site.id:
+            raise ReviewError(f"cluster {text} is not a cluster of site {site.slug}")
+        return found
+    for candidate in store.clusters(site.id):
+        if candidate.key == text:
+            return candidate
+    raise ReviewError(f"site {site.slug} has no cluster with id or key {text!r}")
 
 
 def _variant_letter(letter: str) -> str:

@@ -494,7 +494,18 @@ def test_cli_lists_as_json_and_publishes_to_the_publish_dir(env, draft_id, tmp_p
     items = json.loads(listed.stdout)
     assert {item["status"] for item in items} == {"draft"}
     ours = next(item for item in items if item["id"] == draft_id)
-    assert list(ours) == ["id", "site", "title", "status", "version", "variants", "updated", "note"]
+    assert list(ours) == [
+        "id",
+        "site",
+        "title",
+        "status",
+        "version",
+        "variants",
+        "updated",
+        "note",
+        "approved_at",
+        "slot",
+    ]
     assert (ours["site"], ours["version"], ours["variants"]) == ("sample", 1, ["A"])
 
     assert pipeline("approve", str(draft_id)).returncode == 0

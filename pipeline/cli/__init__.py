@@ -5,7 +5,9 @@
     pipeline status [--site SLUG] [--json]
     pipeline estimate --site SLUG [--stage NAME] [--json]
     pipeline review list [--site SLUG] [--status STATUS] [--json] | show ID [--variant A|B]
-    pipeline review approve ID [--variant A|B] | reject ID --note TEXT | publish ID [--variant A|B]
+    pipeline review approve [IDS...] [--site SLUG (--all | --cluster ID)] [--variant A|B]
+    pipeline review reject [IDS...] [--site SLUG (--all | --cluster ID)] --note TEXT
+    pipeline review publish ID [--variant A|B]
 
 `sites add` validates the keyword file, registers the site in the store and adds the `sites` partition
 to the Dagster instance that `dagster` commands and `make ui` use (`DAGSTER_HOME`, default `.dagster/`

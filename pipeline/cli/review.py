@@ -1,13 +1,23 @@
-"""`pipeline review list | show | approve | reject | publish`: the review gate from the command line."""
+"""`pipeline review list | show | approve | reject | publish`: the review gate from the command line.
+
+    pipeline review approve [IDS...] [--site SLUG (--all | --cluster ID)] [--variant A|B] [--actor NAME]
+    pipeline review reject [IDS...] [--site SLUG (--all | --cluster ID)] --note TEXT [--actor NAME]
+
+One id acts on that article (an error if it cannot, exit 2); several ids, `--all` (the site's drafts) or
+`--cluster` (id or key) act on each article in turn, print one line per article and a summary, and exit 1
+when nothing could be done.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import publishing, review, settings
 from pipeline.cli.base import open_store, print_table
+from pipeline.models import utcnow
 from pipeline.output_safety import terminal_text
 
 
@@ -27,14 +37,16 @@ def add_review_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     show.add_argument("--variant", choices=review.VARIANTS, default=review.DEFAULT_VARIANT, help="variant to show")
     show.set_defaults(handler=_review_show)
 
-    approve = actions.add_parser("approve", help="draft -> approved, for a variant of the current version")
-    approve.add_argument("id", type=int, help="content id")
+    approve = actions.add_parser(
+        "approve", help="draft -> approved, for a variant of the current version; one, several or a site's drafts"
+    )
+    _add_selection(approve, "approve")
     approve.add_argument("--variant", choices=review.VARIANTS, help="variant to approve (default A)")
     approve.set_defaults(handler=_review_approve)
 
     reject = actions.add_parser("reject", help="draft or approved -> draft, with a note saying what to change")
-    reject.add_argument("id", type=int, help="content id")
-    reject.add_argument("--note", required=True, help="what has to change (stored on the article)")
+    _add_selection(reject, "reject")
+    reject.add_argument("--note", required=True, help="what has to change (stored on each article)")
     reject.set_defaults(handler=_review_reject)
 
     publish = actions.add_parser(
@@ -49,6 +61,14 @@ def add_review_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         command.add_argument("--actor", help="who acts, recorded in the review history (default: cli:$USER)")
 
 
+def _add_selection(command: argparse.ArgumentParser, action: str) -> None:
+    command.add_argument("ids", type=int, nargs="*", metavar="ID", help="content ids")
+    command.add_argument("--site", help=f"the site whose articles to {action} (with --all or --cluster)")
+    group = command.add_mutually_exclusive_group()
+    group.add_argument("--all", action="store_true", dest="all_drafts", help=f"{action} every draft of --site")
+    group.add_argument("--cluster", metavar="ID", help=f"{action} the articles of this cluster (id or key) of --site")
+
+
 def _review_list(args: argparse.Namespace) -> int:
     items = review.review_list(open_store(), site=args.site, status=args.status)
     if args.json:
@@ -57,7 +77,8 @@ def _review_list(args: argparse.Namespace) -> int:
     if not items:
         print("No articles" + (f" with status {args.status}" if args.status else "") + ".")
         return 0
-    columns = ["id", "site", "status", "version", "variants", "updated", "title"]
+    now = utcnow()
+    columns = ["id", "site", "status", "version", "variants", "updated", "slot", "title"]
     rows = [
         [
             str(item.id),
@@ -66,6 +87,7 @@ def _review_list(args: argparse.Namespace) -> int:
             str(item.version),
             ",".join(item.variants),
             item.updated_at.strftime("%Y-%m-%d %H:%M"),
+            (review.format_slot(item.slot, item.timezone) + (" due" if item.is_due(now) else "")) if item.slot else "-",
             item.title,
         ]
         for item in items
@@ -123,16 +145,68 @@ def _review_show(args: argparse.Namespace) -> int:
 
 
 def _review_approve(args: argparse.Namespace) -> int:
-    done = review.approve(open_store(), args.id, variant=args.variant, actor=args.actor)
-    print(f"Approved content {done.content_id} (version {done.version}, variant {done.variant}).")
-    print(f"Next: pipeline review publish {done.content_id}")
-    return 0
+    if _single(args):
+        done = review.approve(open_store(), args.ids[0], variant=args.variant, actor=args.actor)
+        print(f"Approved content {done.content_id} (version {done.version}, variant {done.variant}).")
+        if done.slot is not None:
+            print(f"Publishing slot: {review.format_slot(done.slot, done.timezone)}")
+        print(f"Next: pipeline review publish {done.content_id}")
+        return 0
+    outcomes = review.approve_many(
+        open_store(),
+        ids=args.ids or None,
+        site=args.site,
+        cluster=args.cluster,
+        all_drafts=args.all_drafts,
+        variant=args.variant,
+        actor=args.actor,
+    )
+    for outcome in outcomes:
+        if (moved := outcome.done) is not None:
+            slot = f", slot {review.format_slot(moved.slot, moved.timezone)}" if moved.slot else ""
+            print(f"Approved content {moved.content_id} (version {moved.version}, variant {moved.variant}){slot}.")
+        else:
+            print(terminal_text(f"Skipped content {outcome.content_id}: {outcome.skipped}"))
+    return _summary("Approved", outcomes)
 
 
 def _review_reject(args: argparse.Namespace) -> int:
-    done = review.reject(open_store(), args.id, note=args.note, actor=args.actor)
-    print(f"Rejected content {done.content_id}: {done.from_status} -> draft, note: {done.note}")
-    return 0
+    if _single(args):
+        done = review.reject(open_store(), args.ids[0], note=args.note, actor=args.actor)
+        print(terminal_text(f"Rejected content {done.content_id}: {done.from_status} -> draft, note: {done.note}"))
+        return 0
+    outcomes = review.reject_many(
+        open_store(),
+        note=args.note,
+        ids=args.ids or None,
+        site=args.site,
+        cluster=args.cluster,
+        all_drafts=args.all_drafts,
+        actor=args.actor,
+    )
+    for outcome in outcomes:
+        if (moved := outcome.done) is not None:
+            print(
+                terminal_text(f"Rejected content {moved.content_id}: {moved.from_status} -> draft, note: {moved.note}")
+            )
+        else:
+            print(terminal_text(f"Skipped content {outcome.content_id}: {outcome.skipped}"))
+    return _summary("Rejected", outcomes)
+
+
+def _single(args: argparse.Namespace) -> bool:
+    """One id and no site or group: the one-article form, whose failure is an error (exit 2) as before."""
+    return len(args.ids) == 1 and args.site is None and not args.all_drafts and args.cluster is None
+
+
+def _summary(verb: str, outcomes: Sequence[review.ReviewOutcome]) -> int:
+    """Print `Approved 93 articles of site sample; 0 skipped.`; exit 0 if anything was done, else 1."""
+    done = sum(1 for outcome in outcomes if outcome.done)
+    sites = sorted({outcome.site for outcome in outcomes})
+    where = f"site{'s' if len(sites) > 1 else ''} {', '.join(sites)}"
+    noun = "article" if done == 1 else "articles"
+    print(terminal_text(f"{verb} {done} {noun} of {where}; {len(outcomes) - done} skipped."))
+    return 0 if done else 1
 
 
 def _review_publish(args: argparse.Namespace) -> int:

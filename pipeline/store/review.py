@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,30 @@ class ReviewStore(StoreBase):
                 variants.setdefault(variant.content_id, []).append(variant)
             rows = session.execute(articles.order_by(Site.slug, Content.id)).all()
         return [(content, slug, variants.get(content.id, [])) for content, slug in rows]
+
+    def review_selection(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        site_id: int | None = None,
+        cluster_id: int | None = None,
+        status: str | None = None,
+    ) -> list[tuple[Content, str]]:
+        """Articles with their site slug, by id: those of `ids`, of a site, of a cluster and/or with a status.
+
+        For bulk review; an id that does not exist is simply absent from the answer.
+        """
+        with self._sessions() as session:
+            statement = select(Content, Site.slug).join(Site, Site.id == Content.site_id)
+            if ids is not None:
+                statement = statement.where(Content.id.in_(list(ids)))
+            if site_id is not None:
+                statement = statement.where(Content.site_id == site_id)
+            if cluster_id is not None:
+                statement = statement.join(Idea, Idea.id == Content.idea_id).where(Idea.cluster_id == cluster_id)
+            if status is not None:
+                statement = statement.where(Content.status == status)
+            return [(content, slug) for content, slug in session.execute(statement.order_by(Content.id)).all()]
 
     def review_article(self, content_id: int) -> tuple[Content, Site, Idea, list[ContentVariant]] | None:
         """An article with its site, its idea and every variant (newest version first, A before B); None if unknown."""
