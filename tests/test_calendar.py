@@ -10,12 +10,15 @@ import threading
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import dagster as dg
 import pytest
 
 from pipeline import review
 from pipeline.models import as_utc
 from pipeline.publishing.calendar import slots_after
 from pipeline.sites import ScheduleSettings
+from resources import StoreResource
+from sensors.schedules import publishing_calendar
 from tests.review_data import add_articles, content_row, publish
 
 BERLIN = {"schedule": {"per_day": 2, "times": ["09:00", "15:00"], "timezone": "Europe/Berlin"}}
@@ -215,3 +218,28 @@ def test_review_list_shows_each_slot_in_the_sites_timezone_and_marks_due_ones(en
     assert items[past]["slot"] == "2025-12-01T08:00:00+00:00"
     assert items[past]["approved_at"] == "2025-12-01T06:00:00+00:00"
     assert (items[draft]["slot"], items[draft]["approved_at"]) == (None, None)
+
+
+# -- the publishing_calendar schedule ------------------------------------------------------------------
+
+
+def test_the_publishing_calendar_schedule_requests_a_run_only_for_sites_with_a_calendar_and_something_due(env):
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    due = add_articles(env, "due", {"c": 1}, settings=BERLIN)["c"][0]
+    later = add_articles(env, "later", {"c": 1}, settings=BERLIN)["c"][0]
+    no_calendar = add_articles(env, "no-calendar", {"c": 1})["c"][0]
+    review.approve(env.store, due, actor="ana", now=two_days_ago)  # its slot passed: due now
+    review.approve(env.store, later, actor="ana")  # its slot is ahead
+    review.approve(env.store, no_calendar, actor="ana")  # due at once, but the site has no calendar
+    # Schedule contexts hand over an instance by reference, which ephemeral instances lack.
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("sites", ["due", "later", "no-calendar"])
+        with dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2026, 12, 1, 9, 15, tzinfo=UTC),
+            resources={"store": StoreResource(database_url=env.url)},
+        ) as context:
+            requests = publishing_calendar(context)
+
+    assert [(r.partition_key, r.run_key) for r in requests] == [("due", "publish:2026-12-01T09:15:due")]
+    assert requests[0].tags["pipeline/run_kind"] == "publishing" and publishing_calendar.job_name == "publish_articles"
