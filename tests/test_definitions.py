@@ -21,6 +21,7 @@ EXPECTED_GRAPH = {
     "content": (["ideas"], "writing", {"sql", "llm", "html"}),
     "image_prompts": (["content"], "writing", {"sql", "llm"}),
     "images": (["image_prompts"], "writing", {"llm", "png"}),
+    "publications": (["images"], "publishing", {"wordpress", "html"}),
 }
 
 
@@ -37,10 +38,10 @@ def test_dagster_definitions_validate_passes_for_the_workspace(tmp_path):
     assert "Validation successful for code location content_pipeline" in result.stdout + result.stderr
 
 
-def test_the_six_assets_are_partitioned_by_sites_and_chained(tmp_path):
+def test_the_seven_assets_are_partitioned_by_sites_and_chained(tmp_path):
     graph = defs.resolve_asset_graph()
     keys = sorted(key.to_user_string() for key in graph.get_all_asset_keys())
-    assert keys == sorted(SIX_ASSETS)
+    assert keys == sorted([*SIX_ASSETS, "publications"])
     for key, (deps, group, kinds) in EXPECTED_GRAPH.items():
         spec = next(s for s in defs.resolve_all_asset_specs() if s.key.to_user_string() == key)
         assert isinstance(spec.partitions_def, DynamicPartitionsDefinition) and spec.partitions_def.name == "sites"
@@ -53,6 +54,13 @@ def test_the_six_assets_are_partitioned_by_sites_and_chained(tmp_path):
 def test_main_job_selects_all_six_assets():
     job = defs.resolve_job_def("content_pipeline")
     assert sorted(node.name for node in job.graph.node_defs) == sorted(SIX_ASSETS)
+
+
+def test_publishing_is_its_own_job_and_calls_no_model():
+    job = defs.resolve_job_def("publish_articles")
+    assert [node.name for node in job.graph.node_defs] == ["publications"]
+    required = defs.resolve_assets_def("publications").required_resource_keys
+    assert "store" in required and "llm" not in required
 
 
 def test_model_calling_assets_get_the_llm_resource_by_parameter_name():
