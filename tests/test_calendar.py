@@ -241,5 +241,6 @@ def test_the_publishing_calendar_schedule_requests_a_run_only_for_sites_with_a_c
         ) as context:
             requests = publishing_calendar(context)
 
+    assert isinstance(requests, list) and all(isinstance(r, dg.RunRequest) for r in requests)
     assert [(r.partition_key, r.run_key) for r in requests] == [("due", "publish:2026-12-01T09:15:due")]
     assert requests[0].tags["pipeline/run_kind"] == "publishing" and publishing_calendar.job_name == "publish_articles"

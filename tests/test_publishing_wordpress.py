@@ -382,3 +382,19 @@ def test_a_site_answering_only_under_wp_json_is_published_there(wp_env, wordpres
     )
     assert publications(wp_env, other).success
     assert len(site_posts(wordpress, wp_env, other, status="publish")) == len(more)
+
+
+def test_an_unset_password_variable_fails_the_run_naming_it_and_publishes_nothing(wp_env, wordpress, monkeypatch):
+    slug, ids = new_site(wp_env, wordpress, keywords=16)
+    monkeypatch.delenv(PASSWORD_ENV)
+
+    result = publications(wp_env, slug)
+
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    message = (
+        failure.step_failure_data.user_failure_data.description if failure.step_failure_data.user_failure_data else ""
+    )
+    assert f"environment variable {PASSWORD_ENV}" in (message or "") and "not set" in (message or "")
+    assert all(content(wp_env, c).status == "approved" for c in ids)
+    assert site_posts(wordpress, wp_env, slug) == []

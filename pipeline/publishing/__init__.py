@@ -101,14 +101,16 @@ def publish(
     targets: Sequence[Target] | None = None,
     now: datetime | None = None,
     environ: Mapping[str, str] | None = None,
+    verify: bool | None = None,
 ) -> Publication:
     """approved -> published: put the variant on every target of the site, then commit the status.
 
     The variant defaults to the one approved. Every image of the variant must exist on disk with its
     recorded checksum. If anything fails, the status stays `approved`, the folder keeps its earlier export
     and what WordPress got is on record, so calling `publish` again completes it without posting twice.
-    An article already `published` is pushed again as published (`verify`: deleted posts are re-created),
-    with no status change. `targets` defaults to the site's (`targets_for`), built and closed here.
+    An article already `published` is pushed again as published, with no status change; by default each
+    target then checks what it has (`verify`: a post deleted in WordPress is re-created) instead of
+    trusting its record. `targets` defaults to the site's (`targets_for`), built and closed here.
     """
     article = review.load_article(store, content_id)
     republish = article.content.status == ContentStatus.PUBLISHED and variant is None
@@ -117,10 +119,27 @@ def publish(
     else:
         article, chosen = review.publishable(store, content_id, variant=variant)
     images = _export_images(store, article, chosen)
+    settings = site_settings(article.site.settings, f"settings of site '{article.site.slug}'")
+    wordpress = settings.publishing.wordpress
     owned = targets is None
-    chosen_targets = list(targets) if targets is not None else targets_for(article.site, publish_root, environ=environ)
+    chosen_targets = (
+        list(targets)
+        if targets is not None
+        else targets_for(article.site, publish_root, settings=settings, environ=environ)
+    )
     try:
-        return _put_in_place(store, article, chosen, images, chosen_targets, actor, now or utcnow(), republish)
+        return _put_in_place(
+            store,
+            article,
+            chosen,
+            images,
+            chosen_targets,
+            actor=actor,
+            now=now or utcnow(),
+            republish=republish,
+            verify=republish if verify is None else verify,
+            sent_ahead=wordpress is not None and wordpress.status == "future",
+        )
     finally:
         if owned:
             close_targets(chosen_targets)
@@ -132,24 +151,28 @@ def _put_in_place(
     chosen: ContentVariant,
     images: list[ArticleImage],
     targets: Sequence[Target],
+    *,
     actor: str | None,
     now: datetime,
     republish: bool,
+    verify: bool,
+    sent_ahead: bool,
 ) -> Publication:
     content = article.content
     if republish:
         assert content.published_at is not None  # set with the status
         published_at = as_utc(content.published_at)
     else:
-        # A slot still ahead (WordPress `future` sends posts early) dates the post; else it goes out now.
+        # Sent ahead of its slot (WordPress `future` posts), an article is dated at the slot; published by
+        # hand or once its slot came, it is dated now.
         slot = as_utc(content.publish_slot) if content.publish_slot else None
-        published_at = (slot if slot is not None and slot > now else now).replace(microsecond=0)
+        published_at = (slot if sent_ahead and slot is not None and slot > now else now).replace(microsecond=0)
     placed: list[Placed] = []
     with ExitStack() as stack:
         for target in targets:
             placed.append(
                 stack.enter_context(
-                    target.placed(store, article, chosen, images, published_at=published_at, verify=republish)
+                    target.placed(store, article, chosen, images, published_at=published_at, verify=verify)
                 )
             )
         if not republish:

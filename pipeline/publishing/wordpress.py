@@ -67,6 +67,7 @@ class WordPressTarget:
         self.destination = settings.url.rstrip("/")
         self.api = api or WordPressAPI(settings.url, settings.username, password)
         self.taxonomy = taxonomy
+        self._term_cache: dict[tuple[str, str], int | None] = {}  # (taxonomy, name) -> id, for this run
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -203,15 +204,22 @@ class WordPressTarget:
         listed = {name.casefold() for name in allowed}
         ids: list[int] = []
         for name in names:
-            found = [
-                term
-                for term in self.api.terms(taxonomy, name)
-                if str(term.get("name", "")).casefold() == name.casefold() or term.get("slug") == slugify(name)
-            ]
-            if found:
-                ids.append(int(found[0]["id"]))
-            elif name.casefold() in listed:
-                ids.append(int(self.api.create_term(taxonomy, name)["id"]))
+            key = (taxonomy, name.casefold())
+            if key not in self._term_cache:
+                found = [
+                    term
+                    for term in self.api.terms(taxonomy, name)
+                    if str(term.get("name", "")).casefold() == name.casefold() or term.get("slug") == slugify(name)
+                ]
+                if found:
+                    self._term_cache[key] = int(found[0]["id"])
+                elif name.casefold() in listed:
+                    self._term_cache[key] = int(self.api.create_term(taxonomy, name)["id"])
+                else:
+                    self._term_cache[key] = None  # not in WordPress and not in the site's taxonomy: left off
+            term_id = self._term_cache[key]
+            if term_id is not None:
+                ids.append(term_id)
         return sorted(set(ids), key=ids.index)
 
     def _media(

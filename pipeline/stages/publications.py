@@ -73,17 +73,21 @@ def publish_due(
     targets = publishing.targets_for(row, publish_root, settings=settings)
     report.targets = [f"{target.name} {target.destination}" for target in targets]
     behind = store.published_behind_targets(row.id, [(t.name, t.destination) for t in targets])
-    todo = [*due, *(content_id for content_id in behind if content_id not in set(due))]
+    # Due articles first (slot order), then published ones a target lags behind on (trusting each target's
+    # record: only the lagging target does any work).
+    todo = [(content_id, None) for content_id in due] + [(content_id, False) for content_id in behind]
     if limit is not None:
         todo = todo[:limit]
     unreachable: str | None = None
     try:
-        for content_id in todo:
+        for content_id, verify in todo:
             if unreachable is not None:
                 report.failures.append(f"content {content_id}: not attempted, {unreachable}")
                 continue
             try:
-                done = publishing.publish(store, content_id, publish_root, actor=actor, targets=targets, now=now)
+                done = publishing.publish(
+                    store, content_id, publish_root, actor=actor, targets=targets, now=now, verify=verify
+                )
             except (WordPressUnavailable, WordPressAuthError) as error:
                 # Every later article would wait for the same timeout or refusal: leave them for the next run.
                 unreachable = "WordPress is unreachable or refuses the credentials (see the first failure)"
