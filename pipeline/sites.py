@@ -171,6 +171,56 @@ class ScheduleSettings(BaseModel):
         return [time(m // 60, m % 60) for m in minutes]
 
 
+# BCP 47 language tags as sites write them: `en`, `de`, `pt-BR`, `zh-Hant-TW`.
+LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+
+
+class PersonSettings(BaseModel):
+    """An author or publisher as schema.org describes them (`Person` / `Organization`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    logo_url: str | None = Field(default=None, pattern=r"^https?://\S+$", description="Publisher logo.")
+
+
+class LinkSettings(BaseModel):
+    """The site's internal link plan: how many siblings each article links to, and whether articles
+    already written get a new version (through review) linking to articles written after them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_siblings: int = Field(default=2, ge=0, le=10)
+    max_siblings: int = Field(default=4, ge=0, le=20)
+    update_existing: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LinkSettings:
+        if self.max_siblings < self.min_siblings:
+            raise ValueError(f"max_siblings ({self.max_siblings}) is below min_siblings ({self.min_siblings})")
+        return self
+
+
+class CheckSettings(BaseModel):
+    """Thresholds of the content checks (asset checks on `content`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    meta_title_max: int = Field(default=60, ge=10, le=200)
+    meta_description_min: int = Field(default=120, ge=0, le=500)
+    meta_description_max: int = Field(default=155, ge=10, le=500)
+    word_count_tolerance: float = Field(
+        default=0.5, gt=0, le=5, description="Allowed share above or below the idea's estimated word count."
+    )
+    min_readability: float | None = Field(
+        default=None, description="Lowest readability score (Flesch reading ease, per language) accepted."
+    )
+    near_duplicate_threshold: float = Field(
+        default=0.8, gt=0, le=1, description="Similarity above which two articles of the site are near-duplicates."
+    )
+
+
 class SiteSettings(BaseModel):
     """Per-site knobs, stored in `sites.settings`; unknown keys are rejected so typos surface."""
 
@@ -202,6 +252,21 @@ class SiteSettings(BaseModel):
     schedule: ScheduleSettings | None = Field(
         default=None, description="Publishing calendar; without one, approved articles are due at once."
     )
+    base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="The site's public address: canonical URLs are base_url + article slug + '/'.",
+    )
+    language: str = Field(default="en", pattern=LANGUAGE_PATTERN, description="BCP 47 language of the site.")
+    audience: str = Field(default="", max_length=500, description="Who the articles are written for.")
+    voice: str = Field(default="", max_length=4000, description="A short style guide for the site's articles.")
+    author: PersonSettings | None = None
+    publisher: PersonSettings | None = None
+    banned_phrases: list[str] = Field(default_factory=list, max_length=500)
+    links: LinkSettings = Field(default_factory=LinkSettings)
+    faq: bool = Field(default=False, description="Add an FAQ section from the cluster's question keywords.")
+    table_of_contents: bool = Field(default=False, description="Add a table of contents to exported pages.")
+    checks: CheckSettings = Field(default_factory=CheckSettings)
 
 
 def site_settings(raw: Mapping[str, Any] | None, where: str = "site settings") -> SiteSettings:
