@@ -397,7 +397,9 @@ def test_two_runs_of_one_site_started_together_pay_for_each_article_once(env, se
     env.resources["llm"] = real(server)
     env.add_site()
     assert env.materialize(selection=["keywords", "clusters", "ideas"]).success
-    server.latency_ms = 100
+    # Long enough that the work (~90 articles, 8 at a time: ~9 s) outlasts the gap between the two processes'
+    # starts on a loaded machine (seconds): at 100 ms one run could finish everything before the other began.
+    server.latency_ms = 800
     # Two `dagster asset materialize` processes, as a user starts them, against the same store.
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "pipeline.definitions"]
     command += ["--select", "content", "--partition", "sample"]
