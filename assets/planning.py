@@ -1,6 +1,6 @@
 """Planning assets: keywords -> clusters -> ideas (thin adapters over `pipeline.stages`)."""
 
-from dagster import AssetExecutionContext, AutomationCondition, Failure, MaterializeResult, asset
+from dagster import AssetExecutionContext, AutomationCondition, Failure, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
 from assets.partitions import sites_partitions
@@ -84,13 +84,16 @@ def ideas(
 ) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
     """Article ideas per cluster: title, angle, content type, outline, target keywords, word count.
 
-    Only clusters without ideas are planned; target keywords the model invents are dropped.
+    Only clusters without ideas are planned; target keywords the model invents are dropped. Before any
+    article is paid for, new ideas that repeat a primary keyword or the intent of another idea of the site
+    are dropped (`ideas_dropped_duplicate_keyword`, `ideas_dropped_similar`; each decision listed in
+    `cannibalisation_decisions`).
     """
     db, options = store.open(), config.options()
     site = RunSite.of(db, context.partition_key)
     with engine_for(context, db, llm, site, options) as engine:
         report = generate_ideas(db, engine, site, options)
-    return materialize_result(
+    result = materialize_result(
         context,
         "ideas",
         report,
@@ -98,4 +101,10 @@ def ideas(
         row_count_key="ideas_total",
         allowed_failures=config.allowed_failures,
         max_failure_share=config.max_failure_share,
+    )
+    decisions = report.notes.get("cannibalisation_decisions")
+    if decisions is None:
+        return result
+    return result._replace(
+        metadata={**(result.metadata or {}), "cannibalisation_decisions": MetadataValue.md(decisions)}
     )

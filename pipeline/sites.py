@@ -17,6 +17,7 @@ from datetime import time
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from anyascii import anyascii
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # The Dagster dynamic partitions of sites (one per slug); Dagster stores partitions under this name.
@@ -40,11 +41,36 @@ def validate_slug(slug: str) -> str:
     return slug
 
 
-def slugify(text: str, max_length: int = 64) -> str:
-    """Lowercase ASCII words joined by hyphens, e.g. `Cold Brew: Guide` -> `cold-brew-guide`."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+def slugify(text: str, max_length: int = 64, language: str | None = None) -> str:
+    """Lowercase ASCII words joined by hyphens, e.g. `Cold Brew: Guide` -> `cold-brew-guide`.
+
+    Letters of every script are transliterated (`Кофе в турке` -> `kofe-v-turke`, `コーヒーの淹れ方` ->
+    `kohino-yan-re-fang`, each ideograph a word of its own); with a German `language` (`de`, `de-AT`)
+    umlauts become `ae`/`oe`/`ue`, otherwise they lose their dots (`Über` -> `uber`). Characters that
+    accent stripping (NFKD) already rendered are slugged exactly as before, so no ASCII or accented-Latin
+    slug changes: slugs are partition keys and stored idea keys.
+    """
+    if language and language.split("-")[0].lower() == "de":
+        text = unicodedata.normalize("NFC", text).translate(_GERMAN_LETTERS)
+    ascii_text = "".join(_ascii_letters(char) for char in text)
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:max_length].rstrip("-")
+
+
+_GERMAN_LETTERS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue"})
+
+
+def _ascii_letters(char: str) -> str:
+    """`char` as ASCII: its accent-stripped form when that keeps something, else, for a letter or digit,
+    its transliteration (anyascii); punctuation and symbols accent stripping drops stay dropped."""
+    if char.isascii():
+        return char
+    stripped = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+    if stripped or not unicodedata.category(char).startswith(("L", "N")):
+        return stripped
+    latin = anyascii(char)
+    # Chinese and Japanese write no spaces: without a break per ideograph the slug is one long word.
+    return f" {latin} " if unicodedata.name(char, "").startswith(("CJK UNIFIED", "CJK COMPATIBILITY")) else latin
 
 
 # The longest wait a trigger rule may ask for after publication (10 years): longer is a typo, not a plan.
