@@ -14,7 +14,7 @@ import hashlib
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -398,40 +398,47 @@ def banned_phrases(articles: Sequence[CheckedArticle], settings: SiteSettings) -
 
 SHINGLE_WORDS = 5
 MINHASH_PERMUTATIONS = 128
-_MERSENNE = (1 << 61) - 1
 _WORD = re.compile(r"\w+")
+_SHINGLE_BASE = np.uint64(1099511628211)  # FNV prime: 5 word hashes folded into one shingle hash
 
 
-def shingles(text: str, size: int = SHINGLE_WORDS) -> set[str]:
-    """The set of `size`-word shingles of `text` (lowercased words); a shorter text is one shingle."""
-    words = _WORD.findall(text.lower())
-    if len(words) <= size:
-        return {" ".join(words)} if words else set()
-    return {" ".join(words[i : i + size]) for i in range(len(words) - size + 1)}
+@lru_cache(maxsize=1 << 17)
+def _word_hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
 
 
-def jaccard(first: set[str], second: set[str]) -> float:
-    """|A ∩ B| / |A ∪ B| (0 for two empty sets)."""
-    union = len(first | second)
-    return len(first & second) / union if union else 0.0
+def shingle_hashes(text: str, size: int = SHINGLE_WORDS) -> np.ndarray:
+    """The sorted, distinct 64-bit hashes of the `size`-word shingles of `text` (lowercased words); a text
+    of `size` words or fewer is one shingle. Folded from word hashes with numpy: no string per shingle."""
+    found = _WORD.findall(text.lower())
+    if not found:
+        return np.empty(0, dtype=np.uint64)
+    ids = np.fromiter((_word_hash(w) for w in found), dtype=np.uint64, count=len(found))
+    count = max(len(ids) - size + 1, 1)
+    hashes = np.zeros(count, dtype=np.uint64)
+    for offset in range(min(size, len(ids))):
+        hashes = hashes * _SHINGLE_BASE + ids[offset : offset + count]  # wraps modulo 2^64, as intended
+    return np.unique(hashes)
 
 
-def _shingle_hashes(items: Iterable[str]) -> np.ndarray:
-    digests = [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") for s in items]
-    return np.array(digests, dtype=np.uint64) & np.uint64((1 << 32) - 1)
+def jaccard(first: np.ndarray, second: np.ndarray) -> float:
+    """|A ∩ B| / |A ∪ B| of two sorted distinct hash arrays (0 for two empty ones)."""
+    common = np.intersect1d(first, second, assume_unique=True).size
+    union = first.size + second.size - common
+    return common / union if union else 0.0
 
 
 _rng = np.random.default_rng(20261201)  # fixed: signatures are comparable across runs
-_A = _rng.integers(1, 1 << 29, size=MINHASH_PERMUTATIONS, dtype=np.uint64)
-_B = _rng.integers(0, 1 << 29, size=MINHASH_PERMUTATIONS, dtype=np.uint64)
+_A = _rng.integers(1, 1 << 63, size=MINHASH_PERMUTATIONS, dtype=np.uint64) | np.uint64(1)
+_B = _rng.integers(0, 1 << 63, size=MINHASH_PERMUTATIONS, dtype=np.uint64)
 
 
 def minhash(hashes: np.ndarray) -> np.ndarray:
-    """The MinHash signature (`MINHASH_PERMUTATIONS` values) of a set of 32-bit shingle hashes."""
+    """The MinHash signature (`MINHASH_PERMUTATIONS` values) of a set of 64-bit shingle hashes."""
     if hashes.size == 0:
         return np.full(MINHASH_PERMUTATIONS, np.iinfo(np.uint64).max, dtype=np.uint64)
-    # (a·x + b) mod p with a, b < 2^29 and x < 2^32: products stay below 2^61, no uint64 overflow.
-    values = (_A[:, None] * hashes[None, :] + _B[:, None]) % np.uint64(_MERSENNE)
+    # Multiply-shift hashing, one odd multiplier per permutation (uint64 arithmetic wraps modulo 2^64).
+    values = (_A[:, None] * hashes[None, :] + _B[:, None]) >> np.uint64(32)
     return values.min(axis=1)  # type: ignore[no-any-return]
 
 
@@ -447,9 +454,9 @@ def near_duplicate_pairs(texts: Mapping[int, str], threshold: float) -> list[tup
     MinHash signatures banded into buckets (LSH) find the candidate pairs in about linear time, so a site of
     a few thousand articles is compared without measuring every pair; each candidate's exact Jaccard decides.
     """
-    sets = {key: shingles(text) for key, text in texts.items()}
-    keys = [key for key, found in sets.items() if found]
-    signatures = {key: minhash(_shingle_hashes(sets[key])) for key in keys}
+    sets = {key: shingle_hashes(text) for key, text in texts.items()}
+    keys = [key for key, found in sets.items() if found.size]
+    signatures = {key: minhash(sets[key]) for key in keys}
     rows = lsh_rows(threshold)
     candidates: set[tuple[int, int]] = set()
     for band in range(MINHASH_PERMUTATIONS // rows):
