@@ -34,5 +34,6 @@ def check_result(outcome: CheckOutcome) -> AssetCheckResult:
             # Titles are model text: `_listing` escapes every line before the UI renders it as Markdown.
             "failing": MetadataValue.md(_listing([failure.line() for failure in outcome.failures]) or "none"),
             **notes,
+            **({"error": outcome.error} if outcome.error else {}),
         },
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from textstat.textstat import textstatistics
 
 from pipeline.article_html import plain_text
 from pipeline.keywords.validation import normalize_keyword
@@ -79,11 +79,12 @@ class CheckOutcome:
     failures: list[CheckFailure]
     total: int  # variants checked
     notes: dict[str, Any] = field(default_factory=dict)  # what the check measured overall (mean score, ...)
+    error: str | None = None  # the check itself could not run (it fails, naming why)
 
     @property
     def passed(self) -> bool:
-        """No variant failed."""
-        return not self.failures
+        """The check ran and no variant failed."""
+        return not self.failures and self.error is None
 
     @property
     def failing_articles(self) -> int:
@@ -96,7 +97,9 @@ class CheckOutcome:
         return self.total - self.failing_articles
 
     def summary(self) -> str:
-        """`meta_lengths: 18/20 passed`."""
+        """`meta_lengths: 18/20 passed` (or why the check could not run)."""
+        if self.error is not None:
+            return f"{self.name}: could not run ({self.error})"
         return f"{self.name}: {self.pass_count}/{self.total} passed"
 
 
@@ -241,7 +244,11 @@ _textstat_lock = threading.Lock()
 
 
 @lru_cache(maxsize=16)
-def _scorer(language: str) -> textstatistics:
+def _scorer(language: str) -> Any:
+    with warnings.catch_warnings():
+        # textstat 0.7.4 imports `pkg_resources`, which setuptools 80 marks deprecated (pinned <81 for it).
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        from textstat.textstat import textstatistics
     scorer = textstatistics()
     scorer.set_lang(language)  # a scorer per language: textstat's module-level one is global state
     return scorer
@@ -535,8 +542,18 @@ def checked_articles(rows: Sequence[CheckedVariant], images: Sequence[CheckedIma
 
 
 def check_articles(articles: Sequence[CheckedArticle], settings: SiteSettings) -> list[CheckOutcome]:
-    """Every registered check over `articles`, in registry order."""
-    return [check.run(articles, settings) for check in CHECKS.values()]
+    """Every registered check over `articles`, in registry order.
+
+    A check that raises is reported as failed with its error: the articles are saved by then, and one
+    broken check (or library) must not hide the others' results or fail the step."""
+    outcomes = []
+    for check in CHECKS.values():
+        try:
+            outcomes.append(check.run(articles, settings))
+        except Exception as error:
+            message = f"{type(error).__name__}: {error}"[:500]
+            outcomes.append(CheckOutcome(check.name, check.description, [], len(articles), error=message))
+    return outcomes
 
 
 def run_checks(store: Store, site_id: int, settings: SiteSettings) -> list[CheckOutcome]:

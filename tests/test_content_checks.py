@@ -412,3 +412,19 @@ def test_content_reports_every_check_over_all_current_articles_even_when_it_wrot
     assert f"#{bad} A" in listing and "meta title 72 > 60 chars" in listing
     assert "\\[bad\\](https://evil.example) \\*guide\\*" in listing  # model text escaped: no link, no emphasis
     assert found["banned_phrases"].passed and found["banned_phrases"].metadata["failing"].value == "none"
+
+
+def test_a_check_that_raises_fails_alone_naming_the_error(env, monkeypatch):
+    site = Site(env)
+    three_good_articles(site)
+
+    def broken(text: str, language: str) -> float:
+        raise ImportError("No module named 'pkg_resources'")
+
+    monkeypatch.setattr("pipeline.content_checks.readability_score", broken)
+    outcomes = site.outcomes()
+    assert not outcomes["readability"].passed
+    assert (
+        outcomes["readability"].summary() == "readability: could not run (ImportError: No module named 'pkg_resources')"
+    )
+    assert all(o.passed for name, o in outcomes.items() if name != "readability")
