@@ -326,11 +326,11 @@ def _without_fragment(href: str) -> str:
     "internal_links",
     "At least `links.min_siblings` internal links (to the site's base_url or root-relative) per variant "
     "(fewer when the site has fewer other articles), and none broken: every internal link is the URL of an "
-    "article of the site.",
+    "article of the site (or the site's home page).",
 )
 def internal_links(articles: Sequence[CheckedArticle], settings: SiteSettings) -> CheckOutcome:
     """Internal link count against the link plan's minimum, and no link to a URL that is no article."""
-    known: set[str] = set()
+    known = {"/", *([settings.base_url.rstrip("/"), settings.base_url.rstrip("/") + "/"] if settings.base_url else [])}
     for article in articles:
         known |= _article_urls(article.slug, settings.base_url)
     others = len({a.content_id for a in articles}) - 1

@@ -428,3 +428,27 @@ def test_a_check_that_raises_fails_alone_naming_the_error(env, monkeypatch):
         outcomes["readability"].summary() == "readability: could not run (ImportError: No module named 'pkg_resources')"
     )
     assert all(o.passed for name, o in outcomes.items() if name != "readability")
+
+
+def test_article_urls_follow_the_review_slug_rule_for_repeated_idea_keys(env):
+    from pipeline.content_checks import article_slugs
+    from pipeline.review import load_article
+
+    site = Site(env)
+    first = site.article("cold-brew", variants={"A": good_article("cold-brew", [], seed=1)})
+    with env.store.transaction() as session:
+        other = Cluster(site_id=site.row.id, key="tea", name="Tea")
+        session.add(other)
+        session.flush()
+        site.cluster_id = other.id
+    second = site.article("cold-brew", variants={"A": good_article("cold-brew", [], seed=2)})
+    slugs = article_slugs(env.store.variants_for_checks(site.row.id))
+    assert slugs == {cid: load_article(env.store, cid).slug for cid in (first, second)}
+    assert slugs[second] == f"cold-brew-{second}"
+
+
+def test_links_to_the_home_page_are_not_broken(env):
+    site = Site(env, settings={"links": {"min_siblings": 0}})
+    body = f'<p>cold brew <a href="{BASE_URL}/">home</a> <a href="/">home</a></p>'
+    site.article("a", variants={"A": good_article("a", [], seed=1) | {"body_html": body}})
+    assert site.outcomes()["internal_links"].passed
