@@ -3,6 +3,7 @@
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, asset
 from pydantic import Field
 
+from assets.content_checks import content_check_results, content_check_specs
 from assets.partitions import sites_partitions
 from assets.planning import ideas
 from assets.pools import IMAGE_POOL, LLM_POOL
@@ -32,7 +33,7 @@ class ContentConfig(StageConfig):
     kinds={"sql", "llm", "html"},
     pool=LLM_POOL,
     automation_condition=AutomationCondition.eager(),
-    check_specs=[items_check("content")],
+    check_specs=[items_check("content"), *content_check_specs("content")],
 )
 def content(
     context: AssetExecutionContext, config: ContentConfig, store: StoreResource, llm: LLMResource
@@ -42,6 +43,8 @@ def content(
     Stored as version 1, variant A, status `draft`; each article is saved as soon as it is written.
     With `regenerate_firings` (metric triggers), under-performing published articles are rewritten as a
     new version with variants A and B, history kept, and sent back to `draft` for review.
+    Every run (dry runs too) reports the content checks (SEO, readability, links, duplicates) over all
+    current articles of the site.
     """
     db, options = store.open(), config.options()
     site = RunSite.of(db, context.partition_key)
@@ -50,7 +53,7 @@ def content(
             report = regenerate_variants(db, engine, site, config.regenerate_firings, context.run.run_id)
         else:
             report = write_content(db, engine, site, options)
-    return materialize_result(
+    result = materialize_result(
         context,
         "content",
         report,
@@ -59,6 +62,9 @@ def content(
         allowed_failures=config.allowed_failures,
         max_failure_share=config.max_failure_share,
     )
+    checks = content_check_results(db, site)
+    context.log.info("content checks: " + "; ".join(check.description or "" for check in checks))
+    return MaterializeResult(metadata=result.metadata, check_results=[*(result.check_results or []), *checks])
 
 
 @asset(

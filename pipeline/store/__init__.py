@@ -3,14 +3,15 @@
 `Store` is composed of one mixin per aggregate over `StoreBase` (engine, migrations, transactions):
 planning (sites, keywords, clusters, ideas), writing (articles, variants, images, new versions),
 the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files),
-review (queue, transitions, counts), the publishing calendar and publications. Writes are idempotent
-by construction (natural keys, upserts, one transaction per item), and the schema is created and
-upgraded by Alembic on open (`Store.migrate`).
+review (queue, transitions, counts), the publishing calendar and publications, and the reads of the
+content checks. Writes are idempotent by construction (natural keys, upserts, one transaction per item),
+and the schema is created and upgraded by Alembic on open (`Store.migrate`).
 """
 
 from pipeline.store.automation import AutomationStore
 from pipeline.store.base import MIGRATIONS_DIR, StoreBase, UnknownSite
 from pipeline.store.calendar import CalendarStore
+from pipeline.store.checks import ChecksStore
 from pipeline.store.ledger import LedgerStore
 from pipeline.store.planning import PlanningStore
 from pipeline.store.publishing import PublishingStore
@@ -30,5 +31,6 @@ class Store(
     ReviewStore,
     CalendarStore,
     PublishingStore,
+    ChecksStore,
 ):
     """Typed access to the pipeline database at `url`."""
