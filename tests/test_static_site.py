@@ -117,6 +117,7 @@ def test_front_matter_has_the_static_site_keys_and_no_model_provider_or_pipeline
         "meta_title",
         "description",
         "slug",
+        "lang",
         "date",
         "lastmod",
         "tags",
