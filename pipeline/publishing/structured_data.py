@@ -113,9 +113,14 @@ def pillar_crumb(store: Store, article: Article, base_url: str) -> Crumb | None:
     page = load_article(store, content_id)
     if page.content.status not in {ContentStatus.APPROVED, ContentStatus.PUBLISHED}:
         return None
-    published = [v for v in page.variants if v.version == page.content.published_version]
-    title = next((v.title for v in published if v.variant == page.content.published_variant), pillar.title)
-    return Crumb(title, article_url(base_url, page.slug))
+    # Named as its page is titled: the published variant, else (approved, about to go out) the current A.
+    published = [
+        v
+        for v in page.variants
+        if (v.version, v.variant) == (page.content.published_version, page.content.published_variant)
+    ]
+    shown = published or page.current_variants
+    return Crumb(shown[0].title if shown else pillar.title, article_url(base_url, page.slug))
 
 
 def page_facts(
@@ -153,7 +158,9 @@ def headline(title: str) -> str:
     if len(title) <= HEADLINE_MAX:
         return title
     cut = title[: HEADLINE_MAX - 1]
-    return (cut.rsplit(" ", 1)[0] if " " in cut else cut).rstrip(" ,;:-") + "…"
+    if title[HEADLINE_MAX - 1] != " " and " " in cut:  # the cut fell inside a word: drop that word
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:-") + "…"
 
 
 def absolute_image_urls(image_srcs: Sequence[str], canonical_url: str | None) -> list[str]:
@@ -245,7 +252,7 @@ def article_graph(variant: ContentVariant, image_srcs: Sequence[str], page: Page
         crumbs += [page.pillar] if page.pillar else []
         crumbs.append(Crumb(variant.title, canonical))
         items = [
-            {"@type": "ListItem", "position": n, "name": crumb.name, "item": crumb.url}
+            {"@type": "ListItem", "position": n, "name": crumb.name, "item": {"@id": crumb.url}}
             for n, crumb in enumerate(crumbs, start=1)
         ]
         graph.append({"@type": "BreadcrumbList", "@id": f"{canonical}#breadcrumb", "itemListElement": items})
