@@ -13,6 +13,7 @@ from datetime import UTC
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -24,8 +25,9 @@ from pipeline.language import labels
 from pipeline.models import Content, ContentVariant, Idea, Keyword
 from pipeline.publishing import structured_data
 from pipeline.urls import article_url
-from tests import schema_org
+from tests import schema_org, test_static_site
 from tests.conftest import Env
+from tests.test_static_site import build_with_hugo, page
 
 BASE_URL = "https://coffee.example/guide/"
 AUTHOR = {"name": "Mara Lind", "url": "https://coffee.example/about/mara/"}
@@ -36,6 +38,7 @@ PUBLISHER = {
 }
 HOSTILE = "</script><script>alert(1)</script>"
 _taken: set[int] = set()
+hugo = test_static_site.hugo  # the fixture: the `hugo` binary (a skip without it, unless required)
 
 
 @pytest.fixture
@@ -249,6 +252,20 @@ def test_without_a_base_url_there_is_no_canonical_url_and_no_breadcrumb_but_vali
     assert document["@graph"][0]["image"][0] == "images/featured.png"  # relative to the page
     matter = front_matter(folder)
     assert matter["lang"] == "en" and not {"canonical", "url"} & set(matter)
+
+
+def test_hugo_builds_the_page_at_its_canonical_url(env, publish_root, tmp_path, hugo):
+    configure(env, base_url=BASE_URL)
+    content_id = draft(env)
+    folder = publish(env, content_id, publish_root)
+    path = urlsplit(article_url(BASE_URL, review.load_article(env.store, content_id).slug)).path
+
+    public = build_with_hugo(hugo, publish_root, tmp_path / "hugo-site", base_url=BASE_URL)
+
+    # Hugo writes under the public dir without the base URL's path, and links with it.
+    built = page(public, path.removeprefix(urlsplit(BASE_URL).path.rstrip("/")))
+    resolved = [attrs["src"] for attrs in built.elements["img"] if attrs.get("class") == "front-matter"]
+    assert resolved == [f"{path}{src}" for src in front_matter(folder)["images"]]
 
 
 # -- FAQ ------------------------------------------------------------------------------------------------
