@@ -321,7 +321,10 @@ def test_hostile_title_and_description_cannot_end_the_json_ld_script(env, publis
     title = f"Cold brew {HOSTILE} <!-- & guide"
     description = f"{HOSTILE}<script>alert(2)</script> ]]> \u2028 end"
     variant = review.load_article(env.store, content_id).variant("A")
-    edit_variant(env, content_id, title=title, meta_description=description, body_html=with_faq(variant.body_html))
+    # In a stored (sanitised) body hostile text is escaped text, which the FAQ answer's plain text decodes.
+    question = "<h3>Is &lt;/script&gt;&lt;script&gt;alert(3)&lt;/script&gt; safe?</h3><p>No &amp; never.</p>"
+    body = with_faq(variant.body_html) + question
+    edit_variant(env, content_id, title=title, meta_description=description, body_html=body)
     folder = publish(env, content_id, publish_root)
 
     html = (folder / "index.html").read_text(encoding="utf-8")
@@ -329,6 +332,8 @@ def test_hostile_title_and_description_cannot_end_the_json_ld_script(env, publis
     document = page.json_ld()  # exactly one script, the JSON-LD, and it parses
     article = by_type(document)["Article"]
     assert (article["name"], article["description"]) == (title, description)
+    last = by_type(document)["FAQPage"]["mainEntity"][-1]
+    assert (last["name"], last["acceptedAnswer"]["text"]) == (f"Is {HOSTILE.replace('1', '3')} safe?", "No & never.")
     assert schema_org.problems(document) == []
     script = html[html.index('<script type="application/ld+json">') : html.index("</script>") + len("</script>")]
     assert script.count("<") == 2 and script.count(">") == 2  # its own two tags, nothing from the model

@@ -92,11 +92,11 @@ def cluster_pillar(store: Store, idea: Idea) -> Idea:
     pillars = [other for other in siblings if other.content_type == "pillar"]
     if pillars:
         return min(pillars, key=lambda other: other.id)
-    volumes = {keyword.normalized: keyword.volume or 0 for keyword in store.keywords(idea.site_id)}
+    leads = {other.id: normalize_keyword(other.target_keywords[0]) for other in siblings if other.target_keywords}
+    volumes = store.keyword_volumes(idea.site_id, leads.values())
 
     def volume(other: Idea) -> int:
-        first = other.target_keywords[0] if other.target_keywords else ""
-        return volumes.get(normalize_keyword(first), 0)
+        return volumes.get(leads.get(other.id, ""), 0)
 
     return min(siblings, key=lambda other: (-volume(other), other.id))
 
