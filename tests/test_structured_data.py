@@ -24,6 +24,7 @@ from pipeline.keywords import normalize_keyword
 from pipeline.language import labels
 from pipeline.models import Content, ContentVariant, Idea, Keyword
 from pipeline.publishing import structured_data
+from pipeline.publishing.render import table_of_contents
 from pipeline.urls import article_url
 from tests import schema_org, test_static_site
 from tests.conftest import Env
@@ -359,6 +360,16 @@ def test_table_of_contents_links_every_h2_by_a_unique_id_when_on(env, publish_ro
     assert ids[-2:] == ["tips-tricks", "tips-tricks-2"]
     assert page.nav_links == [(f"#{anchor}", text) for anchor, text in page.h2]
     assert page.nav_links[-1] == ("#tips-tricks-2", "Tips & tricks")
+
+
+def test_table_of_contents_keeps_ids_the_body_has_and_never_repeats_one():
+    body = '<h2>Grind</h2><h2 class="x" data-id="a">Grind</h2><h2 id="grind-2">Later</h2>'
+    nav, with_ids = table_of_contents(body, "Contents")
+    assert (
+        with_ids
+        == '<h2 id="grind">Grind</h2><h2 class="x" data-id="a" id="grind-3">Grind</h2><h2 id="grind-2">Later</h2>'
+    )
+    assert [href for href, _ in Page(nav).nav_links] == ["#grind", "#grind-3", "#grind-2"]
 
 
 def test_no_table_of_contents_when_off(env, publish_root):

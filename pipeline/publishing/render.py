@@ -28,7 +28,7 @@ from pipeline.sites import slugify
 _H2 = re.compile(r"<h2\b[^>]*>(.*?)</h2>", re.IGNORECASE | re.DOTALL)
 _QUOTED_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"')
 _H2_WITH_ATTRIBUTES = re.compile(r"<h2\b([^>]*)>(.*?)</h2>", re.IGNORECASE | re.DOTALL)
-_ID_ATTRIBUTE = re.compile(r"""\bid\s*=\s*(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)
+_ID_ATTRIBUTE = re.compile(r"""(?:^|\s)id\s*=\s*(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,12 @@ def table_of_contents(body_html: str, title: str) -> tuple[str, str]:
     Ids come from the heading text (`slugify`), made unique with `-2`, `-3`...; an H2 that has an id keeps
     it. Empty nav when the body has no H2.
     """
-    used: set[str] = set()
+    # Ids the body already has are taken before any is made, so a made one never repeats a later one.
+    used = {
+        unescape(found.group(2))
+        for match in _H2_WITH_ATTRIBUTES.finditer(body_html)
+        if (found := _ID_ATTRIBUTE.search(match.group(1)))
+    }
     entries: list[str] = []
 
     def with_id(match: re.Match[str]) -> str:
@@ -126,7 +131,7 @@ def table_of_contents(body_html: str, title: str) -> tuple[str, str]:
                 n += 1
                 anchor = f"{base}-{n}"
             attributes = f'{attributes} id="{escape(anchor)}"'
-        used.add(anchor)
+            used.add(anchor)
         entries.append(f'<li><a href="#{escape(anchor)}">{escape(text)}</a></li>')
         return f"<h2{attributes}>{inner}</h2>"
 
@@ -176,8 +181,8 @@ def front_matter(
 
     `date` is the article's first publication and `lastmod` this export; `images` are the page bundle's
     image paths, featured first. With `page`: `lang` (BCP 47), and when the site has a `base_url` the
-    `canonical` URL and `url`, the page's path under the site (`/slug/`, Hugo's and Jekyll's permalink
-    override, so the built page is where the canonical URL says). Which model wrote it and the pipeline's
+    `canonical` URL and `url`, the page's path under the site (`/slug/`: Hugo builds the page there, so
+    the built page is where the canonical URL says). Which model wrote it and the pipeline's
     ids are not for the page: they go to the private `publication_record`.
     """
     located: dict[str, Any] = {}
