@@ -30,6 +30,7 @@ FRONT_MATTER_FIELDS = [
     "meta_title",
     "description",
     "slug",
+    "lang",
     "date",
     "lastmod",
     "tags",

@@ -117,6 +117,7 @@ def test_front_matter_has_the_static_site_keys_and_no_model_provider_or_pipeline
         "meta_title",
         "description",
         "slug",
+        "lang",
         "date",
         "lastmod",
         "tags",
@@ -183,7 +184,7 @@ def test_republishing_a_new_version_keeps_the_date_and_moves_lastmod(env, draft_
 # -- a Hugo build -------------------------------------------------------------------------------------
 
 HUGO_CONFIG = """\
-baseURL = "https://example.org/"
+baseURL = {base_url}
 title = "Export check"
 disableKinds = ["RSS", "sitemap", "robotsTXT", "404"]
 contentDir = {content}
@@ -235,10 +236,11 @@ class Links(HTMLParser):
             self._text.append(data)
 
 
-def build_with_hugo(hugo: str, content: Path, site: Path) -> Path:
+def build_with_hugo(hugo: str, content: Path, site: Path, base_url: str = "https://example.org/") -> Path:
     """A minimal Hugo site whose content dir is `content` (the publish dir), built into `site/public`."""
     (site / "hugo.toml").parent.mkdir(parents=True, exist_ok=True)
-    (site / "hugo.toml").write_text(HUGO_CONFIG.format(content=json.dumps(str(content))), encoding="utf-8")
+    config = HUGO_CONFIG.format(content=json.dumps(str(content)), base_url=json.dumps(base_url))
+    (site / "hugo.toml").write_text(config, encoding="utf-8")
     for name, template in LAYOUTS.items():
         (site / "layouts" / name).parent.mkdir(parents=True, exist_ok=True)
         (site / "layouts" / name).write_text(template, encoding="utf-8")

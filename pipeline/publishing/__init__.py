@@ -9,7 +9,8 @@ in WordPress is re-created); its status does not change.
 
 Targets (`targets.py`): `folder` (HTML, Markdown and images under the publish dir) and `wordpress`
 (`wordpress.py`, over `wordpress_api.py`). `targets_for` builds a site's targets from its settings.
-`render` holds what every target writes (the HTML page, the Markdown with its front matter, images).
+`render` holds what every target writes (the HTML page, the Markdown with its front matter, images);
+`structured_data` what an exported page says about itself (schema.org JSON-LD, canonical URL, Open Graph).
 """
 
 from __future__ import annotations

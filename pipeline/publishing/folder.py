@@ -30,6 +30,7 @@ from pipeline.publishing.render import (
     render_html,
     render_markdown,
 )
+from pipeline.publishing.structured_data import PageFacts
 from pipeline.review import Article, PublishError
 
 # A dot-file: static-site generators leave it out of the built site (see the module docstring).
@@ -45,16 +46,18 @@ def exported(
     *,
     date: datetime,
     lastmod: datetime,
+    page: PageFacts | None = None,
 ) -> Iterator[Path]:
     """Export the variant to `<publish_root>/<site>/<article>/` (yielded) around the block committing the status.
 
-    `date` is the article's first publication, `lastmod` this export's time. If the block raises, the new
+    `date` is the article's first publication, `lastmod` this export's time; `page` what the page says
+    about itself (canonical URL, language, JSON-LD: `structured_data.page_facts`). If the block raises, the new
     export is dropped and the previous one put back; otherwise the previous one is deleted.
     """
     target = publish_root / article.site.slug / article.slug
 
     def write(folder: Path) -> None:
-        _write_export(folder, article, variant, images, date=date, lastmod=lastmod)
+        _write_export(folder, article, variant, images, date=date, lastmod=lastmod, page=page)
 
     previous = _write_and_swap(target, write)
     try:
@@ -74,6 +77,7 @@ def _write_export(
     *,
     date: datetime,
     lastmod: datetime,
+    page: PageFacts | None,
 ) -> None:
     """Write index.html, index.md, images/ and the sidecar into `folder`, checking every copied image's checksum."""
     image_dir = folder / "images"
@@ -86,8 +90,8 @@ def _write_export(
                 f"re-materialize images for site '{article.site.slug}' (it changed on disk)"
             )
         (image_dir / image.name).write_bytes(data)
-    (folder / "index.html").write_text(render_html(variant, images), encoding="utf-8")
-    matter = front_matter(article, variant, images, date=date, lastmod=lastmod)
+    (folder / "index.html").write_text(render_html(variant, images, page), encoding="utf-8")
+    matter = front_matter(article, variant, images, date=date, lastmod=lastmod, page=page)
     (folder / "index.md").write_text(render_markdown(matter, variant, images), encoding="utf-8")
     record = publication_record(article, variant, published_at=date, exported_at=lastmod)
     (folder / SIDECAR).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -11,19 +11,24 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from html import escape
+from html import escape, unescape
 from typing import Any
 
 import yaml
 
 from pipeline.article_html import plain_text
 from pipeline.keywords import normalize_keyword
+from pipeline.language import labels
 from pipeline.models import ContentVariant, Image, ImagePrompt, as_utc
 from pipeline.output_safety import html_to_markdown
+from pipeline.publishing.structured_data import PageFacts, article_graph, json_ld_script, open_graph
 from pipeline.review import Article, PublishError
+from pipeline.sites import slugify
 
 _H2 = re.compile(r"<h2\b[^>]*>(.*?)</h2>", re.IGNORECASE | re.DOTALL)
 _QUOTED_SCALAR = re.compile(r'"(?:[^"\\]|\\.)*"')
+_H2_WITH_ATTRIBUTES = re.compile(r"<h2\b([^>]*)>(.*?)</h2>", re.IGNORECASE | re.DOTALL)
+_ID_ATTRIBUTE = re.compile(r"""(?:^|\s)id\s*=\s*(["'])(.*?)\1""", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -51,23 +56,45 @@ def article_markdown(body_html: str) -> str:
     return html_to_markdown(body_html)
 
 
-def render_html(variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
-    """A complete minimal HTML5 document: title, meta description, featured image, body with its images."""
+def render_html(variant: ContentVariant, images: Sequence[ArticleImage], page: PageFacts | None = None) -> str:
+    """A complete HTML5 document: title, meta description, featured image, body with its images.
+
+    With `page` (`structured_data.page_facts`) it is a complete page for search engines and link previews
+    too: `lang`, the canonical link, Open Graph and Twitter tags, the schema.org JSON-LD and, when the site
+    asks for it, a table of contents linking each H2. Every value is escaped; the JSON-LD cannot be closed
+    by model text (`structured_data.json_ld_script`).
+    """
     featured, body = body_with_images(variant, images)
+    head: list[str] = []
+    contents = ""
+    if page is not None:
+        srcs = [image.src for image in _featured_first(images)]
+        if page.canonical_url:
+            head.append(f'<link rel="canonical" href="{escape(page.canonical_url)}">')
+        head += [
+            f'<meta {attribute}="{escape(name)}" content="{escape(content)}">'
+            for attribute, name, content in open_graph(variant, srcs, page)
+        ]
+        head.append(json_ld_script(article_graph(variant, srcs, page)))
+        if page.table_of_contents:
+            contents, body = table_of_contents(body, labels(page.language).contents)
+    lang = f' lang="{escape(page.language)}"' if page is not None else ""
     return "\n".join(
         [
             "<!DOCTYPE html>",
-            "<html>",
+            f"<html{lang}>",
             "<head>",
             '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{escape(variant.meta_title or variant.title)}</title>",
             f'<meta name="description" content="{escape(variant.meta_description)}">',
+            *head,
             "</head>",
             "<body>",
             "<article>",
             f"<h1>{escape(variant.title)}</h1>",
             featured,
+            *([contents] if contents else []),
             body,
             "</article>",
             "</body>",
@@ -75,6 +102,53 @@ def render_html(variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
             "",
         ]
     )
+
+
+def table_of_contents(body_html: str, title: str) -> tuple[str, str]:
+    """(a `<nav>` with an `<ol>` linking every H2 of the body, the body with an `id` on each H2).
+
+    Ids come from the heading text (`slugify`), made unique with `-2`, `-3`...; an H2 that has an id keeps
+    it. Empty nav when the body has no H2.
+    """
+    # Ids the body already has are taken before any is made, so a made one never repeats a later one.
+    used = {
+        unescape(found.group(2))
+        for match in _H2_WITH_ATTRIBUTES.finditer(body_html)
+        if (found := _ID_ATTRIBUTE.search(match.group(1)))
+    }
+    entries: list[str] = []
+
+    def with_id(match: re.Match[str]) -> str:
+        attributes, inner = match.group(1), match.group(2)
+        text = plain_text(inner)
+        existing = _ID_ATTRIBUTE.search(attributes)
+        if existing:
+            anchor = unescape(existing.group(2))
+        else:
+            base = slugify(text) or "section"
+            anchor, n = base, 1
+            while anchor in used:
+                n += 1
+                anchor = f"{base}-{n}"
+            attributes = f'{attributes} id="{escape(anchor)}"'
+            used.add(anchor)
+        entries.append(f'<li><a href="#{escape(anchor)}">{escape(text)}</a></li>')
+        return f"<h2{attributes}>{inner}</h2>"
+
+    body = _H2_WITH_ATTRIBUTES.sub(with_id, body_html)
+    if not entries:
+        return "", body
+    nav = "\n".join(
+        [
+            f'<nav class="table-of-contents" aria-label="{escape(title)}">',
+            f"<h2>{escape(title)}</h2>",
+            "<ol>",
+            *entries,
+            "</ol>",
+            "</nav>",
+        ]
+    )
+    return nav, body
 
 
 def render_markdown(front_matter: Mapping[str, Any], variant: ContentVariant, images: Sequence[ArticleImage]) -> str:
@@ -101,18 +175,27 @@ def front_matter(
     *,
     date: datetime,
     lastmod: datetime,
+    page: PageFacts | None = None,
 ) -> dict[str, Any]:
     """The public front matter of `index.md`, in the keys static-site generators (Hugo, Jekyll) read.
 
     `date` is the article's first publication and `lastmod` this export; `images` are the page bundle's
-    image paths, featured first. Which model wrote it and the pipeline's ids are not for the page: they go to
-    the private `publication_record`.
+    image paths, featured first. With `page`: `lang` (BCP 47), and when the site has a `base_url` the
+    `canonical` URL and `url`, the page's path under the site (`/slug/`: Hugo builds the page there, so
+    the built page is where the canonical URL says). Which model wrote it and the pipeline's
+    ids are not for the page: they go to the private `publication_record`.
     """
+    located: dict[str, Any] = {}
+    if page is not None:
+        located["lang"] = page.language
+        if page.canonical_url:
+            located |= {"canonical": page.canonical_url, "url": f"/{article.slug}/"}
     return {
         "title": variant.title,
         "meta_title": variant.meta_title,
         "description": variant.meta_description,
         "slug": article.slug,
+        **located,
         # Strings with their offset, so every reader gets the same ISO 8601 value (not a YAML timestamp).
         "date": as_utc(date).isoformat(),
         "lastmod": as_utc(lastmod).isoformat(),

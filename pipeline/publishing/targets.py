@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from pipeline.models import ContentVariant, as_utc, utcnow
-from pipeline.publishing import folder
+from pipeline.publishing import folder, structured_data
 from pipeline.publishing.render import ArticleImage
 from pipeline.review import Article
 from pipeline.store import Store
@@ -88,7 +88,9 @@ class FolderTarget:
         # `date` is the first publication however often the article is published again; `lastmod` moves.
         first = (before.published_at if before is not None else None) or article.content.published_at or published_at
         lastmod = published_at if before is None else max(published_at, utcnow().replace(microsecond=0))
-        with folder.exported(self.root, article, variant, images, date=as_utc(first), lastmod=lastmod) as path:
+        page = structured_data.page_facts(store, article, published_at=as_utc(first), modified_at=lastmod)
+        exported = folder.exported(self.root, article, variant, images, date=as_utc(first), lastmod=lastmod, page=page)
+        with exported as path:
             action: Action = "updated" if before is not None and before.state == DONE else "published"
             yield Placed(self.name, action, str(path))
             store.record_publication(

@@ -234,6 +234,19 @@ class PlanningStore(StoreBase):
                 .values(name=name, description=description, **generated, updated_at=utcnow())
             )
 
+    def keyword_volumes(self, site_id: int, normalized: Iterable[str]) -> dict[str, int]:
+        """Search volume of each of these (normalised) keywords of the site that it has; no volume counts 0."""
+        wanted = sorted(set(normalized))
+        if not wanted:
+            return {}
+        with self._sessions() as session:
+            rows = session.execute(
+                select(Keyword.normalized, Keyword.volume).where(
+                    Keyword.site_id == site_id, Keyword.normalized.in_(wanted)
+                )
+            )
+            return {name: volume or 0 for name, volume in rows}
+
     def cluster_keywords(self, cluster_id: int, limit: int | None = None) -> list[Keyword]:
         """Members of a cluster, highest volume first."""
         with self._sessions() as session:
