@@ -111,6 +111,20 @@ class PlanningStore(StoreBase):
             )
             return list(session.scalars(statement))
 
+    def keyword_volumes(self, site_id: int, normalized: Iterable[str]) -> dict[str, int]:
+        """Search volume of the named keywords of a site (normalised text -> volume, 0 when unknown)."""
+        wanted = sorted(set(normalized))
+        volumes: dict[str, int] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(wanted, 500):
+                rows = session.execute(
+                    select(Keyword.normalized, Keyword.volume).where(
+                        Keyword.site_id == site_id, Keyword.normalized.in_(chunk)
+                    )
+                )
+                volumes.update((text, volume or 0) for text, volume in rows)
+        return volumes
+
     def cluster_members(self, site_id: int) -> dict[str, list[str]]:
         """Current membership: cluster key -> normalised keywords."""
         with self._sessions() as session:
