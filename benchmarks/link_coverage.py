@@ -93,9 +93,8 @@ def report(store: Store, slug: str) -> None:
     counts = [len(urls) for urls in links.values()]
     total = len(links)
     print(f"articles: {total} in {len(plan.pillars)} clusters (pillars {len(plan.pillars)})")
-    print(
-        f"non-pillar articles linking to their pillar: {to_pillar}/{non_pillars} = {to_pillar / max(non_pillars, 1):.1%}"
-    )
+    share = to_pillar / max(non_pillars, 1)
+    print(f"non-pillar articles linking to their pillar: {to_pillar}/{non_pillars} = {share:.1%}")
     print(f"articles linking to >= 2 same-cluster siblings: {siblings}/{total} = {siblings / total:.1%}")
     print(f"articles linking to >= 2 siblings or related pillars: {related}/{total} = {related / total:.1%}")
     print(f"articles linking to their pillar and >= 2 siblings/related: {both}/{total} = {both / total:.1%}")

@@ -190,7 +190,6 @@ def test_invented_links_are_removed_from_stored_bodies_and_counted(linked_site):
 
 
 def test_the_article_prompt_gets_the_planned_links_as_data(linked_site):
-    env, _ = linked_site
     assert InventedLinks.seen_links and all(links for links in InventedLinks.seen_links)
     for links in InventedLinks.seen_links:
         for link in links:
@@ -263,7 +262,7 @@ def test_articles_written_earlier_get_a_new_version_linking_to_later_ones_when_t
         article = review.load_article(env.store, content_id)
         assert article.content.status == "draft" and {v.version for v in article.variants} == {1, 2}
         assert env.store.review_events(content_id)[-1].actor == "links"
-        old, new = article.variant("A"), [v for v in article.variants if v.version == 1][0]
+        old, new = article.variant("A"), next(v for v in article.variants if v.version == 1)
         assert old.title == new.title and len(old.body_html) > len(new.body_html), "text kept, links added"
     with engine(env, OfflineProvider()) as offline:
         again = write_content(env.store, offline, "sample")

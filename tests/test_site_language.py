@@ -106,7 +106,7 @@ def test_with_faq_on_the_body_ends_with_the_clusters_question_keywords_answered(
             assert "<h2>Frequently asked questions</h2>" not in body
             continue
         with_faq += 1
-        head, faq = body.rsplit("\n<h2>Frequently asked questions</h2>\n", 1)
+        _, faq = body.rsplit("\n<h2>Frequently asked questions</h2>\n", 1)
         entries = FAQ_ENTRY.findall(faq)
         assert [q for q, _ in entries] == expected and "\n".join(
             f"<h3>{q}</h3>\n<p>{a}</p>" for q, a in entries
@@ -151,12 +151,13 @@ def test_the_article_prompt_gets_the_sites_language_voice_author_and_banned_phra
 
 
 def test_japanese_offline_articles_use_japanese_phrases_and_are_long_enough():
-    idea = {
+    targets = ["コールドブリュー 作り方", "コールドブリュー 時間"]
+    idea: dict[str, Any] = {
         "title": "コールドブリューの作り方",
         "angle": "初心者向けのガイドです。",
         "content_type": "how-to",
         "outline": ["準備するもの", "抽出時間", "よくある失敗"],
-        "target_keywords": ["コールドブリュー 作り方", "コールドブリュー 時間"],
+        "target_keywords": targets,
         "estimated_word_count": 1200,
     }
     data = {

@@ -263,7 +263,7 @@ def write_article(data: Mapping[str, Any]) -> ArticleDraft:
         FaqAnswer(
             question=question,
             answer_html="<p>"
-            + _pick(phrases.faq_answers, question, index).format(keyword=keywords[index % len(keywords)])
+            + phrases.faq_answers[_answer_kind(question)].format(keyword=keywords[index % len(keywords)])
             + "</p>",
         )
         for index, question in enumerate(data.get("faq_questions") or [])
@@ -289,6 +289,17 @@ def write_article(data: Mapping[str, Any]) -> ArticleDraft:
         faq=faq,
     )
     return _avoiding(draft, list(site.get("banned_phrases") or []))
+
+
+# Question openings answered "usually yes" (1) or "start with ..." (2); everything else gets the general
+# answer (0). Languages without word spaces (Japanese) always get the general one.
+_YES_NO = frozenset("can is are does do should will could kann ist sind muss soll sollte darf lohnt hilft".split())
+_HOW = frozenset("how wie".split())
+
+
+def _answer_kind(question: str) -> int:
+    first = question.lstrip("¿").split(" ", 1)[0].lower()
+    return 1 if first in _YES_NO else 2 if first in _HOW else 0
 
 
 def _avoiding(draft: ArticleDraft, banned: Sequence[str]) -> ArticleDraft:

@@ -23,7 +23,7 @@ class OfflinePhrases:
     conclusion: str  # {primary} {topic}
     meta_description: str  # {angle} {primary}
     links: tuple[str, ...]
-    faq_answers: tuple[str, ...]
+    faq_answers: tuple[str, str, str]  # general, yes/no question, how question
 
 
 _EN = OfflinePhrases(
