@@ -15,6 +15,8 @@ After a model answer is parsed, every link whose href is not one of the idea's p
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import re
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -168,11 +170,19 @@ def _sibling_ring(others: Sequence[Idea], count: int) -> dict[int, list[Idea]]:
 _WORD = re.compile(r"\w+")
 
 
+# Words shared by more pillars than this tell nothing about relatedness ("coffee" on a coffee site), and
+# walking their long lists for every idea would make the plan quadratic on big sites.
+MAX_WORD_PILLARS = 200
+
+
 class _RelatedPillars:
     """Pillars of other clusters ranked by the words their keywords share with an idea's keywords."""
 
     def __init__(self, pillars: Sequence[Idea]):
         self.pillars = sorted(pillars, key=lambda idea: idea.id)
+        # Plain lists: ORM attribute reads cost more than the ranking itself on big sites.
+        self.ids = [pillar.id for pillar in self.pillars]
+        self.clusters = [pillar.cluster_id for pillar in self.pillars]
         self.index: dict[str, list[int]] = defaultdict(list)
         for position, pillar in enumerate(self.pillars):
             for word in _words(pillar):
@@ -181,16 +191,27 @@ class _RelatedPillars:
     def nearest(self, idea: Idea, count: int) -> list[Idea]:
         """Up to `count` pillars of other clusters: most shared words first, then the next clusters in id
         order (so even an idea sharing no word gets its links, the same ones on every run)."""
-        if count <= 0:
+        size = len(self.pillars)
+        if count <= 0 or not size:
             return []
         shared: dict[int, int] = defaultdict(int)
         for word in _words(idea):
-            for position in self.index.get(word, ()):
-                shared[position] += 1
-        start = next((i for i, p in enumerate(self.pillars) if p.id > idea.id), 0)
-        ring = {position: (position - start) % len(self.pillars) for position in range(len(self.pillars))}
-        ranked = sorted(range(len(self.pillars)), key=lambda position: (-shared[position], ring[position]))
-        return [self.pillars[p] for p in ranked if self.pillars[p].cluster_id != idea.cluster_id][:count]
+            positions = self.index.get(word, ())
+            if len(positions) <= MAX_WORD_PILLARS:
+                for position in positions:
+                    shared[position] += 1
+        start = bisect.bisect_right(self.ids, idea.id) % size
+        own = idea.cluster_id
+        # One pillar per cluster, so at most one of the best `count + 1` is the idea's own.
+        ranked = heapq.nsmallest(count + 1, shared, key=lambda position: (-shared[position], (position - start) % size))
+        chosen = [p for p in ranked if self.clusters[p] != own][:count]
+        for step in range(size):  # top up in id order after the idea
+            if len(chosen) >= count:
+                break
+            position = (start + step) % size
+            if position not in chosen and self.clusters[position] != own:
+                chosen.append(position)
+        return [self.pillars[p] for p in chosen]
 
 
 def _words(idea: Idea) -> set[str]:

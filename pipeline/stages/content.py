@@ -71,8 +71,9 @@ def write_content(
                 new_articles.append((idea_id, variant | outcome.provenance()))
         written += store.add_contents(site_id, new_articles)
     relinked = 0
-    if run.settings.links.update_existing and options.item_id is None:
-        # Articles written before the ideas that joined the plan get a new version linking to them.
+    if run.settings.links.update_existing and written and options.item_id is None:
+        # Articles written before the ones this run wrote get a new version linking to them (only when
+        # something was written: otherwise nothing new can be linked, and no bodies need reading).
         relinked = relink_existing(store, run, plan, skip_ideas=done)
     # Totals are counted by the database and only the previewed articles are loaded: a site's whole
     # corpus of HTML is not read back to describe one run.

@@ -25,11 +25,12 @@ ACTOR = "links"
 
 
 def relink_existing(store: Store, run: RunSite, plan: LinkPlan, skip_ideas: Collection[int] = ()) -> int:
-    """Give every article of the site whose current text lacks some of its planned links a new version with
-    them; returns how many articles got one. Articles of `skip_ideas` (just written, with the plan's links
-    as data) and articles a regeneration run holds are left alone."""
+    """Give every article of the site whose current text lacks links to planned targets that have an article
+    now a new version with them; returns how many articles got one. Articles of `skip_ideas` (just written,
+    with the plan's links as data) and articles a regeneration run holds are left alone."""
     site_id = run.site.id
     idea_of = {content_id: idea_id for idea_id, content_id in store.content_ids_by_idea(site_id).items()}
+    written = set(idea_of.values())  # links are added only to articles that exist, never to a plan's promise
     current: dict[int, list[ContentVariant]] = defaultdict(list)
     for variant in store.current_variants(site_id):
         current[variant.content_id].append(variant)
@@ -38,7 +39,7 @@ def relink_existing(store: Store, run: RunSite, plan: LinkPlan, skip_ideas: Coll
     for content_id, variants in sorted(current.items()):
         if idea_of[content_id] in skip_ideas:
             continue
-        targets = plan.links_of(idea_of[content_id])
+        targets = tuple(t for t in plan.links_of(idea_of[content_id]) if t.idea_id in written)
         updated = [_with_links(variant, targets, words.read_also, words.faq) for variant in variants]
         if all(row is None for row in updated):
             continue
