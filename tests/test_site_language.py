@@ -12,7 +12,7 @@ from pipeline.article_html import read_sections
 from pipeline.faq import as_question, faq_questions, is_question
 from pipeline.language import labels
 from pipeline.linking import linked_urls
-from pipeline.llm.offline import OfflineProvider, write_article
+from pipeline.llm.offline import OfflineProvider, plan_ideas, write_article
 from pipeline.llm.wire import Completion, CompletionRequest
 from pipeline.stages.content import PageRules, variant_row, write_content
 from tests.conftest import Env
@@ -230,3 +230,18 @@ def test_the_offline_composer_keeps_banned_phrases_out_of_every_field():
     draft = write_article(data)
     text = draft.model_dump_json().lower()
     assert "complete guide" not in text and "comes down to" not in text
+
+
+def test_offline_ideas_follow_the_site_language_when_the_data_names_it():
+    data = {
+        "site": {"name": "Kaffee", "language": "de"},
+        "count": 2,
+        "cluster": {"name": "Cold Brew"},
+        "keywords": [{"keyword": k} for k, _ in GERMAN_KEYWORDS[:6]],
+    }
+    ideas = plan_ideas(data).ideas
+    assert ideas[0].title == "Kaltbrühkaffee: Der umfassende Ratgeber"
+    assert "Häufige Fehler vermeiden" in ideas[0].outline or "Cold Brew: Die Grundlagen" in ideas[0].outline
+    assert all("„" in idea.angle for idea in ideas)
+    english = plan_ideas({**data, "site": "Kaffee"}).ideas
+    assert english[0].title == "Kaltbrühkaffee: The Complete Guide", "a bare site name keeps English"

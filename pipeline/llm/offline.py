@@ -23,7 +23,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.llm.catalog import OFFLINE_MODEL, Usage
-from pipeline.llm.offline_phrases import offline_phrases
+from pipeline.llm.offline_phrases import IdeaPhrases, idea_phrases, offline_phrases
 from pipeline.llm.wire import (
     Completion,
     CompletionRequest,
@@ -139,7 +139,10 @@ def topic_name(keywords: Sequence[str]) -> str:
 
 
 def plan_ideas(data: Mapping[str, Any]) -> IdeaBatch:
-    """Split the cluster's keywords across the requested ideas and shape each by its lead keyword."""
+    """Split the cluster's keywords across the requested ideas and shape each by its lead keyword, with
+    titles and outline fillers in the site's language when the data names it (`site.language`)."""
+    site: Mapping[str, Any] = data["site"] if isinstance(data.get("site"), Mapping) else {}
+    phrases = idea_phrases(str(site.get("language") or "en"))
     cluster = data["cluster"]
     keywords = [k["keyword"] for k in data["keywords"]]
     count = max(1, int(data["count"]))
@@ -150,18 +153,16 @@ def plan_ideas(data: Mapping[str, Any]) -> IdeaBatch:
         if not group:
             group = keywords[index % len(keywords) :][:3] or keywords[:1]
         lead = group[0]
-        content_type, title = _title_for(lead, cluster["name"], index)
+        content_type, title = _title_for(lead, index, phrases)
         if title.lower() in used_titles:
-            title = f"{title}: {('Practical Answers', 'What to Know', 'A Closer Look')[index % 3]}"
+            title = f"{title}: {phrases.variants[index % 3]}"
         used_titles.add(title.lower())
-        outline = _outline(group, cluster["name"], content_type)
+        outline = _outline(group, cluster["name"], content_type, phrases)
+        covering = ", ".join(group[1:4]) or cluster["name"].lower()
         ideas.append(
             IdeaDraft(
                 title=title,
-                angle=(
-                    f"A {content_type} for readers searching “{lead}”, covering "
-                    f"{', '.join(group[1:4]) or cluster['name'].lower()} with concrete, practical answers."
-                ),
+                angle=phrases.angle.format(content_type=content_type, lead=lead, covering=covering),
                 content_type=content_type,
                 outline=outline,
                 target_keywords=group[:6],
@@ -171,35 +172,30 @@ def plan_ideas(data: Mapping[str, Any]) -> IdeaBatch:
     return IdeaBatch(ideas=ideas)
 
 
-def _title_for(keyword: str, cluster_name: str, index: int) -> tuple[str, str]:
+def _title_for(keyword: str, index: int, phrases: IdeaPhrases) -> tuple[str, str]:
     text = keyword.strip()
+    titles = phrases.titles
     if " vs " in text:
         left, right = (part.strip().title() for part in text.split(" vs ", 1))
-        return "comparison", f"{left} vs {right}: Which Should You Choose?"
+        return "comparison", titles["comparison"].format(left=left, right=right)
     if text.startswith("how to "):
-        return "how-to", f"{_headline(text)}: A Step-by-Step Guide"
+        return "how-to", titles["how-to"].format(h=_headline(text))
     if text.startswith("best "):
-        return "listicle", f"{_headline(text)}: Our Top Picks and How to Choose"
+        return "listicle", titles["listicle"].format(h=_headline(text))
     if text.split(" ", 1)[0] in {"what", "why", "when", "can", "does", "is", "should", "which", "how"}:
-        return "post", f"{_headline(text)}? The Short Answer and the Details"
+        return "post", titles["question"].format(h=_headline(text))
     if text.endswith((" review", " reviews")):
-        return "review", f"{_headline(text)}: Honest Pros and Cons"
+        return "review", titles["review"].format(h=_headline(text))
     kinds = ("guide", "post", "guide")
     kind = kinds[index % len(kinds)]
-    title = (
-        f"{_headline(text)}: The Complete Guide" if kind == "guide" else f"Everything to Know About {_headline(text)}"
-    )
-    return kind, title
+    return kind, titles[kind].format(h=_headline(text))
 
 
-def _outline(keywords: Sequence[str], cluster_name: str, content_type: str) -> list[str]:
+def _outline(keywords: Sequence[str], cluster_name: str, content_type: str, phrases: IdeaPhrases) -> list[str]:
     headings = [_headline(k) + ("?" if _is_question(k) else "") for k in keywords[:5]]
-    fillers = {
-        "comparison": ["Key Differences at a Glance", "Which One Fits Your Routine", "Verdict"],
-        "how-to": ["What You Need Before You Start", "Common Mistakes to Avoid", "Troubleshooting"],
-        "listicle": ["How We Chose", "What to Look For", "Frequently Asked Questions"],
-    }.get(content_type, [f"{cluster_name}: The Basics", "Common Mistakes to Avoid", "Frequently Asked Questions"])
-    for filler in fillers:
+    fillers = phrases.fillers.get(content_type, phrases.fillers["default"])
+    for template in fillers:
+        filler = template.format(cluster=cluster_name)
         if len(headings) >= 4:
             break
         if filler not in headings:

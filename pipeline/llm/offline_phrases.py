@@ -8,6 +8,7 @@ FAQ answers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pipeline.language import primary_subtag
@@ -25,6 +26,80 @@ class OfflinePhrases:
     links: tuple[str, ...]
     faq_answers: tuple[str, str, str]  # general, yes/no question, how question
 
+
+@dataclass(frozen=True)
+class IdeaPhrases:
+    """What the offline ideas composer writes itself, in one language: title patterns by kind
+    (`{h}` the lead keyword as a headline; `{left}`/`{right}` for comparisons), suffixes that tell equal
+    titles apart, outline fillers by content type (`default` for the others; `{cluster}` the cluster's
+    name) and the angle (`{content_type}`, `{lead}`, `{covering}`)."""
+
+    titles: Mapping[str, str]
+    variants: tuple[str, str, str]
+    fillers: Mapping[str, tuple[str, ...]]
+    angle: str
+
+
+# "Frequently asked questions" is not a filler: the FAQ section has that heading when the site turns it on.
+_EN_IDEAS = IdeaPhrases(
+    titles={
+        "comparison": "{left} vs {right}: Which Should You Choose?",
+        "how-to": "{h}: A Step-by-Step Guide",
+        "listicle": "{h}: Our Top Picks and How to Choose",
+        "question": "{h}? The Short Answer and the Details",
+        "review": "{h}: Honest Pros and Cons",
+        "guide": "{h}: The Complete Guide",
+        "post": "Everything to Know About {h}",
+    },
+    variants=("Practical Answers", "What to Know", "A Closer Look"),
+    fillers={
+        "comparison": ("Key Differences at a Glance", "Which One Fits Your Routine", "Verdict"),
+        "how-to": ("What You Need Before You Start", "Common Mistakes to Avoid", "Troubleshooting"),
+        "listicle": ("How We Chose", "What to Look For", "Quick Answers"),
+        "default": ("{cluster}: The Basics", "Common Mistakes to Avoid", "Quick Answers"),
+    },
+    angle="A {content_type} for readers searching “{lead}”, covering {covering} with concrete, practical answers.",
+)
+
+_DE_IDEAS = IdeaPhrases(
+    titles={
+        "comparison": "{left} vs. {right}: Was passt zu Ihnen?",
+        "how-to": "{h}: Schritt für Schritt erklärt",
+        "listicle": "{h}: Unsere Favoriten und wie Sie wählen",
+        "question": "{h}? Die kurze Antwort und die Details",
+        "review": "{h}: Ehrliche Vor- und Nachteile",
+        "guide": "{h}: Der umfassende Ratgeber",
+        "post": "Alles Wissenswerte über {h}",
+    },
+    variants=("Praktische Antworten", "Was Sie wissen sollten", "Ein genauerer Blick"),
+    fillers={
+        "comparison": ("Die wichtigsten Unterschiede", "Was zu Ihrer Routine passt", "Fazit"),
+        "how-to": ("Was Sie vorher brauchen", "Häufige Fehler vermeiden", "Wenn etwas schiefgeht"),
+        "listicle": ("Wie wir ausgewählt haben", "Worauf Sie achten sollten", "Kurz beantwortet"),
+        "default": ("{cluster}: Die Grundlagen", "Häufige Fehler vermeiden", "Kurz beantwortet"),
+    },
+    angle="Ein Beitrag für alle, die nach „{lead}“ suchen, mit konkreten, praktischen Antworten zu {covering}.",
+)
+
+_JA_IDEAS = IdeaPhrases(
+    titles={
+        "comparison": "{left}と{right}の比較：どちらを選ぶべき？",
+        "how-to": "{h}：ステップごとに解説",
+        "listicle": "{h}：おすすめと選び方",
+        "question": "{h}？短い答えと詳しい解説",
+        "review": "{h}：正直なメリットとデメリット",
+        "guide": "{h}：完全ガイド",
+        "post": "{h}について知っておきたいこと",
+    },
+    variants=("実践的な答え", "知っておきたいこと", "さらに詳しく"),
+    fillers={
+        "comparison": ("違いがひと目でわかる比較", "あなたに合うのはどちら", "まとめ"),
+        "how-to": ("始める前に準備するもの", "よくある失敗", "うまくいかないとき"),
+        "listicle": ("選び方の基準", "チェックすべきポイント", "よくある疑問"),
+        "default": ("{cluster}の基本", "よくある失敗", "よくある疑問"),
+    },
+    angle="「{lead}」を検索する読者のために、{covering}について具体的で実践的な答えをまとめた記事です。",
+)
 
 _EN = OfflinePhrases(
     openers=(
@@ -137,8 +212,14 @@ _JA = OfflinePhrases(
 )
 
 _PHRASES = {"en": _EN, "de": _DE, "ja": _JA}
+_IDEAS = {"en": _EN_IDEAS, "de": _DE_IDEAS, "ja": _JA_IDEAS}
 
 
 def offline_phrases(language: str) -> OfflinePhrases:
     """The offline composer's phrases for `language` (English when it has none of its own)."""
     return _PHRASES.get(primary_subtag(language), _EN)
+
+
+def idea_phrases(language: str) -> IdeaPhrases:
+    """The offline ideas composer's phrases for `language` (English when it has none of its own)."""
+    return _IDEAS.get(primary_subtag(language), _EN_IDEAS)
