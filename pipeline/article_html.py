@@ -8,11 +8,13 @@ real `<h2>` sections that image prompts can anchor to.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from html import escape, unescape
 
 import nh3
 
-from pipeline.prompts.schemas import ArticleDraft
+from pipeline.faq import question_key
+from pipeline.prompts.schemas import ArticleDraft, FaqAnswer
 
 ALLOWED_TAGS = {"p", "ul", "ol", "li", "strong", "em", "b", "i", "blockquote", "h3", "a", "br", "code"}
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}}
@@ -27,14 +29,36 @@ def sanitize_fragment(html: str) -> str:
     return _CLEANER.clean(html)
 
 
-def render_article(draft: ArticleDraft) -> str:
-    """The stored body: sanitised intro, one `<h2>` per section with its sanitised body, conclusion."""
+def render_article(draft: ArticleDraft, faq_heading: str | None = None, faq_questions: Sequence[str] = ()) -> str:
+    """The stored body: sanitised intro, one `<h2>` per section with its sanitised body, conclusion, and
+    (when `faq_heading` is given) the FAQ section answering those of `faq_questions` the answer covers."""
     parts = [sanitize_fragment(draft.intro_html)]
     for section in draft.sections:
         parts.append(f"<h2>{escape(section.heading.strip(), quote=False)}</h2>")
         parts.append(sanitize_fragment(section.html))
     parts.append(sanitize_fragment(draft.conclusion_html))
+    if faq_heading:
+        parts.append(render_faq(draft.faq, faq_heading, faq_questions))
     return "\n".join(part for part in parts if part.strip())
+
+
+def render_faq(answers: Sequence[FaqAnswer], heading: str, questions: Sequence[str]) -> str:
+    """The FAQ section in its one fixed shape, `<h2>heading</h2>` then `<h3>question</h3><p>answer</p>`
+    per question (the page export reads it back for FAQPage JSON-LD); empty when nothing is answered.
+
+    Only the questions asked are kept, in our spelling and order: the model may not add its own. Answers
+    are plain text in one paragraph, so the structure holds whatever HTML the model wrote.
+    """
+    by_key = {question_key(answer.question): answer for answer in answers}
+    entries = []
+    for question in questions:
+        answer = by_key.get(question_key(question))
+        text = plain_text(sanitize_fragment(answer.answer_html)) if answer else ""
+        if text:
+            entries.append(f"<h3>{escape(question, quote=False)}</h3>\n<p>{escape(text, quote=False)}</p>")
+    if not entries:
+        return ""
+    return "\n".join([f"<h2>{escape(heading, quote=False)}</h2>", *entries])
 
 
 _H2 = re.compile(r"<h2[^>]*>(.*?)</h2>", re.IGNORECASE | re.DOTALL)
@@ -54,3 +78,15 @@ def read_sections(html: str) -> list[tuple[str, str]]:
 def plain_text(html: str) -> str:
     """The visible text of an HTML fragment, entities decoded, whitespace collapsed."""
     return " ".join(unescape(_TAG.sub(" ", html)).split())
+
+
+# Kana, CJK ideographs and Hangul: scripts written without spaces between words.
+_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def count_words(text: str) -> int:
+    """Words of plain text: space-separated words, plus one word per two characters of scripts written
+    without spaces (Japanese, Chinese, Korean), so a Japanese article is not "too short" for lack of spaces."""
+    unspaced = len(_UNSPACED.findall(text))
+    spaced = len(_UNSPACED.sub(" ", text).split())
+    return spaced + (unspaced + 1) // 2

@@ -38,8 +38,9 @@ from pipeline.models import (
     as_utc,
     utcnow,
 )
-from pipeline.sites import ScheduleSettings, SiteSettingsError, site_settings, slugify
+from pipeline.sites import ScheduleSettings, SiteSettingsError, site_settings
 from pipeline.store import Store
+from pipeline.urls import article_slug
 
 # Plain strings (not the enum members), so argparse's `choices=` error message names them as before.
 STATUSES = tuple(status.value for status in ContentStatus)
@@ -226,10 +227,10 @@ def load_article(store: Store, content_id: int) -> Article:
         raise UnknownContent(content_id)
     content, site, idea, variants = found
     # The folder is named by the idea's key (stable across regenerations, unlike the title); the rare
-    # article whose key an older article of the site already uses gets its id appended.
-    slug = slugify(idea.key, max_length=120) or f"article-{content.id}"
-    if store.has_earlier_article_with_idea_key(site.id, idea.key, content.id):
-        slug = f"{slug}-{content.id}"
+    # idea whose key an older idea of the site already uses gets its id appended. The rule is
+    # `article_slug`, shared with the link plan, which needs the slug before the article exists.
+    clashes = store.has_earlier_idea_with_key(site.id, idea.key, idea.id)
+    slug = article_slug(idea.key, idea.id, clashes=clashes)
     return Article(content=content, site=site, idea=idea, variants=variants, slug=slug)
 
 

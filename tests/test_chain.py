@@ -127,7 +127,7 @@ def test_every_generated_row_and_ledger_entry_is_labelled_offline(sample_run):
     assert {c.outcome for c in calls} == {"ok"}
     assert sum(c.cost_usd for c in calls) == 0
     assert {c.partition for c in calls} == {"sample"}
-    assert {c.prompt_version for c in calls if c.stage == "ideas"} == {"ideas@1"}
+    assert {c.prompt_version for c in calls if c.stage == "ideas"} == {"ideas@2"}
 
 
 def test_ledger_has_one_call_per_item_of_each_stage(sample_run):

@@ -27,7 +27,7 @@ from sqlalchemy import select
 import resources.llm
 from assets.reporting import markdown_table
 from pipeline import cli, publishing, review
-from pipeline.article_html import read_sections
+from pipeline.article_html import read_sections, sanitize_fragment
 from pipeline.llm.offline import OfflineProvider
 from pipeline.llm.wire import Completion, CompletionRequest
 from pipeline.models import ContentVariant
@@ -61,6 +61,10 @@ HEADING_2 = "Water & temperature\n<img src=x onerror=alert(9)> [x](javascript:al
 INTRO = (
     "<p>Intro &lt;script&gt;alert(1)&lt;/script&gt; then &lt;img src=x onerror=alert(2)&gt; then "
     f"[click me](javascript:alert(3)) then ![pic](javascript:alert(4)) and {ESCAPES} in the body.</p>"
+)
+# Links outside the site's link plan: the content stage unlinks them (text kept); the first article gets them
+# back in the `hostile_ids` fixture, as a store written before the link plan holds them, for the exports.
+LINKS = (
     '<p><a href="javascript&amp;#58;alert(5)">entity link</a>, '
     '<a href="x) &lt;script&gt;alert(6)&lt;/script&gt;">breakout link</a>, '
     '<a href="https://example.com/a?b=1&amp;c=2" title="t&quot; onmouseover=&quot;alert(7)">good link</a>, '
@@ -112,7 +116,7 @@ def hostile_article(draft: ArticleDraft) -> ArticleDraft:
             "title": TITLE,
             "meta_title": META_TITLE,
             "meta_description": DESCRIPTION,
-            "intro_html": INTRO + draft.intro_html,
+            "intro_html": INTRO + LINKS + draft.intro_html,
             "sections": sections,
             "conclusion_html": draft.conclusion_html + "<p>&lt;/p&gt;&lt;svg onload=alert(22)&gt; done</p>",
             "tags": TAGS,
@@ -162,6 +166,8 @@ def hostile_ids(hostile) -> list[int]:
     with env.store.transaction() as session:
         for variant in session.scalars(select(ContentVariant).where(ContentVariant.content_id.in_(ids))):
             variant.meta_title, variant.meta_description = META_TITLE, DESCRIPTION
+            if variant.content_id == ids[0]:
+                variant.body_html = sanitize_fragment(LINKS) + "\n" + variant.body_html
     return ids
 
 
@@ -271,12 +277,14 @@ def variant_of(env: Env, content_id: int):
 
 
 def test_the_store_holds_the_hostile_text_as_the_pipeline_stores_it(hostile, hostile_ids):
-    env, _ = hostile
-    variant = variant_of(env, hostile_ids[0])
+    env, metadata = hostile
+    variant = variant_of(env, hostile_ids[1])  # as the content stage stored it (the first was edited)
     assert variant.title == one_line(TITLE)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in variant.body_html  # kept by nh3 as escaped text
-    assert 'href="javascript&amp;#58;alert(5)"' in variant.body_html  # a relative URL to nh3
-    assert "javascript:alert(8)" not in variant.body_html  # nh3 dropped this href
+    # None of the model's links is in the site's link plan: all unlinked, their text kept, and counted.
+    assert "href" not in variant.body_html.split("<h2>", 1)[0]
+    assert "entity link" in variant.body_html and "good link" in variant.body_html
+    assert metadata["content"]["invented_links_removed"].value >= 6 * len(hostile_ids)
     assert [heading for heading, _ in read_sections(variant.body_html)][:2] == [HEADING_1, one_line(HEADING_2)]
 
 

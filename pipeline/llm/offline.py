@@ -17,11 +17,13 @@ import re
 import textwrap
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from html import escape
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.llm.catalog import OFFLINE_MODEL, Usage
+from pipeline.llm.offline_phrases import IdeaPhrases, idea_phrases, offline_phrases
 from pipeline.llm.wire import (
     Completion,
     CompletionRequest,
@@ -37,6 +39,7 @@ from pipeline.prompts.schemas import (
     ArticleSection,
     ClusterName,
     ClusterNames,
+    FaqAnswer,
     IdeaBatch,
     IdeaDraft,
     ImagePromptDraft,
@@ -136,7 +139,10 @@ def topic_name(keywords: Sequence[str]) -> str:
 
 
 def plan_ideas(data: Mapping[str, Any]) -> IdeaBatch:
-    """Split the cluster's keywords across the requested ideas and shape each by its lead keyword."""
+    """Split the cluster's keywords across the requested ideas and shape each by its lead keyword, with
+    titles and outline fillers in the site's language when the data names it (`site.language`)."""
+    site: Mapping[str, Any] = data["site"] if isinstance(data.get("site"), Mapping) else {}
+    phrases = idea_phrases(str(site.get("language") or "en"))
     cluster = data["cluster"]
     keywords = [k["keyword"] for k in data["keywords"]]
     count = max(1, int(data["count"]))
@@ -147,18 +153,16 @@ def plan_ideas(data: Mapping[str, Any]) -> IdeaBatch:
         if not group:
             group = keywords[index % len(keywords) :][:3] or keywords[:1]
         lead = group[0]
-        content_type, title = _title_for(lead, cluster["name"], index)
+        content_type, title = _title_for(lead, index, phrases)
         if title.lower() in used_titles:
-            title = f"{title}: {('Practical Answers', 'What to Know', 'A Closer Look')[index % 3]}"
+            title = f"{title}: {phrases.variants[index % 3]}"
         used_titles.add(title.lower())
-        outline = _outline(group, cluster["name"], content_type)
+        outline = _outline(group, cluster["name"], content_type, phrases)
+        covering = ", ".join(group[1:4]) or cluster["name"].lower()
         ideas.append(
             IdeaDraft(
                 title=title,
-                angle=(
-                    f"A {content_type} for readers searching “{lead}”, covering "
-                    f"{', '.join(group[1:4]) or cluster['name'].lower()} with concrete, practical answers."
-                ),
+                angle=phrases.angle.format(content_type=content_type, lead=lead, covering=covering),
                 content_type=content_type,
                 outline=outline,
                 target_keywords=group[:6],
@@ -168,35 +172,30 @@ def plan_ideas(data: Mapping[str, Any]) -> IdeaBatch:
     return IdeaBatch(ideas=ideas)
 
 
-def _title_for(keyword: str, cluster_name: str, index: int) -> tuple[str, str]:
+def _title_for(keyword: str, index: int, phrases: IdeaPhrases) -> tuple[str, str]:
     text = keyword.strip()
+    titles = phrases.titles
     if " vs " in text:
         left, right = (part.strip().title() for part in text.split(" vs ", 1))
-        return "comparison", f"{left} vs {right}: Which Should You Choose?"
+        return "comparison", titles["comparison"].format(left=left, right=right)
     if text.startswith("how to "):
-        return "how-to", f"{_headline(text)}: A Step-by-Step Guide"
+        return "how-to", titles["how-to"].format(h=_headline(text))
     if text.startswith("best "):
-        return "listicle", f"{_headline(text)}: Our Top Picks and How to Choose"
+        return "listicle", titles["listicle"].format(h=_headline(text))
     if text.split(" ", 1)[0] in {"what", "why", "when", "can", "does", "is", "should", "which", "how"}:
-        return "post", f"{_headline(text)}? The Short Answer and the Details"
+        return "post", titles["question"].format(h=_headline(text))
     if text.endswith((" review", " reviews")):
-        return "review", f"{_headline(text)}: Honest Pros and Cons"
+        return "review", titles["review"].format(h=_headline(text))
     kinds = ("guide", "post", "guide")
     kind = kinds[index % len(kinds)]
-    title = (
-        f"{_headline(text)}: The Complete Guide" if kind == "guide" else f"Everything to Know About {_headline(text)}"
-    )
-    return kind, title
+    return kind, titles[kind].format(h=_headline(text))
 
 
-def _outline(keywords: Sequence[str], cluster_name: str, content_type: str) -> list[str]:
+def _outline(keywords: Sequence[str], cluster_name: str, content_type: str, phrases: IdeaPhrases) -> list[str]:
     headings = [_headline(k) + ("?" if _is_question(k) else "") for k in keywords[:5]]
-    fillers = {
-        "comparison": ["Key Differences at a Glance", "Which One Fits Your Routine", "Verdict"],
-        "how-to": ["What You Need Before You Start", "Common Mistakes to Avoid", "Troubleshooting"],
-        "listicle": ["How We Chose", "What to Look For", "Frequently Asked Questions"],
-    }.get(content_type, [f"{cluster_name}: The Basics", "Common Mistakes to Avoid", "Frequently Asked Questions"])
-    for filler in fillers:
+    fillers = phrases.fillers.get(content_type, phrases.fillers["default"])
+    for template in fillers:
+        filler = template.format(cluster=cluster_name)
         if len(headings) >= 4:
             break
         if filler not in headings:
@@ -206,21 +205,6 @@ def _outline(keywords: Sequence[str], cluster_name: str, content_type: str) -> l
 
 # -- articles -----------------------------------------------------------------------------------------
 
-_SECTION_OPENERS = (
-    "{heading} comes down to a few decisions that make a visible difference.",
-    "Most readers asking about {topic} want a clear answer first, so here it is.",
-    "Before going deeper into {topic}, it helps to know what actually matters here.",
-    "{heading} is where small details decide the result.",
-    "There is no single right way to approach {heading_lower}, but some ways are easier to repeat.",
-)
-_SECTION_DETAILS = (
-    "Start with {kw_a}: it sets the baseline, and {kw_b} builds on it once the basics are consistent.",
-    "Keep notes on what you change and why; {kw_a} rewards small, deliberate adjustments more than big jumps.",
-    "If you compare {kw_a} with {kw_b}, the difference shows most in consistency from one day to the next.",
-    "A simple routine around {kw_a} beats an elaborate one you will not keep up.",
-    "People who search for {kw_a} usually also ask about {kw_b}, so it is worth settling both together.",
-    "Change one variable at a time when working on {kw_a}, otherwise you cannot tell what helped.",
-)
 PARAGRAPHS_PER_SECTION = 3
 
 
@@ -228,17 +212,23 @@ def write_article(data: Mapping[str, Any]) -> ArticleDraft:
     """Write one section per outline heading from the idea's keywords, angle and cluster.
 
     Each paragraph pairs an opener with a detail sentence about a different target keyword, and no
-    paragraph repeats within an article.
+    paragraph repeats within an article. The planned links (`links`) go one sentence each into the
+    sections in turn, the FAQ questions (`faq_questions`) get short answers, every fixed phrase is in the
+    site's language (`offline_phrases`), and no banned phrase of the site survives (`_avoiding`).
     """
+    site: Mapping[str, Any] = data["site"] if isinstance(data.get("site"), Mapping) else {}
+    phrases = offline_phrases(str(site.get("language") or "en"))
     idea = data["idea"]
     keywords: list[str] = idea["target_keywords"] or [idea["title"].lower()]
     primary = keywords[0]
     topic = data["cluster"]["name"].lower()
     outline: list[str] = idea["outline"]
     intro = (
-        f"<p>{idea['angle']}</p>"
-        f"<p>This article walks through {len(outline)} parts of {topic}, from "
-        f"{outline[0].lower()} to {outline[-1].lower()}, so you can act on {primary} today.</p>"
+        f"<p>{idea['angle']}</p><p>"
+        + phrases.intro.format(
+            count=len(outline), topic=topic, first=outline[0].lower(), last=outline[-1].lower(), primary=primary
+        )
+        + "</p>"
     )
     used: set[str] = set()
     sections = []
@@ -247,9 +237,9 @@ def write_article(data: Mapping[str, Any]) -> ArticleDraft:
         for step in range(PARAGRAPHS_PER_SECTION):
             kw_a = keywords[(position + step) % len(keywords)]
             kw_b = keywords[(position + step + 1) % len(keywords)]
-            for attempt in range(len(_SECTION_OPENERS) * len(_SECTION_DETAILS)):
-                opener = _pick(_SECTION_OPENERS, heading, step + attempt)
-                detail = _pick(_SECTION_DETAILS, heading + kw_a, step * 2 + attempt)
+            for attempt in range(len(phrases.openers) * len(phrases.details)):
+                opener = _pick(phrases.openers, heading, step + attempt)
+                detail = _pick(phrases.details, heading + kw_a, step * 2 + attempt)
                 text = f"{opener} {detail}".format(
                     heading=heading, heading_lower=heading.lower(), topic=topic, kw_a=kw_a, kw_b=kw_b
                 )
@@ -259,25 +249,79 @@ def write_article(data: Mapping[str, Any]) -> ArticleDraft:
                     break
         if position == 0 and len(keywords) > 2:
             paragraphs.append("<ul>" + "".join(f"<li>{k}</li>" for k in keywords[:5]) + "</ul>")
-        sections.append(ArticleSection(heading=heading, html="".join(paragraphs)))
+        sections.append(paragraphs)
+    # One sentence per planned link, the links spread over the sections so none collects them all.
+    for index, link in enumerate(data.get("links") or []):
+        anchor = f'<a href="{escape(link["url"])}">{escape(link["anchor"], quote=False)}</a>'
+        sentence = _pick(phrases.links, link["url"], index).format(link=anchor)
+        sections[index % len(sections)].append(f"<p>{sentence}</p>")
+    faq = [
+        FaqAnswer(
+            question=question,
+            answer_html="<p>"
+            + phrases.faq_answers[_answer_kind(question)].format(keyword=keywords[index % len(keywords)])
+            + "</p>",
+        )
+        for index, question in enumerate(data.get("faq_questions") or [])
+    ]
     taxonomy = data.get("taxonomy") or {}
     tags = list(taxonomy.get("tags") or [])[:5] or keywords[1:6] or [primary]
     categories = list(taxonomy.get("categories") or [])[:1] or [data["cluster"]["name"]]
     title = idea["title"]
-    return ArticleDraft(
+    draft = ArticleDraft(
         title=title,
         meta_title=_clip(title, 60),
-        meta_description=_clip(f"{idea['angle']} Learn about {primary} and more.", 155),
+        meta_description=_clip(phrases.meta_description.format(angle=idea["angle"], primary=primary), 155),
         intro_html=intro,
-        sections=sections,
-        conclusion_html=(
-            f"<p>Pick one idea from this article about {primary}, try it this week and note what changes: "
-            f"that is how {topic} gets easier.</p>"
-        ),
+        sections=[
+            ArticleSection(heading=heading, html="".join(paragraphs))
+            for heading, paragraphs in zip(outline, sections, strict=True)
+        ],
+        conclusion_html="<p>" + phrases.conclusion.format(primary=primary, topic=topic) + "</p>",
         primary_keyword=primary,
         secondary_keywords=keywords[1:],
         tags=tags,
         categories=categories,
+        faq=faq,
+    )
+    return _avoiding(draft, list(site.get("banned_phrases") or []))
+
+
+# Question openings answered "usually yes" (1) or "start with ..." (2); everything else gets the general
+# answer (0). Languages without word spaces (Japanese) always get the general one.
+_YES_NO = frozenset("can is are does do should will could kann ist sind muss soll sollte darf lohnt hilft".split())
+_HOW = frozenset("how wie".split())
+
+
+def _answer_kind(question: str) -> int:
+    first = question.lstrip("¿").split(" ", 1)[0].lower()
+    return 1 if first in _YES_NO else 2 if first in _HOW else 0
+
+
+def _avoiding(draft: ArticleDraft, banned: Sequence[str]) -> ArticleDraft:
+    """The draft with every banned phrase taken out of its text (never out of tags or URLs)."""
+    patterns = [re.compile(re.escape(phrase.strip()), re.IGNORECASE) for phrase in banned if phrase.strip()]
+    if not patterns:
+        return draft
+
+    def clean(text: str) -> str:
+        parts = re.split(r"(<[^>]*>)", text)
+        for i in range(0, len(parts), 2):  # even parts are text between tags
+            for pattern in patterns:
+                parts[i] = pattern.sub("", parts[i])
+            parts[i] = re.sub(r" {2,}", " ", parts[i])
+        return "".join(parts)
+
+    return draft.model_copy(
+        update={
+            "title": clean(draft.title),
+            "meta_title": clean(draft.meta_title),
+            "meta_description": clean(draft.meta_description),
+            "intro_html": clean(draft.intro_html),
+            "sections": [ArticleSection(heading=clean(s.heading), html=clean(s.html)) for s in draft.sections],
+            "conclusion_html": clean(draft.conclusion_html),
+            "faq": [FaqAnswer(question=f.question, answer_html=clean(f.answer_html)) for f in draft.faq],
+        }
     )
 
 

@@ -58,6 +58,13 @@ class ArticleSection(Answer):
     html: str = Field(description="Section body as HTML paragraphs/lists, without the heading.")
 
 
+class FaqAnswer(Answer):
+    """One question of an article's FAQ section and its answer."""
+
+    question: str = Field(description="The question exactly as given in the data's `faq_questions`.")
+    answer_html: str = Field(description="A short answer: one paragraph of two to four sentences.")
+
+
 class ArticleDraft(Answer):
     """Answer of the `article` prompt."""
 
@@ -71,6 +78,8 @@ class ArticleDraft(Answer):
     secondary_keywords: list[str]
     tags: list[str]
     categories: list[str]
+    # Empty unless the data asks for an FAQ; a default, so answers of prompts without one stay valid.
+    faq: list[FaqAnswer] = Field(default_factory=list)
 
 
 class ImagePromptDraft(Answer):

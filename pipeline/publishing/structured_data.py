@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.article_html import plain_text
 from pipeline.keywords import normalize_keyword
 from pipeline.language import labels, primary_subtag
+from pipeline.linking import choose_pillar
 from pipeline.models import ContentStatus, ContentVariant, Idea, as_utc
 from pipeline.review import Article, load_article
 from pipeline.sites import PersonSettings, SiteSettings, site_settings
@@ -86,19 +87,10 @@ class FaqEntry:
 
 
 def cluster_pillar(store: Store, idea: Idea) -> Idea:
-    """The pillar idea of `idea`'s cluster: the one whose content_type is `pillar`, else the one whose first
-    target keyword has the highest search volume; ties (and several pillars) go to the lowest id."""
+    """The pillar idea of `idea`'s cluster, by the link plan's rule (`pipeline.linking.choose_pillar`)."""
     siblings = [other for other in store.ideas(idea.site_id) if other.cluster_id == idea.cluster_id] or [idea]
-    pillars = [other for other in siblings if other.content_type == "pillar"]
-    if pillars:
-        return min(pillars, key=lambda other: other.id)
-    leads = {other.id: normalize_keyword(other.target_keywords[0]) for other in siblings if other.target_keywords}
-    volumes = store.keyword_volumes(idea.site_id, leads.values())
-
-    def volume(other: Idea) -> int:
-        return volumes.get(leads.get(other.id, ""), 0)
-
-    return min(siblings, key=lambda other: (-volume(other), other.id))
+    leads = [normalize_keyword(other.target_keywords[0]) for other in siblings if other.target_keywords]
+    return choose_pillar(siblings, store.keyword_volumes(idea.site_id, leads))
 
 
 def pillar_crumb(store: Store, article: Article, base_url: str) -> Crumb | None:

@@ -68,6 +68,19 @@ class RunSite:
         row = store.site(site)
         return cls(row, site_settings(row.settings))
 
+    def prompt_data(self) -> dict[str, Any]:
+        """What every writing prompt gets about the site: name, language, audience, voice, author and the
+        phrases never to use (all data, never instructions)."""
+        settings = self.settings
+        return {
+            "name": self.site.name,
+            "language": settings.language,
+            "audience": settings.audience,
+            "voice": settings.voice,
+            "author": settings.author.name if settings.author else None,
+            "banned_phrases": settings.banned_phrases,
+        }
+
 
 @dataclass(frozen=True)
 class RunOptions:

@@ -7,11 +7,15 @@ one is set (the model may not invent them). An answer with no usable body is a f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pipeline.article_html import plain_text, read_sections, render_article
+from pipeline.article_html import count_words, plain_text, read_sections, render_article
+from pipeline.faq import faq_questions
 from pipeline.keywords import normalize_keyword
+from pipeline.language import labels
+from pipeline.linking import LinkPlan, LinkTarget, keep_planned_links, site_link_plan
 from pipeline.llm.engine import ModelEngine
 from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.models import Cluster, Idea
@@ -19,6 +23,7 @@ from pipeline.output_safety import markdown_block, markdown_text
 from pipeline.prompts.schemas import ArticleDraft
 from pipeline.sites import Taxonomy
 from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
+from pipeline.stages.relinking import relink_existing
 from pipeline.store import Store
 
 MIN_WORDS = 80
@@ -34,22 +39,18 @@ def write_content(
     clusters = {c.id: c for c in store.clusters(site_id)}
     candidates = store.ideas(site_id) if options.force else store.ideas_without_content(site_id)
     existing = store.content_ids_by_idea(site_id) if options.force else {}
-    tasks = [
-        Task(
-            ref=f"idea:{idea.id}",
-            prompt_name="article",
-            data=article_data(run.site.name, idea, clusters[idea.cluster_id], taxonomy),
-            schema=ArticleDraft,
-            choices=article_choices(idea.target_keywords, taxonomy),
-            check=article_check(idea.target_keywords, taxonomy),
-            item=idea,
-        )
-        for idea in options.select(candidates)
-    ]
+    # The plan covers every idea of the site, written or not, so links between articles written in the same
+    # run (or later) already point at the right URLs.
+    plan = site_link_plan(store, site_id, run.settings)
+    selected = options.select(candidates)
+    questions = cluster_questions(store, run, {idea.cluster_id for idea in selected})
+    rules = {idea.id: page_rules(run, plan, idea, questions.get(idea.cluster_id, [])) for idea in selected}
+    tasks = [article_task(run, idea, clusters[idea.cluster_id], plan, rules[idea.id]) for idea in selected]
     if options.dry_run:
         return dry_run_report(engine.estimate("content", tasks), len(tasks))
     report = StageReport(items=len(tasks))
-    written = dropped_keywords = 0
+    written = dropped_keywords = invented_links = internal_links = 0
+    done: set[int] = set()
     for batch in engine.generate_batches("content", tasks):
         new_articles = []
         for task, outcome in batch:
@@ -57,15 +58,23 @@ def write_content(
                 report.failures.append(f"{outcome}; not stored")
                 continue
             # Accepted by the engine only after `article_check`: this cannot raise `UnusableArticle`.
-            variant = variant_row(outcome.answer, task.item.target_keywords, taxonomy)
+            variant = variant_row(outcome.answer, task.item.target_keywords, taxonomy, rules[task.item.id])
             dropped_keywords += variant.pop("dropped_keywords")
+            invented_links += variant.pop("invented_links")
+            internal_links += variant.pop("internal_links")
             idea_id = task.item.id
+            done.add(idea_id)
             if idea_id in existing:  # forced rewrite: a new version, history kept, back to draft
                 store.add_content_version(existing[idea_id], variant | outcome.provenance(), actor="force")
                 written += 1
             else:
                 new_articles.append((idea_id, variant | outcome.provenance()))
         written += store.add_contents(site_id, new_articles)
+    relinked = 0
+    if run.settings.links.update_existing and written and options.item_id is None:
+        # Articles written before the ones this run wrote get a new version linking to them (only when
+        # something was written: otherwise nothing new can be linked, and no bodies need reading).
+        relinked = relink_existing(store, run, plan, skip_ideas=done)
     # Totals are counted by the database and only the previewed articles are loaded: a site's whole
     # corpus of HTML is not read back to describe one run.
     articles_total, words_total = store.article_totals(site_id)
@@ -75,6 +84,9 @@ def write_content(
         "articles_total": articles_total,
         "words_written_total": words_total,
         "invented_keywords_dropped": dropped_keywords,
+        "invented_links_removed": invented_links,
+        "internal_links_total": internal_links,
+        "articles_relinked": relinked,
     }
     report.preview = [
         {"title": v.title, "words": v.word_count, "primary_keyword": v.primary_keyword, "tags": ", ".join(v.tags)}
@@ -89,10 +101,61 @@ class UnusableArticle(ValueError):
     """A model answer that must not be stored as an article (no sections, too short)."""
 
 
-def article_data(site_name: str, idea: Idea, cluster: Cluster, taxonomy: Taxonomy | None) -> dict[str, Any]:
-    """What the article prompts get about the idea, its cluster and the site's taxonomy."""
+@dataclass(frozen=True)
+class PageRules:
+    """What an article's stored body must hold beyond the answer's own text: only the planned links, and
+    the FAQ section (under `faq_heading`) answering `faq_questions` when the site has FAQs on."""
+
+    links: Collection[str] = ()
+    faq_heading: str | None = None
+    faq_questions: Sequence[str] = ()
+
+
+def page_rules(run: RunSite, plan: LinkPlan, idea: Idea, questions: Sequence[str]) -> PageRules:
+    """An idea's `PageRules`: its planned links, and the FAQ when the site has FAQs on."""
+    heading = labels(run.settings.language).faq if run.settings.faq else None
+    return PageRules(plan.allowed_urls(idea.id), heading, questions if heading else ())
+
+
+def article_task(
+    run: RunSite, idea: Idea, cluster: Cluster, plan: LinkPlan, rules: PageRules
+) -> Task[ArticleDraft, Idea]:
+    """The engine task writing one idea's article, with its planned links and FAQ questions as data."""
+    taxonomy = run.settings.taxonomy
+    return Task(
+        ref=f"idea:{idea.id}",
+        prompt_name="article",
+        data=article_data(
+            run.prompt_data(), idea, cluster, taxonomy, links=plan.links_of(idea.id), faq_questions=rules.faq_questions
+        ),
+        schema=ArticleDraft,
+        choices=article_choices(idea.target_keywords, taxonomy, rules.faq_questions),
+        check=article_check(idea.target_keywords, taxonomy, rules),
+        item=idea,
+    )
+
+
+def cluster_questions(store: Store, run: RunSite, cluster_ids: Collection[int]) -> dict[int, list[str]]:
+    """The FAQ questions of each cluster (its question keywords, highest volume first), when FAQs are on."""
+    if not run.settings.faq:
+        return {}
+    language = run.settings.language
+    return {cid: faq_questions((k.keyword for k in store.cluster_keywords(cid)), language) for cid in cluster_ids}
+
+
+def article_data(
+    site: Mapping[str, Any] | str,
+    idea: Idea,
+    cluster: Cluster,
+    taxonomy: Taxonomy | None,
+    *,
+    links: Sequence[LinkTarget] = (),
+    faq_questions: Sequence[str] = (),
+) -> dict[str, Any]:
+    """What the article prompts get: the site (`RunSite.prompt_data`, or just its name), the idea, its
+    cluster, the site's taxonomy, the planned links and the FAQ questions to answer."""
     return {
-        "site": site_name,
+        "site": {"name": site} if isinstance(site, str) else dict(site),
         "idea": {
             "title": idea.title,
             "angle": idea.angle,
@@ -103,13 +166,19 @@ def article_data(site_name: str, idea: Idea, cluster: Cluster, taxonomy: Taxonom
         },
         "cluster": {"name": cluster.name, "description": cluster.description or ""},
         "taxonomy": taxonomy.model_dump() if taxonomy else None,
+        "links": [link.as_data() for link in links],
+        "faq_questions": list(faq_questions),
     }
 
 
-def article_choices(targets: list[str], taxonomy: Taxonomy | None) -> dict[str, list[str]]:
-    """Answer fields that must come from the inputs: keywords from the idea, tags and categories from the
-    site's taxonomy (when one is set)."""
+def article_choices(
+    targets: list[str], taxonomy: Taxonomy | None, questions: Sequence[str] = ()
+) -> dict[str, list[str]]:
+    """Answer fields that must come from the inputs: keywords from the idea, FAQ questions from the data,
+    tags and categories from the site's taxonomy (when one is set)."""
     choices = {"primary_keyword": targets, "secondary_keywords": targets}
+    if questions:
+        choices["faq.question"] = list(questions)
     if taxonomy and taxonomy.tags:
         choices["tags"] = taxonomy.tags
     if taxonomy and taxonomy.categories:
@@ -117,12 +186,14 @@ def article_choices(targets: list[str], taxonomy: Taxonomy | None) -> dict[str, 
     return choices
 
 
-def article_check(targets: list[str], taxonomy: Taxonomy | None) -> Callable[[ArticleDraft], str | None]:
+def article_check(
+    targets: list[str], taxonomy: Taxonomy | None, rules: PageRules | None = None
+) -> Callable[[ArticleDraft], str | None]:
     """The stage's acceptance rule for an article answer (see `variant_row`)."""
 
     def check(draft: ArticleDraft) -> str | None:
         try:
-            variant_row(draft, targets, taxonomy)
+            variant_row(draft, targets, taxonomy, rules)
         except UnusableArticle as problem:
             return str(problem)
         return None
@@ -130,18 +201,25 @@ def article_check(targets: list[str], taxonomy: Taxonomy | None) -> Callable[[Ar
     return check
 
 
-def variant_row(draft: ArticleDraft, targets: list[str], taxonomy: Taxonomy | None) -> dict[str, Any]:
+def variant_row(
+    draft: ArticleDraft, targets: list[str], taxonomy: Taxonomy | None, rules: PageRules | None = None
+) -> dict[str, Any]:
     """The stored form of an article answer: sanitised HTML with H2 sections, cleaned metadata.
 
     Primary and secondary keywords are the idea's target keywords: others are dropped and counted under
-    `dropped_keywords` (the primary falls back to the idea's first target). Raises `UnusableArticle` for
-    answers that must never be stored as content.
+    `dropped_keywords` (the primary falls back to the idea's first target). With `rules`, links outside the
+    plan are unlinked (counted under `invented_links`, the others under `internal_links`) and the FAQ
+    section is added. Raises `UnusableArticle` for answers that must never be stored as content.
     """
-    body = render_article(draft)
+    body = render_article(draft, rules.faq_heading if rules else None, rules.faq_questions if rules else ())
+    invented = internal = 0
+    if rules is not None:
+        linked = keep_planned_links(body, rules.links)
+        body, invented, internal = linked.html, linked.removed, linked.kept
     sections = read_sections(body)
     # Every word of the body is in the intro or in a section's heading or text (read once, not twice).
-    words = len(plain_text(body.split("<h2>", 1)[0]).split())
-    words += sum(len(heading.split()) + len(text.split()) for heading, text in sections)
+    words = count_words(plain_text(body.split("<h2>", 1)[0]))
+    words += sum(count_words(heading) + count_words(text) for heading, text in sections)
     if not sections or words < MIN_WORDS:
         raise UnusableArticle(
             f"answer had {words} words and {len(sections)} sections; an article needs at least {MIN_WORDS} "
@@ -166,6 +244,8 @@ def variant_row(draft: ArticleDraft, targets: list[str], taxonomy: Taxonomy | No
         "categories": _filter(draft.categories, taxonomy.categories if taxonomy else None)[:3],
         "word_count": words,
         "dropped_keywords": sum(1 for k in offered if normalize_keyword(k) not in kept),
+        "invented_links": invented,
+        "internal_links": internal,
     }
 
 

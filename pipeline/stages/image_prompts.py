@@ -41,6 +41,7 @@ def generate_image_prompts(
                     {"heading": heading, "text": text[:SECTION_EXCERPT_CHARS]} for heading, text in sections[variant.id]
                 ],
                 "max_in_article": limit,
+                "language": run.settings.language,
             },
             schema=ImagePromptSet,
             choices={"in_article.heading": [heading for heading, _ in sections[variant.id]]},

@@ -13,12 +13,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pipeline.article_html import plain_text, read_sections
+from pipeline.linking import site_link_plan
 from pipeline.llm.engine import ModelEngine
 from pipeline.llm.tasks import ModelCallFailed, Task
 from pipeline.models import TriggerFiring
 from pipeline.prompts.schemas import ArticleDraft, MetricsAnalysis
 from pipeline.stages import RunSite, StageReport
-from pipeline.stages.content import UnusableArticle, article_check, article_choices, article_data, variant_row
+from pipeline.stages.content import (
+    UnusableArticle,
+    article_check,
+    article_choices,
+    article_data,
+    cluster_questions,
+    page_rules,
+    variant_row,
+)
 from pipeline.store import Store
 
 STAGE = "regeneration"
@@ -104,7 +113,12 @@ def _regenerate(
         ),
     ).answer
     current = published[0]
-    base = article_data(site.name, idea, cluster, taxonomy)
+    plan = site_link_plan(store, site.id, run.settings)
+    questions = cluster_questions(store, run, [cluster.id]).get(cluster.id, [])
+    rules = page_rules(run, plan, idea, questions)
+    base = article_data(
+        run.prompt_data(), idea, cluster, taxonomy, links=plan.links_of(idea.id), faq_questions=rules.faq_questions
+    )
     tasks = [
         Task(
             ref=f"content:{content.id}:{variant}",
@@ -122,8 +136,8 @@ def _regenerate(
                 },
             },
             schema=ArticleDraft,
-            choices=article_choices(idea.target_keywords, taxonomy),
-            check=article_check(idea.target_keywords, taxonomy),
+            choices=article_choices(idea.target_keywords, taxonomy, rules.faq_questions),
+            check=article_check(idea.target_keywords, taxonomy, rules),
             item=variant,
         )
         for variant, brief in (("A", analysis.brief_a), ("B", analysis.brief_b))
@@ -133,8 +147,9 @@ def _regenerate(
         if isinstance(outcome, ModelCallFailed):
             raise outcome
         variant = task.item
-        row = variant_row(outcome.answer, idea.target_keywords, taxonomy)
-        row.pop("dropped_keywords")
+        row = variant_row(outcome.answer, idea.target_keywords, taxonomy, rules)
+        for count in ("dropped_keywords", "invented_links", "internal_links"):
+            row.pop(count)
         rows[variant] = {"variant": variant, **row}
         rows[variant] |= outcome.provenance()
     if set(rows) != {"A", "B"}:

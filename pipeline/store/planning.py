@@ -111,6 +111,20 @@ class PlanningStore(StoreBase):
             )
             return list(session.scalars(statement))
 
+    def keyword_volumes(self, site_id: int, normalized: Iterable[str]) -> dict[str, int]:
+        """Search volume of the named keywords of a site (normalised text -> volume, 0 when unknown)."""
+        wanted = sorted(set(normalized))
+        volumes: dict[str, int] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(wanted, 500):
+                rows = session.execute(
+                    select(Keyword.normalized, Keyword.volume).where(
+                        Keyword.site_id == site_id, Keyword.normalized.in_(chunk)
+                    )
+                )
+                volumes.update((text, volume or 0) for text, volume in rows)
+        return volumes
+
     def cluster_members(self, site_id: int) -> dict[str, list[str]]:
         """Current membership: cluster key -> normalised keywords."""
         with self._sessions() as session:
@@ -233,19 +247,6 @@ class PlanningStore(StoreBase):
                 .where(Cluster.id == cluster_id)
                 .values(name=name, description=description, **generated, updated_at=utcnow())
             )
-
-    def keyword_volumes(self, site_id: int, normalized: Iterable[str]) -> dict[str, int]:
-        """Search volume of each of these (normalised) keywords of the site that it has; no volume counts 0."""
-        wanted = sorted(set(normalized))
-        if not wanted:
-            return {}
-        with self._sessions() as session:
-            rows = session.execute(
-                select(Keyword.normalized, Keyword.volume).where(
-                    Keyword.site_id == site_id, Keyword.normalized.in_(wanted)
-                )
-            )
-            return {name: volume or 0 for name, volume in rows}
 
     def cluster_keywords(self, cluster_id: int, limit: int | None = None) -> list[Keyword]:
         """Members of a cluster, highest volume first."""

@@ -121,18 +121,14 @@ class ReviewStore(StoreBase):
             statement = select(ReviewEvent).where(ReviewEvent.content_id == content_id)
             return list(session.scalars(statement.order_by(ReviewEvent.created_at, ReviewEvent.id)))
 
-    def has_earlier_article_with_idea_key(self, site_id: int, key: str, content_id: int) -> bool:
-        """Whether an older article of the site comes from an idea with the same key.
+    def has_earlier_idea_with_key(self, site_id: int, key: str, idea_id: int) -> bool:
+        """Whether an older idea of the site (a smaller id) has the same key.
 
-        Idea keys are unique per cluster, not per site, and publish folders are named by them.
+        Idea keys are unique per cluster, not per site, and article slugs are made from them
+        (`pipeline.urls.article_slug`).
         """
         with self._sessions() as session:
-            clash = (
-                select(Content.id)
-                .join(Idea, Idea.id == Content.idea_id)
-                .where(Content.site_id == site_id, Idea.key == key, Content.id < content_id)
-                .exists()
-            )
+            clash = select(Idea.id).where(Idea.site_id == site_id, Idea.key == key, Idea.id < idea_id).exists()
             return bool(session.scalar(select(clash)))
 
     def transition_content(

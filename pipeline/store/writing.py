@@ -235,6 +235,22 @@ class WritingStore(StoreBase):
             variants = [{"variant": "A", **variant}]
             return _write_next_version(session, content, variants, actor=actor, note="rewritten by a forced run")
 
+    def add_next_version(
+        self, content_id: int, expected_version: int, variants: Sequence[Mapping[str, Any]], *, actor: str, note: str
+    ) -> int | None:
+        """Write `variants` as the next version of an article (back to `draft`, history kept), unless its
+        current version is no longer `expected_version` (someone wrote one meanwhile): then nothing, None."""
+        with self.transaction() as session:
+            content = session.get(Content, content_id, with_for_update=True)
+            if content is None or content.regeneration_run_id is not None:
+                return None  # gone, or a regeneration run owns it: never write under it
+            latest = session.scalar(
+                select(func.max(ContentVariant.version)).where(ContentVariant.content_id == content_id)
+            )
+            if (latest or 0) != expected_version:
+                return None
+            return _write_next_version(session, content, variants, actor=actor, note=note)
+
     def replace_image_prompts(self, site_id: int, variant_id: int, prompts: Iterable[Mapping[str, Any]]) -> int:
         """A forced redo: a variant's image prompts replaced (their image rows go with them) in one transaction."""
         values = [{"site_id": site_id, "variant_id": variant_id, "created_at": utcnow(), **p} for p in prompts]
