@@ -64,8 +64,11 @@ def stage_calls(env, stage: str, run_id: str | None = None):
     return [c for c in env.store.model_calls(partition="sample", run_id=run_id) if c.stage == stage]
 
 
-def check_result(result: dg.ExecuteInProcessResult, asset: str) -> dg.AssetCheckEvaluation:
-    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(asset)]
+def check_result(result: dg.ExecuteInProcessResult, asset: str, check: str = "items_ok") -> dg.AssetCheckEvaluation:
+    """The evaluation of the asset's `check` (`items_ok`, the model-call check; `content` has content checks too)."""
+    [evaluation] = [
+        e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(asset) and e.check_name == check
+    ]
     return evaluation
 
 
