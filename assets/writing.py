@@ -12,6 +12,7 @@ from pipeline.stages import RunSite
 from pipeline.stages.content import write_content
 from pipeline.stages.image_prompts import generate_image_prompts
 from pipeline.stages.images import generate_images
+from pipeline.stages.optimize import optimize_articles
 from pipeline.stages.regeneration import regenerate_variants
 from resources import LLMResource, MediaResource, StoreResource
 
@@ -23,6 +24,11 @@ class ContentConfig(StageConfig):
         default_factory=list,
         description="Trigger firings to regenerate as new A/B variants (set by the metric sensor); "
         "when given, only these articles are rewritten.",
+    )
+    optimize: bool = Field(
+        default=False,
+        description="Instead of writing new articles: one model pass over the draft and approved articles that "
+        "fail the content checks, each written as a new version for review (once per version).",
     )
 
 
@@ -51,6 +57,8 @@ def content(
     with engine_for(context, db, llm, site, options) as engine:
         if config.regenerate_firings:
             report = regenerate_variants(db, engine, site, config.regenerate_firings, context.run.run_id)
+        elif config.optimize:
+            report = optimize_articles(db, engine, site, options)
         else:
             report = write_content(db, engine, site, options)
     result = materialize_result(

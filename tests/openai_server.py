@@ -126,6 +126,7 @@ from pipeline.llm.offline import (
     render_png,
     write_article,
 )
+from pipeline.llm.offline_revise import optimize_article
 
 FaultKind = Literal[
     "rate_limit",
@@ -161,12 +162,14 @@ COMPOSERS: dict[str, Callable[[Mapping[str, Any]], BaseModel]] = {
     "ArticleDraft": write_article,
     "ImagePromptSet": describe_images,
     "MetricsAnalysis": analyse_metrics,
+    "OptimizedArticle": optimize_article,
     # Prompt names as aliases, for callers that name the schema after the prompt.
     "cluster_names": name_clusters,
     "ideas": plan_ideas,
     "article": write_article,
     "image_prompts": describe_images,
     "metrics_analysis": analyse_metrics,
+    "article_optimize": optimize_article,
 }
 """Schema name (as sent in `response_format.json_schema.name`, or a json_object schema's `title`) -> offline
 composer, for `answers="composer"`."""

@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.llm.catalog import OFFLINE_MODEL, Usage
 from pipeline.llm.offline_phrases import IdeaPhrases, idea_phrases, offline_phrases
+from pipeline.llm.offline_revise import optimize_article
 from pipeline.llm.wire import (
     Completion,
     CompletionRequest,
@@ -494,4 +495,5 @@ _COMPOSERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "image_prompts": describe_images,
     "metrics_analysis": analyse_metrics,
     "article_rewrite": rewrite_article,
+    "article_optimize": optimize_article,
 }

@@ -82,6 +82,10 @@ class ArticleDraft(Answer):
     faq: list[FaqAnswer] = Field(default_factory=list)
 
 
+class OptimizedArticle(ArticleDraft):
+    """Answer of the `article_optimize` prompt: the whole article again, revised to pass the failed checks."""
+
+
 class ImagePromptDraft(Answer):
     """One image prompt and the alt text of the resulting image."""
 

@@ -38,7 +38,7 @@ def generate_ideas(
             ref=f"cluster:{key}",
             prompt_name="ideas",
             data={
-                "site": run.site.name,
+                "site": run.prompt_data(),
                 "count": count,
                 "cluster": {"name": cluster.name, "description": cluster.description or ""},
                 "keywords": [
