@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from pipeline import publishing, review
 from pipeline.article_html import read_sections
 from pipeline.faq import as_question, faq_questions, is_question
 from pipeline.language import labels
@@ -245,3 +246,40 @@ def test_offline_ideas_follow_the_site_language_when_the_data_names_it():
     assert all("„" in idea.angle for idea in ideas)
     english = plan_ideas({**data, "site": "Kaffee"}).ideas
     assert english[0].title == "Kaltbrühkaffee: The Complete Guide", "a bare site name keeps English"
+
+
+JAPANESE_KEYWORDS = [
+    ("コーヒーの淹れ方", 9900),
+    ("コーヒー 淹れ方 初心者", 2400),
+    ("ハンドドリップ コツ", 3600),
+    ("ハンドドリップ 温度", 1300),
+    ("コールドブリュー 作り方", 4400),
+    ("コールドブリュー 時間", 1000),
+    ("エスプレッソとは", 2900),
+    ("エスプレッソ 淹れ方", 1900),
+    ("コーヒー豆 保存方法", 5400),
+    ("コーヒー豆 挽き方", 2200),
+]
+
+
+def test_a_japanese_site_runs_the_whole_chain_offline_and_exports_japanese_pages(tmp_path):
+    keywords = tmp_path / "keywords.csv"
+    keywords.write_text("keyword,volume\n" + "".join(f"{k},{v}\n" for k, v in JAPANESE_KEYWORDS), encoding="utf-8")
+    env = Env(tmp_path)
+    try:
+        site = env.add_site("kohi", keywords=keywords, name="コーヒーの時間")
+        env.store.update_site_settings(
+            site.id, {"language": "ja", "faq": True, "base_url": "https://kohi.example", "target_cluster_size": 4}
+        )
+        assert env.materialize("kohi").success
+        items = review.review_list(env.store, site="kohi")
+        assert items and env.store.images(site.id), "articles with their images"
+        review.approve(env.store, items[0].id, actor="ana")
+        folder = publishing.publish(env.store, items[0].id, tmp_path / "publish", actor="ana").folder
+        assert folder is not None and folder.name.isascii() and len(folder.name) > 3, "a readable ASCII slug"
+        page = (folder / "index.html").read_text(encoding="utf-8")
+        assert '<html lang="ja">' in page and '"inLanguage": "ja"' in page.replace("\\u003c", "<")
+        variant = review.load_article(env.store, items[0].id).variant("A")
+        assert "この記事では" in variant.body_html, "the offline provider's own phrases are Japanese"
+    finally:
+        env.close()
