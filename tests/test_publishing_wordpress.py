@@ -18,12 +18,13 @@ from typing import Any
 import dagster as dg
 import httpx2
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from pipeline import models, publishing, review
-from pipeline.models import Content, ContentVariant, Image, ImagePrompt, Publication
+from pipeline.models import Content, Publication
 from pipeline.publishing.wordpress_api import WordPressAPI
 from tests.conftest import SAMPLE_KEYWORDS, Env
+from tests.test_review import regenerate
 from tests.wordpress_server import LocalWordPress
 
 PASSWORD_ENV = "TEST_WP_APP_PASSWORD"
@@ -274,7 +275,7 @@ def test_a_new_version_updates_the_same_post_in_place(wp_env, wordpress):
     assert publications(wp_env, slug).success
     content_id = ids[0]
     post_id = wordpress_row(wp_env, content_id).remote_id
-    version = new_version(wp_env, content_id)
+    version = regenerate(wp_env, content_id, in_article=1)
     review.approve(wp_env.store, content_id, variant="B", actor="editor:test")
 
     result = publications(wp_env, slug)
@@ -285,40 +286,6 @@ def test_a_new_version_updates_the_same_post_in_place(wp_env, wordpress):
     assert (row.remote_id, row.version, row.variant) == (post_id, version, "B")
     assert post["title"]["raw"].endswith(f"(v{version}B)")
     assert len(site_posts(wordpress, wp_env, slug)) == len(ids)
-
-
-def new_version(env: Env, content_id: int) -> int:
-    """The next version as A and B (copies of the current A, new titles, the same images), back to draft."""
-    with env.store.transaction() as session:
-        current = session.scalars(
-            select(ContentVariant)
-            .where(ContentVariant.content_id == content_id)
-            .order_by(ContentVariant.version.desc(), ContentVariant.variant)
-        ).first()
-        assert current is not None
-        pairs = session.execute(
-            select(ImagePrompt, Image)
-            .join(Image, Image.image_prompt_id == ImagePrompt.id)
-            .where(ImagePrompt.variant_id == current.id)
-        ).all()
-        version = current.version + 1
-        for letter in "AB":
-            variant = ContentVariant(**columns(current), version=version, variant=letter)
-            variant.title = f"{current.title} (v{version}{letter})"
-            session.add(variant)
-            session.flush()
-            for prompt, image in pairs:
-                new_prompt = ImagePrompt(**columns(prompt), variant_id=variant.id)
-                session.add(new_prompt)
-                session.flush()
-                session.add(Image(**columns(image), image_prompt_id=new_prompt.id))
-    assert env.store.transition_content(content_id, "published", "draft", actor="regeneration:test", version=version)
-    return version
-
-
-def columns(row: Any) -> dict[str, Any]:
-    skip = {"id", "version", "variant", "variant_id", "image_prompt_id"}
-    return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key not in skip}
 
 
 def test_a_calendar_with_future_status_sends_scheduled_posts_dated_at_their_slots(wp_env, wordpress):
