@@ -300,6 +300,7 @@ def test_every_prompt_file_has_a_version_and_an_offline_composer():
     registry = PromptRegistry()
     assert registry.names() == [
         "article",
+        "article_optimize",
         "article_rewrite",
         "cluster_names",
         "ideas",
