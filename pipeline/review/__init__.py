@@ -14,13 +14,17 @@ calendar slots in approval order (`Store.assign_publish_slots`, the site's `sche
 clears both. Bulk review (`approve_many`, `reject_many`) selects articles by ids, by site or by cluster and
 still makes one transition, with one review event and its actor, per article.
 
-Everything is imported from here. The modules: `model` (statuses, errors, records), `gate` (the status
-machine, one article's actions, the transitions), `bulk` (`approve_many`, `reject_many`), `publish` (the
-gate's side of publishing).
+Everything is imported from here. The modules: `model` (errors, records), `gate` (the status machine:
+statuses, variants, one article's actions, the transitions), `bulk` (`approve_many`, `reject_many`),
+`publish` (the gate's side of publishing).
 """
 
 from pipeline.review.bulk import approve_many, reject_many
 from pipeline.review.gate import (
+    ACTIONS,
+    DEFAULT_VARIANT,
+    STATUSES,
+    VARIANTS,
     approve,
     assign_slots,
     default_actor,
@@ -31,10 +35,6 @@ from pipeline.review.gate import (
     show,
 )
 from pipeline.review.model import (
-    ACTIONS,
-    DEFAULT_VARIANT,
-    STATUSES,
-    VARIANTS,
     Article,
     ArticleReview,
     InvalidTransition,

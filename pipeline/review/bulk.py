@@ -9,6 +9,7 @@ from datetime import datetime
 
 from pipeline.models import Cluster, Content, ContentStatus, Site, utcnow
 from pipeline.review.gate import (
+    DEFAULT_VARIANT,
     _approve,
     _check_allowed,
     _reject,
@@ -20,7 +21,7 @@ from pipeline.review.gate import (
     default_actor,
     load_article,
 )
-from pipeline.review.model import DEFAULT_VARIANT, ReviewError, ReviewOutcome
+from pipeline.review.model import ReviewError, ReviewOutcome
 from pipeline.store import Store
 
 

@@ -13,10 +13,6 @@ from zoneinfo import ZoneInfo
 
 from pipeline.models import ContentStatus, Site, as_utc, utcnow
 from pipeline.review.model import (
-    ACTIONS,
-    DEFAULT_VARIANT,
-    STATUSES,
-    VARIANTS,
     Article,
     ArticleReview,
     InvalidTransition,
@@ -28,6 +24,18 @@ from pipeline.review.model import (
 from pipeline.sites import ScheduleSettings, SiteSettingsError, site_settings
 from pipeline.store import Store
 from pipeline.urls import article_slug
+
+# Plain strings (not the enum members), so argparse's `choices=` error message names them as before.
+STATUSES = tuple(status.value for status in ContentStatus)
+VARIANTS = ("A", "B")
+DEFAULT_VARIANT = "A"
+
+# What the review gate may do from each status, and where it leads.
+ACTIONS: dict[str, dict[str, str]] = {
+    ContentStatus.DRAFT: {"approve": ContentStatus.APPROVED, "reject": ContentStatus.DRAFT},
+    ContentStatus.APPROVED: {"publish": ContentStatus.PUBLISHED, "reject": ContentStatus.DRAFT},
+    ContentStatus.PUBLISHED: {},
+}
 
 
 def default_actor() -> str:

@@ -1,5 +1,5 @@
-"""The review gate's words: statuses, variants, the actions allowed from each status, its errors and the
-records it returns (`ReviewItem`, `Article`, `Transition`, `ReviewOutcome`, `ArticleReview`)."""
+"""The review gate's errors and the records it returns (`ReviewItem`, `Article`, `Transition`,
+`ReviewOutcome`, `ArticleReview`)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.models import Content, ContentStatus, ContentVariant, Idea, Image, ImagePrompt, ReviewEvent, Site
-
-# Plain strings (not the enum members), so argparse's `choices=` error message names them as before.
-STATUSES = tuple(status.value for status in ContentStatus)
-VARIANTS = ("A", "B")
-DEFAULT_VARIANT = "A"
-
-# What the review gate may do from each status, and where it leads.
-ACTIONS: dict[str, dict[str, str]] = {
-    ContentStatus.DRAFT: {"approve": ContentStatus.APPROVED, "reject": ContentStatus.DRAFT},
-    ContentStatus.APPROVED: {"publish": ContentStatus.PUBLISHED, "reject": ContentStatus.DRAFT},
-    ContentStatus.PUBLISHED: {},
-}
 
 
 class ReviewError(Exception):

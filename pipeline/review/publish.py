@@ -6,8 +6,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from pipeline.models import ContentStatus, ContentVariant
-from pipeline.review.gate import _changed_meanwhile, _check_allowed, _variant_letter, default_actor, load_article
-from pipeline.review.model import DEFAULT_VARIANT, Article, InvalidTransition, PublishError
+from pipeline.review.gate import (
+    DEFAULT_VARIANT,
+    _changed_meanwhile,
+    _check_allowed,
+    _variant_letter,
+    default_actor,
+    load_article,
+)
+from pipeline.review.model import Article, InvalidTransition, PublishError
 from pipeline.store import Store
 
 
