@@ -303,7 +303,7 @@ class DeskStore(StoreBase):
             return list(session.scalars(_newest_first(_matching(article_filter, Content.id))))
 
     def site_clusters(self, site_id: int) -> list[ClusterChoice]:
-        """The site's clusters with their article counts, by name (clusters without articles included)."""
+        """The site's clusters with their article counts, by name ignoring case (clusters without articles too)."""
         label = func.coalesce(Cluster.name, Cluster.key)
         statement = (
             select(Cluster.id, label, func.count(Content.id))
@@ -311,7 +311,7 @@ class DeskStore(StoreBase):
             .outerjoin(Content, Content.idea_id == Idea.id)
             .where(Cluster.site_id == site_id)
             .group_by(Cluster.id, label)
-            .order_by(label, Cluster.id)
+            .order_by(func.lower(label), Cluster.id)
         )
         with self._sessions() as session:
             return [ClusterChoice(*row) for row in session.execute(statement).all()]
