@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Select, Subquery, and_, case, exists, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from pipeline.models import (
@@ -29,7 +29,7 @@ from pipeline.models import (
     Site,
     as_utc,
 )
-from pipeline.store.base import StoreBase
+from pipeline.store.base import StoreBase, _current_versions
 
 # Ledger outcomes that are not failures (`pipeline.llm.ledger.CallLedger.record`): an answer, or a cache hit.
 SUCCESSFUL_CALL_OUTCOMES = ("ok", "cache_hit")
@@ -99,16 +99,7 @@ class ClusterChoice(NamedTuple):
     article_count: int
 
 
-def _current_versions() -> Any:
-    """content id -> highest version, as a subquery (`content_id`, `version`)."""
-    return (
-        select(ContentVariant.content_id, func.max(ContentVariant.version).label("version"))
-        .group_by(ContentVariant.content_id)
-        .subquery("current_versions")
-    )
-
-
-def _matching(article_filter: ArticleFilter, *columns: Any, current: Any = None) -> Select[Any]:
+def _matching(article_filter: ArticleFilter, *columns: Any, current: Subquery | None = None) -> Select[Any]:
     """`columns` of the articles `article_filter` admits (joined to site, idea and `current`, the
     current-version subquery the columns may read from)."""
     current = _current_versions() if current is None else current
