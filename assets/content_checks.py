@@ -15,8 +15,11 @@ def content_check_specs(asset_name: str = "content") -> list[AssetCheckSpec]:
 
 def content_check_results(store: Store, site: RunSite) -> list[AssetCheckResult]:
     """Every content check over all current articles of the site (not only those of this run), as WARN
-    results whose metadata lists the failing articles by number."""
-    return [check_result(outcome) for outcome in run_checks(store, site.site.id, site.settings)]
+    results whose metadata lists the failing articles by number; the outcomes replace the site's stored
+    check results (the review desk reads them)."""
+    outcomes = run_checks(store, site.site.id, site.settings)
+    store.record_check_outcomes(site.site.id, outcomes)
+    return [check_result(outcome) for outcome in outcomes]
 
 
 def check_result(outcome: CheckOutcome) -> AssetCheckResult:
