@@ -7,11 +7,13 @@ every route and on the stored data, quickly, on both backends.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
+from starlette.routing import BaseRoute
 
 from pipeline import review
 from pipeline.cli import main as pipeline_main
@@ -34,6 +36,15 @@ CAFE = {"espresso": 3, "grinders": 2}
 BEARER = {"Authorization": f"Bearer {API_TOKEN}"}
 
 
+def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+    """Every route of the app, looking inside included routers (FastAPI keeps them nested)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (included := getattr(route, "original_router", None)) is not None:
+            yield from api_routes(included.routes)
+
+
 def events(env, content_id: int) -> list[tuple[str, str, str | None, str]]:
     return [(e.from_status, e.to_status, e.variant, e.actor) for e in env.store.review_events(content_id)]
 
@@ -45,8 +56,8 @@ def test_a_signed_out_request_to_any_page_or_api_route_gets_no_data(env, monkeyp
     content_id = ids["espresso"][0]
     public = {"/signin"}
     checked = 0
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or route.path in public:
+    for route in api_routes(app.routes):
+        if route.path in public:
             continue
         path = route.path.format(content_id=content_id, action="approve", variant_id=1, prompt_id=1)
         for method in route.methods:
@@ -117,9 +128,9 @@ def test_approving_from_the_article_page_records_the_signed_in_editor_once(env, 
     content_id = ids["grinders"][1]
     token = csrf_of(client.get(f"/articles/{content_id}").text)
     first = client.post(f"/articles/{content_id}/approve", data={"csrf_token": token, "variant": "A"})
-    assert first.status_code == 200 and "approve: 1 of 1 done" in first.text
+    assert first.status_code == 200 and "Approve: 1 of 1 done" in first.text
     again = client.post(f"/articles/{content_id}/approve", data={"csrf_token": token, "variant": "A"})
-    assert "approve: 0 of 1 done" in again.text and "cannot approve" in again.text
+    assert "Approve: 0 of 1 done" in again.text and "cannot approve" in again.text
     assert content_row(env, content_id).status == ContentStatus.APPROVED
     assert events(env, content_id) == [("draft", "approved", "A", "desk:ben")]
     assert "desk:ben" in client.get(f"/articles/{content_id}").text
@@ -143,7 +154,7 @@ def test_bulk_approve_of_all_articles_matching_a_filter_acts_on_exactly_those(en
             "filter_query": f"site=cafe&cluster={cluster.id}&status=draft",
         },
     )
-    assert "approve: 3 of 3 done" in response.text
+    assert "Approve: 3 of 3 done" in response.text
     for content_id in ids["espresso"]:
         assert events(env, content_id) == [("draft", "approved", "A", "desk:ana")]
     untouched = ids["grinders"] + [i.id for i in review.review_list(env.store, site="tea")]
@@ -161,7 +172,7 @@ def test_bulk_reject_needs_a_note_and_stores_it_on_each_article(env, monkeypatch
     done = client.post(
         "/articles/bulk", data={"csrf_token": token, "action": "reject", "ids": selected, "note": "Cite a source."}
     )
-    assert "reject: 2 of 2 done" in done.text
+    assert "Reject: 2 of 2 done" in done.text
     for content_id in ids["grinders"]:
         assert content_row(env, content_id).review_note == "Cite a source."
         assert events(env, content_id) == [("draft", "draft", None, "desk:ana")]
@@ -181,25 +192,36 @@ def test_the_list_filters_and_pages_without_losing_or_repeating_articles(env, mo
     assert client.get("/articles?status=nonsense").status_code == 422
 
 
-def test_approve_and_publish_puts_the_article_in_the_folder_and_the_page_links_it(env, monkeypatch, tmp_path):
-    ids = add_articles(env, "cafe", CAFE)
+def test_approve_and_publish_puts_the_article_in_the_folder_and_the_page_links_it(sample_run, monkeypatch, tmp_path):
+    env = sample_run[0]
     publish_dir = tmp_path / "site-export"
     client = signed_in(desk_app(env, monkeypatch, publish_dir=publish_dir))
-    content_id = ids["espresso"][2]
+    content_id = review.review_list(env.store, site="sample", status="draft")[-1].id
     token = csrf_of(client.get(f"/articles/{content_id}").text)
     response = client.post(f"/articles/{content_id}/approve_publish", data={"csrf_token": token, "variant": "A"})
-    assert "approve_publish: 1 of 1 done" in response.text, response.text
+    assert "Approve and publish: 1 of 1 done" in response.text, response.text
     assert content_row(env, content_id).status == ContentStatus.PUBLISHED
     assert [e[1] for e in events(env, content_id)] == ["approved", "published"]
     assert {e[3] for e in events(env, content_id)} == {"desk:ana"}
     slug = review.load_article(env.store, content_id).slug
-    assert (publish_dir / "cafe" / slug / "index.html").is_file()
+    assert (publish_dir / "sample" / slug / "index.html").is_file()
     page = client.get(f"/articles/{content_id}").text
     assert 'id="publications"' in page and "folder: done" in page
     # Publishing again from a stale form is refused: the article is not pushed twice.
     again = client.post(f"/articles/{content_id}/publish", data={"csrf_token": token})
     assert "already published" in again.text
     assert len(env.store.review_events(content_id)) == 2
+
+
+def test_an_article_without_images_is_not_published_and_says_what_to_run(env, monkeypatch):
+    ids = add_articles(env, "cafe", CAFE)
+    client = signed_in(desk_app(env, monkeypatch))
+    content_id = ids["espresso"][2]
+    token = csrf_of(client.get(f"/articles/{content_id}").text)
+    response = client.post(f"/articles/{content_id}/approve_publish", data={"csrf_token": token, "variant": "A"})
+    assert "Approve and publish: 0 of 1 done" in response.text
+    assert "materialize image_prompts and images for site" in response.text
+    assert content_row(env, content_id).status == ContentStatus.APPROVED, "the approval stands, publishing waits"
 
 
 def test_the_api_needs_the_bearer_token_and_acts_as_its_named_actor(env, monkeypatch):

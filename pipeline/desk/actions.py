@@ -31,6 +31,11 @@ class Action(StrEnum):
     PUBLISH = "publish"
     APPROVE_AND_PUBLISH = "approve_publish"
 
+    @property
+    def label(self) -> str:
+        """How the desk names the action (`Approve and publish`)."""
+        return {"approve_publish": "Approve and publish"}.get(self.value, self.value.capitalize())
+
 
 @dataclass(frozen=True)
 class ActionResult:

@@ -228,7 +228,7 @@ def _act(
     done = sum(1 for r in results if r.done)
     # The outcome can be long (one line per article): it waits in the app, the cookie carries only its key.
     request.session[FLASH] = request.app.state.flashes.put(
-        {"summary": f"{action.value}: {done} of {len(results)} done", "results": results}
+        {"summary": f"{action.label}: {done} of {len(results)} done", "results": results}
     )
     return results
 
