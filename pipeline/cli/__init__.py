@@ -16,7 +16,8 @@ in the repository), so `dagster asset materialize -m pipeline.definitions --sele
 runs the chain for it.
 
 The commands live by group in `sites`, `status` (with `estimate`), `review`, `automation` (metrics and
-trigger rules) and `desk` (the review desk web app); this module assembles the parser and turns the errors a user can fix into exit code 2.
+trigger rules) and `desk` (the review desk web app); this module assembles the parser and turns the errors
+a user can fix into exit code 2.
 """
 
 from __future__ import annotations
