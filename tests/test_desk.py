@@ -60,7 +60,7 @@ def test_a_signed_out_request_to_any_page_or_api_route_gets_no_data(env, monkeyp
         if route.path in public:
             continue
         path = route.path.format(content_id=content_id, action="approve", variant_id=1, prompt_id=1)
-        for method in route.methods:
+        for method in route.methods or ():
             response = client.request(method, path, follow_redirects=False)
             checked += 1
             assert response.status_code in (303, 401, 403), (method, path, response.status_code)

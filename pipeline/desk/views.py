@@ -22,6 +22,7 @@ from pipeline.models import ContentVariant, Image, ImagePrompt, Publication, Rev
 from pipeline.publishing.render import ArticleImage, body_with_images
 from pipeline.sites import SiteSettingsError, site_settings
 from pipeline.store import Store
+from pipeline.store.checks import ArticleCheckFailure
 from pipeline.urls import site_link
 
 _LINK = re.compile(r"""<a\b[^>]*\bhref\s*=\s*"([^"]*)"[^>]*>(.*?)</a>""", re.IGNORECASE | re.DOTALL)
@@ -69,7 +70,7 @@ class ArticlePage:
     description_diff: WordDiff | None
     history: list[ContentVariant]  # every variant of every version, newest first
     events: list[ReviewEvent]
-    failures: list[tuple[str, str, int, str]]  # (check, variant, version, detail) of the current version
+    failures: list[ArticleCheckFailure]  # (check, variant, version, detail) of the current version
     publications: list[Publication]
 
 
