@@ -34,13 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import dagster as dg  # noqa: E402
-from sqlalchemy import update  # noqa: E402
+from sqlalchemy import inspect as sa_inspect  # noqa: E402
+from sqlalchemy import select, update  # noqa: E402
 
 from assets import ALL_ASSETS  # noqa: E402
 from pipeline.llm.openai_provider import sdk_client  # noqa: E402
 from pipeline.llm.structured_output import chat_arguments  # noqa: E402
 from pipeline.llm.window import new_event_loop, tune_process_for_runs  # noqa: E402
-from pipeline.models import Site  # noqa: E402
+from pipeline.models import Idea, Site  # noqa: E402
 from pipeline.prompts.schemas import ArticleDraft  # noqa: E402
 from pipeline.sites import SITES_PARTITION  # noqa: E402
 from pipeline.stages import RunOptions  # noqa: E402
@@ -89,11 +90,28 @@ def prepare_store(folder: Path, articles: int, keywords: Path) -> str:
         session.execute(update(Site).values(settings={"ideas_per_cluster": per_cluster}))
     materialize(["ideas"])
     ideas = store.counts(site_id).ideas
+    if 0 < ideas < articles:
+        # The cannibalisation guard keeps one idea per primary keyword and intent, fewer than 2,000 here:
+        # copy planned ideas under new keys (setup only; the stage writes a copy like any other idea).
+        copy_ideas(store, site_id, articles - ideas)
+        ideas = store.counts(site_id).ideas
     if ideas < articles:
         raise SystemExit(f"{keywords} gives only {ideas} ideas; use fewer --articles")
     with store.engine.connect() as connection:  # fold the WAL into the file so copies are complete
         connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     return url
+
+
+def copy_ideas(store: Store, site_id: int, count: int) -> None:
+    """Add `count` copies of the site's ideas, each under a key of its own (`<key>-copy<n>`)."""
+    columns = [c.key for c in sa_inspect(Idea).mapper.column_attrs if c.key != "id"]
+    with store.transaction() as session:
+        planned = list(session.scalars(select(Idea).where(Idea.site_id == site_id).order_by(Idea.id)))
+        for number in range(count):
+            source = planned[number % len(planned)]
+            values = {column: getattr(source, column) for column in columns}
+            suffix = f"-copy{number // len(planned) + 1}"
+            session.add(Idea(**{**values, "key": source.key + suffix, "title": source.title + suffix}))
 
 
 def run_stage(prepared: str, folder: Path, base_url: str, concurrency: int, limit: int) -> tuple[int, float]:

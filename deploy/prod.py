@@ -54,6 +54,8 @@ DEFAULTS = {
     "DAGSTER_CODE_SERVER_PORT": "4266",
     "PIPELINE_LLM_POOL_LIMIT": "4",
     "PIPELINE_IMAGE_POOL_LIMIT": "2",
+    "PIPELINE_DESK_HOST": "127.0.0.1",
+    "PIPELINE_DESK_PORT": "3001",
     # Not the embedded default's folder: the two stores would point at the same files.
     "PIPELINE_MEDIA_DIR": str(REPO / "data" / "local" / "prod-media"),
 }
@@ -200,7 +202,7 @@ def set_pools(instance: Any, settings: Mapping[str, str]) -> dict[str, int]:
 
 
 def commands(settings: Mapping[str, str]) -> dict[str, list[str]]:
-    """The three long-running processes, in start order."""
+    """The long-running processes, in start order (the review desk only starts when it has users)."""
     workspace = str(DEPLOY / "workspace.yaml")
     return {
         "code-server": [
@@ -226,7 +228,23 @@ def commands(settings: Mapping[str, str]) -> dict[str, list[str]]:
             settings["DAGSTER_WEBSERVER_PORT"],
         ],
         "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+        "desk": [
+            str(BIN / "pipeline"),
+            "desk",
+            "--no-first-user",  # never a generated password in a log file: users come from the settings
+            "--host",
+            settings["PIPELINE_DESK_HOST"],
+            "--port",
+            settings["PIPELINE_DESK_PORT"],
+        ],
     }
+
+
+def desk_has_users(settings: Mapping[str, str]) -> bool:
+    """Whether the desk has anyone to sign in (`PIPELINE_DESK_USERS` or a users file); else it is not started."""
+    from pipeline.desk.config import DeskConfig
+
+    return bool(DeskConfig.from_environment(child_environment(settings)).users)
 
 
 def read_state(home: Path) -> dict[str, dict[str, Any]]:
@@ -361,8 +379,11 @@ def up(settings: dict[str, str]) -> int:
     logs.mkdir(exist_ok=True)
     environment = child_environment(settings)
     state = {}
+    services = commands(settings)
+    if not desk_has_users(settings):
+        del services["desk"]
     try:
-        for service, command in commands(settings).items():
+        for service, command in services.items():
             log = logs / f"{service}.log"
             with log.open("ab") as output:
                 process = subprocess.Popen(
@@ -381,6 +402,9 @@ def up(settings: dict[str, str]) -> int:
                     port_open, settings["DAGSTER_CODE_SERVER_HOST"], int(settings["DAGSTER_CODE_SERVER_PORT"])
                 )
                 wait_for("the code server", code_server, state, STARTUP_TIMEOUT_S)
+            if service == "desk":
+                desk = partial(port_open, settings["PIPELINE_DESK_HOST"], int(settings["PIPELINE_DESK_PORT"]))
+                wait_for("the review desk", desk, state, STARTUP_TIMEOUT_S)
         wait_for("the webserver", lambda: bool(graphql(settings, "{ version }")), state, STARTUP_TIMEOUT_S)
         wait_for("the code location", lambda: location_loaded(settings), state, STARTUP_TIMEOUT_S)
         wait_for("the daemon", lambda: daemon_healthy(settings), state, STARTUP_TIMEOUT_S)
@@ -390,6 +414,10 @@ def up(settings: dict[str, str]) -> int:
         raise
     web = f"http://{settings['DAGSTER_WEBSERVER_HOST']}:{settings['DAGSTER_WEBSERVER_PORT']}"
     print(f"Dagster UI: {web}  (webserver, daemon and code server on PostgreSQL; logs in {logs})")
+    if "desk" in state:
+        print(f"Review desk: http://{settings['PIPELINE_DESK_HOST']}:{settings['PIPELINE_DESK_PORT']}/")
+    else:
+        print("Review desk: not started, no users (set PIPELINE_DESK_USERS or `pipeline desk add-user NAME`)")
     print("Next: `make prod-demo` runs the sample site through the run queue; `make prod-down` stops everything.")
     return 0
 

@@ -1,12 +1,13 @@
 """`pipeline desk`: serve the review desk, and manage who may sign in to it.
 
-    pipeline desk [--host 127.0.0.1] [--port 3001]
+    pipeline desk [--host 127.0.0.1] [--port 3001] [--no-first-user]
     pipeline desk add-user NAME [--password-stdin]
     pipeline desk hash-password [--password-stdin]
 
 With no user configured at all (no `PIPELINE_DESK_USERS`, no users file), serving creates the user
 `editor` with a random password, prints it once and keeps only its hash, so `make demo && make ui` can be
-signed in to at once. Production sets `PIPELINE_DESK_USERS` (hashes from `hash-password`) instead.
+signed in to at once. Production sets `PIPELINE_DESK_USERS` (hashes from `hash-password`) instead, and
+`make prod-up` starts the desk with `--no-first-user` (no generated password in a log file).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def add_desk_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     desk = commands.add_parser("desk", help="the review desk web app (sign in, read, compare, approve, publish)")
     desk.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     desk.add_argument("--port", type=int, default=int(os.environ.get("DESK_PORT") or DEFAULT_PORT), help="port")
+    desk.add_argument(
+        "--no-first-user", action="store_true", help="refuse to start without users instead of creating 'editor'"
+    )
     desk.set_defaults(handler=_serve)
     actions = desk.add_subparsers(dest="desk_action")
     add = actions.add_parser("add-user", help="add or replace a desk user in the users file (only a hash is kept)")
@@ -47,7 +51,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         settings = config.DeskConfig.from_environment()
-        if not settings.users and not os.environ.get("PIPELINE_DESK_USERS"):
+        if not settings.users:
+            if args.no_first_user or os.environ.get("PIPELINE_DESK_USERS"):
+                raise UsageError(
+                    "the desk has no users: set PIPELINE_DESK_USERS (hashes from `pipeline desk hash-password`) "
+                    "or run `pipeline desk add-user NAME`"
+                )
             settings = _first_user()
     except config.DeskConfigError as error:
         raise UsageError(str(error)) from error
