@@ -20,6 +20,7 @@ from pipeline.cli import main as pipeline_main
 from pipeline.desk.config import DeskConfig, DeskConfigError, hash_password, parse_users
 from pipeline.desk.diff import text_words, word_diff
 from pipeline.models import ContentStatus
+from tests.conftest import SAMPLE_KEYWORDS
 from tests.desk_data import (
     API_TOKEN,
     HOSTILE_MARK,
@@ -321,3 +322,72 @@ def test_the_word_diff_marks_changed_words_and_escapes_every_word():
     )
     assert (diff.removed, diff.added) == (3, 2)
     assert text_words("<p>a</p><p>b</p>") == ["a", "\n", "b"]
+
+
+def test_approve_and_publish_of_a_filtered_selection_reaches_wordpress_once_each(env, monkeypatch, wordpress):
+    from tests.test_publishing_wordpress import PASSWORD_ENV, posts, wordpress_settings
+
+    monkeypatch.setenv(PASSWORD_ENV, wordpress.password)
+    header, *rows = SAMPLE_KEYWORDS.read_text(encoding="utf-8").splitlines()
+    keywords = env.root / "desk-wp.csv"
+    keywords.write_text("\n".join([header, *rows[200:224]]) + "\n", encoding="utf-8")
+    site = env.add_site("desk-wp", keywords, name="Desk to WordPress")
+    env.store.update_site_settings(
+        site.id,
+        {
+            "ideas_per_cluster": 1,
+            "in_article_images": 1,
+            "target_cluster_size": 4,
+            "publishing": {"wordpress": wordpress_settings(wordpress)},
+        },
+    )
+    assert env.materialize("desk-wp").success
+    client = signed_in(desk_app(env, monkeypatch), "ben")
+    drafts = review.review_list(env.store, site="desk-wp", status="draft")
+    chosen_cluster = env.store.site_clusters(site.id)[0]
+    listing = client.get(f"/articles?site=desk-wp&status=draft&cluster={chosen_cluster.cluster_id}")
+    selected = set(map(int, re.findall(r'name="ids" value="(\d+)"', listing.text)))
+    assert selected and len(selected) == chosen_cluster.article_count < len(drafts)
+    before = {post["id"] for post in posts(wordpress)}
+    response = client.post(
+        "/articles/bulk",
+        data={
+            "csrf_token": csrf_of(listing.text),
+            "action": "approve_publish",
+            "all_matching": "true",
+            "filter_query": f"site=desk-wp&status=draft&cluster={chosen_cluster.cluster_id}",
+        },
+    )
+    assert f"Approve and publish: {len(selected)} of {len(selected)} done" in response.text, response.text
+    new_posts = [post for post in posts(wordpress) if post["id"] not in before]
+    slugs = {review.load_article(env.store, i).slug for i in selected}
+    assert sorted(post["slug"] for post in new_posts) == sorted(slugs), "one post per article, none twice"
+    assert all(post["status"] == "publish" for post in new_posts)
+    for content_id in selected:
+        assert content_row(env, content_id).status == ContentStatus.PUBLISHED
+        assert [(e[1], e[3]) for e in events(env, content_id)] == [("approved", "desk:ben"), ("published", "desk:ben")]
+        placed = {p.target: p for p in env.store.publication_rows(content_id=content_id)}
+        assert placed["wordpress"].state == "done" and placed["wordpress"].url in response.text
+    others = {item.id for item in drafts} - selected
+    assert all(content_row(env, i).status == ContentStatus.DRAFT for i in others)
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example/", "https://evil.example/"])
+def test_signing_in_never_redirects_to_another_site(env, monkeypatch, target):
+    client = TestClient(desk_app(env, monkeypatch))
+    token = csrf_of(client.get("/signin").text)
+    response = client.post(
+        "/signin",
+        data={"csrf_token": token, "username": "ana", "password": PASSWORDS["ana"], "next": target},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+def test_an_unknown_site_or_article_is_a_page_saying_so(env, monkeypatch):
+    client = signed_in(desk_app(env, monkeypatch))
+    missing_site = client.get("/articles?site=nowhere&cluster=1")
+    assert missing_site.status_code == 404 and "nowhere" in missing_site.text
+    missing = client.get("/articles/999")
+    assert missing.status_code == 404 and "content 999 does not exist" in missing.text
+    assert TestClient(desk_app(env, monkeypatch)).get("/api/articles/999", headers=BEARER).status_code == 404

@@ -23,7 +23,7 @@ from pipeline.desk import api, pages
 from pipeline.desk.auth import SignInRequired
 from pipeline.desk.config import DeskConfig
 from pipeline.review import format_slot
-from pipeline.store import Store
+from pipeline.store import Store, UnknownSite
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "pipeline_desk"
@@ -119,8 +119,9 @@ def create_app(store: Store, config: DeskConfig | None = None) -> FastAPI:
         return RedirectResponse("/signin?" + urlencode({"next": error.next_path}), HTTP_303_SEE_OTHER)
 
     @app.exception_handler(review.ReviewError)
-    async def review_error(request: Request, error: review.ReviewError) -> Response:
-        code = 404 if isinstance(error, review.UnknownContent) else 422
+    @app.exception_handler(UnknownSite)
+    async def review_error(request: Request, error: Exception) -> Response:
+        code = 404 if isinstance(error, review.UnknownContent | UnknownSite) else 422
         if request.url.path.startswith("/api/"):
             return JSONResponse({"detail": str(error)}, code)
         page: HTMLResponse = pages.render(request, "error.html", message=str(error))

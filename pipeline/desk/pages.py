@@ -52,7 +52,9 @@ def render(request: Request, template: str, **context: Any) -> HTMLResponse:
 
 def redirect(path: str) -> RedirectResponse:
     """See-other to a page of the desk (only ever a local path)."""
-    return RedirectResponse(path if path.startswith("/") and not path.startswith("//") else "/", HTTP_303_SEE_OTHER)
+    # `//host` and `/\host` are other sites to a browser: only a plain local path is followed.
+    local = path.startswith("/") and not path.startswith(("//", "/\\"))
+    return RedirectResponse(path if local else "/", HTTP_303_SEE_OTHER)
 
 
 @public.get("/signin", response_class=HTMLResponse)
