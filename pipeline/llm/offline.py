@@ -165,7 +165,8 @@ def plan_ideas(data: Mapping[str, Any]) -> IdeaBatch:
                 content_type=content_type,
                 outline=outline,
                 target_keywords=group[:6],
-                estimated_word_count=min(3000, 500 + 220 * len(outline)),
+                # What the offline writer composes: about 125 words per section and a short intro and conclusion.
+                estimated_word_count=min(3000, 60 + 125 * len(outline)),
             )
         )
     return IdeaBatch(ideas=ideas)
