@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,9 @@ def test_a_signed_out_request_to_any_page_or_api_route_gets_no_data(env, monkeyp
     for route in api_routes(app.routes):
         if route.path in public:
             continue
-        path = route.path.format(content_id=content_id, action="approve", variant_id=1, prompt_id=1)
+        path = route.path.replace(":path", "").format(
+            content_id=content_id, action="approve", variant_id=1, prompt_id=1, name="index.html"
+        )
         for method in route.methods or ():
             response = client.request(method, path, follow_redirects=False)
             checked += 1
@@ -208,6 +211,15 @@ def test_approve_and_publish_puts_the_article_in_the_folder_and_the_page_links_i
     assert (publish_dir / "sample" / slug / "index.html").is_file()
     page = client.get(f"/articles/{content_id}").text
     assert 'id="publications"' in page and "folder: done" in page
+    # The folder export opens through the desk (the server path itself would mean nothing to a browser).
+    assert f'href="/articles/{content_id}/export/index.html"' in page
+    exported = client.get(f"/articles/{content_id}/export/index.html")
+    title = review.load_article(env.store, content_id).variant("A").title
+    assert exported.status_code == 200 and escape(title) in exported.text
+    image = re.search(r'<img src="(images/[^"]+)"', exported.text)
+    assert image and client.get(f"/articles/{content_id}/export/{image.group(1)}").status_code == 200
+    for outside in ("../../../pipeline.db", ".publication.json", "%2e%2e/%2e%2e/x"):
+        assert client.get(f"/articles/{content_id}/export/{outside}").status_code == 404, outside
     # Publishing again from a stale form is refused: the article is not pushed twice.
     again = client.post(f"/articles/{content_id}/publish", data={"csrf_token": token})
     assert "already published" in again.text

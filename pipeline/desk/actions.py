@@ -100,7 +100,8 @@ def _publish(store: Store, content_id: int, *, actor: str, publish_root: Path, v
         done = publishing.publish(store, content_id, publish_root, variant=variant, actor=actor)
     except (review.ReviewError, SiteSettingsError) as error:
         return ActionResult(content_id, False, str(error))
-    urls = [placed.url for placed in done.placed if placed.url]
+    # Where a reader finds it: the target's own web address (WordPress); a folder export is a server path.
+    urls = [placed.url for placed in done.placed if placed.url and placed.url.startswith(("http://", "https://"))]
     where = ", ".join(f"{placed.target} ({placed.action})" for placed in done.placed)
     return ActionResult(
         content_id, True, f"published version {done.version} {done.variant} on {where}", urls[0] if urls else None

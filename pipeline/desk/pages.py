@@ -182,6 +182,15 @@ def article_action(
     return redirect(f"/articles/{content_id}" + (f"?variant={variant}" if variant else ""))
 
 
+@router.get("/articles/{content_id}/export/{name:path}")
+def exported(request: Request, editor: PageEditor, content_id: int, name: str) -> Response:
+    """The folder export of a published article as a browser shows it (`index.html` and its `images/`)."""
+    path = views.exported_file(store_of(request), content_id, name or "index.html", settings.publish_dir())
+    if path is None:
+        return Response("not exported (publish the article first)", status_code=404, media_type="text/plain")
+    return FileResponse(path)
+
+
 @router.get("/variants/{variant_id}/images/{prompt_id}")
 def image(request: Request, editor: PageEditor, variant_id: int, prompt_id: int) -> Response:
     """An image file of a variant (only files inside the media folder are ever served)."""

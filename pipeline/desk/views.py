@@ -72,6 +72,7 @@ class ArticlePage:
     events: list[ReviewEvent]
     failures: list[ArticleCheckFailure]  # (check, variant, version, detail) of the current version
     publications: list[Publication]
+    live: list[tuple[str, str, str]]  # (target, href, label) where the published article can be opened
 
 
 def article_page(store: Store, content_id: int, *, variant: str = review.DEFAULT_VARIANT) -> ArticlePage:
@@ -81,6 +82,7 @@ def article_page(store: Store, content_id: int, *, variant: str = review.DEFAULT
     letter = variant if variant in letters else (letters[0] if letters else review.DEFAULT_VARIANT)
     shown_variant = article.variant(letter)
     base_url = _base_url(article)
+    publications = store.publication_rows(content_id=content_id)
     shown = variant_view(store, shown_variant, article.slug, base_url)
     others = [v for v in article.current_variants if v.variant != letter]
     other = variant_view(store, others[0], article.slug, base_url) if others else None
@@ -94,7 +96,8 @@ def article_page(store: Store, content_id: int, *, variant: str = review.DEFAULT
         history=article.variants,
         events=store.review_events(content_id),
         failures=store.article_check_failures(content_id),
-        publications=store.publication_rows(content_id=content_id),
+        publications=publications,
+        live=live_links(content_id, publications),
     )
 
 
@@ -133,6 +136,29 @@ def image_file(store: Store, variant_id: int, prompt_id: int, media_root: Path) 
             if path.is_file() and path.is_relative_to(media_root.resolve()):
                 return path
     return None
+
+
+def exported_file(store: Store, content_id: int, name: str, publish_root: Path) -> Path | None:
+    """A file of the article's folder export (`<publish root>/<site>/<slug>/<name>`), never one outside it."""
+    article = review.load_article(store, content_id)
+    folder = (publish_root / article.site.slug / article.slug).resolve()
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder) or path.name.startswith("."):  # no `..`, no private sidecar
+        return None
+    return path if path.is_file() else None
+
+
+def live_links(content_id: int, publications: list[Publication]) -> list[tuple[str, str, str]]:
+    """(target, href, label) of each publication: the target's own URL, or the desk's view of the folder export."""
+    links = []
+    for publication in publications:
+        if publication.state != "done" or not publication.url:
+            continue
+        if publication.url.startswith(("http://", "https://")):
+            links.append((publication.target, publication.url, publication.url))
+        else:  # a folder on the server: open it through the desk
+            links.append((publication.target, f"/articles/{content_id}/export/index.html", publication.url))
+    return links
 
 
 def dagster_links(dagster_url: str, site: str) -> dict[str, str]:
