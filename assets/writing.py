@@ -70,7 +70,7 @@ def content(
         allowed_failures=config.allowed_failures,
         max_failure_share=config.max_failure_share,
     )
-    checks = content_check_results(db, site)
+    checks = content_check_results(db, site, record=not options.dry_run)
     context.log.info("content checks: " + "; ".join(check.description or "" for check in checks))
     return MaterializeResult(metadata=result.metadata, check_results=[*(result.check_results or []), *checks])
 

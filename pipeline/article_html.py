@@ -29,6 +29,20 @@ def sanitize_fragment(html: str) -> str:
     return _CLEANER.clean(html)
 
 
+# A whole stored body as a page shows it: the same allow-list, plus what we add ourselves around the model's
+# fragments (section headings with their anchors, images inserted after their headings).
+_PAGE_CLEANER = nh3.Cleaner(
+    tags=ALLOWED_TAGS | {"h2", "img"},
+    attributes={**ALLOWED_ATTRIBUTES, "h2": {"id"}, "img": {"src", "alt", "width", "height"}},
+    url_schemes={"http", "https", "mailto"},
+)
+
+
+def sanitize_page_body(html: str) -> str:
+    """A stored body (with its images inserted) cleaned again right before a browser shows it (the desk)."""
+    return _PAGE_CLEANER.clean(html)
+
+
 def render_article(draft: ArticleDraft, faq_heading: str | None = None, faq_questions: Sequence[str] = ()) -> str:
     """The stored body: sanitised intro, one `<h2>` per section with its sanitised body, conclusion, and
     (when `faq_heading` is given) the FAQ section answering those of `faq_questions` the answer covers."""

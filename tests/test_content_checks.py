@@ -421,7 +421,7 @@ def test_a_check_that_raises_fails_alone_naming_the_error(env, monkeypatch):
     def broken(text: str, language: str) -> float:
         raise ImportError("No module named 'pkg_resources'")
 
-    monkeypatch.setattr("pipeline.content_checks.readability_score", broken)
+    monkeypatch.setattr("pipeline.content_checks.text.readability_score", broken)
     outcomes = site.outcomes()
     assert not outcomes["readability"].passed
     assert (

@@ -8,14 +8,16 @@
     pipeline review approve [IDS...] [--site SLUG (--all | --cluster ID)] [--variant A|B]
     pipeline review reject [IDS...] [--site SLUG (--all | --cluster ID)] --note TEXT
     pipeline review publish ID [--variant A|B]
+    pipeline desk [--host HOST] [--port N] | add-user NAME | hash-password
 
 `sites add` validates the keyword file, registers the site in the store and adds the `sites` partition
 to the Dagster instance that `dagster` commands and `make ui` use (`DAGSTER_HOME`, default `.dagster/`
 in the repository), so `dagster asset materialize -m pipeline.definitions --select '*' --partition SLUG`
 runs the chain for it.
 
-The commands live by group in `sites`, `status` (with `estimate`), `review` and `automation` (metrics and
-trigger rules); this module assembles the parser and turns the errors a user can fix into exit code 2.
+The commands live by group in `sites`, `status` (with `estimate`), `review`, `automation` (metrics and
+trigger rules) and `desk` (the review desk web app); this module assembles the parser and turns the errors
+a user can fix into exit code 2.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 
 from pipeline.cli.automation import add_automation_commands
 from pipeline.cli.base import UsageError
+from pipeline.cli.desk import add_desk_commands
 from pipeline.cli.review import add_review_commands
 from pipeline.cli.sites import add_site_partition, add_sites_commands, ensure_dagster_home
 from pipeline.cli.status import add_status_commands
@@ -57,4 +60,5 @@ def _parser() -> argparse.ArgumentParser:
     add_status_commands(commands)
     add_review_commands(commands)
     add_automation_commands(commands)
+    add_desk_commands(commands)
     return parser

@@ -11,20 +11,18 @@ and cost nothing.
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import re
-import textwrap
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
-
 from pipeline.llm.catalog import OFFLINE_MODEL, Usage
+from pipeline.llm.offline_images import parse_size
+from pipeline.llm.offline_images import render_png as render_png  # imported from here too (the test servers)
 from pipeline.llm.offline_phrases import IdeaPhrases, idea_phrases, offline_phrases
-from pipeline.llm.offline_revise import optimize_article
+from pipeline.llm.offline_revise import optimize_article, without_banned_phrases
 from pipeline.llm.wire import (
     Completion,
     CompletionRequest,
@@ -84,7 +82,7 @@ class OfflineProvider:
 
     async def image(self, request: ImageRequest) -> RenderedImage:
         """Render a PNG whose colours and shapes derive from the prompt, labelled as an offline preview."""
-        width, height = _parse_size(request.size)
+        width, height = parse_size(request.size)
         return RenderedImage(png=render_png(request.prompt, width, height), model=OFFLINE_MODEL, usage=Usage(images=1))
 
     async def embed(self, request: EmbeddingRequest) -> Embeddings:
@@ -215,7 +213,7 @@ def write_article(data: Mapping[str, Any]) -> ArticleDraft:
     Each paragraph pairs an opener with a detail sentence about a different target keyword, and no
     paragraph repeats within an article. The planned links (`links`) go one sentence each into the
     sections in turn, the FAQ questions (`faq_questions`) get short answers, every fixed phrase is in the
-    site's language (`offline_phrases`), and no banned phrase of the site survives (`_avoiding`).
+    site's language (`offline_phrases`), and no banned phrase of the site survives (`without_banned_phrases`).
     """
     site: Mapping[str, Any] = data["site"] if isinstance(data.get("site"), Mapping) else {}
     phrases = offline_phrases(str(site.get("language") or "en"))
@@ -285,7 +283,7 @@ def write_article(data: Mapping[str, Any]) -> ArticleDraft:
         categories=categories,
         faq=faq,
     )
-    return _avoiding(draft, list(site.get("banned_phrases") or []))
+    return without_banned_phrases(draft, list(site.get("banned_phrases") or []))
 
 
 # Question openings answered "usually yes" (1) or "start with ..." (2); everything else gets the general
@@ -297,33 +295,6 @@ _HOW = frozenset("how wie".split())
 def _answer_kind(question: str) -> int:
     first = question.lstrip("¿").split(" ", 1)[0].lower()
     return 1 if first in _YES_NO else 2 if first in _HOW else 0
-
-
-def _avoiding(draft: ArticleDraft, banned: Sequence[str]) -> ArticleDraft:
-    """The draft with every banned phrase taken out of its text (never out of tags or URLs)."""
-    patterns = [re.compile(re.escape(phrase.strip()), re.IGNORECASE) for phrase in banned if phrase.strip()]
-    if not patterns:
-        return draft
-
-    def clean(text: str) -> str:
-        parts = re.split(r"(<[^>]*>)", text)
-        for i in range(0, len(parts), 2):  # even parts are text between tags
-            for pattern in patterns:
-                parts[i] = pattern.sub("", parts[i])
-            parts[i] = re.sub(r" {2,}", " ", parts[i])
-        return "".join(parts)
-
-    return draft.model_copy(
-        update={
-            "title": clean(draft.title),
-            "meta_title": clean(draft.meta_title),
-            "meta_description": clean(draft.meta_description),
-            "intro_html": clean(draft.intro_html),
-            "sections": [ArticleSection(heading=clean(s.heading), html=clean(s.html)) for s in draft.sections],
-            "conclusion_html": clean(draft.conclusion_html),
-            "faq": [FaqAnswer(question=f.question, answer_html=clean(f.answer_html)) for f in draft.faq],
-        }
-    )
 
 
 # -- regeneration -------------------------------------------------------------------------------------
@@ -419,41 +390,6 @@ def describe_images(data: Mapping[str, Any]) -> ImagePromptSet:
     return ImagePromptSet(featured=featured, in_article=in_article)
 
 
-# -- images -------------------------------------------------------------------------------------------
-
-
-def render_png(prompt: str, width: int, height: int) -> bytes:
-    """A deterministic PNG for `prompt`: colours and shapes from its hash, its text, an offline band."""
-    digest = hashlib.sha256(prompt.encode()).digest()
-    top = tuple(digest[0:3])
-    bottom = tuple(digest[3:6])
-    image = Image.linear_gradient("L").resize((width, height))
-    image = Image.composite(Image.new("RGB", (width, height), bottom), Image.new("RGB", (width, height), top), image)
-    draw = ImageDraw.Draw(image, "RGBA")
-    for i in range(4):
-        x, y, r = (
-            digest[6 + i] * width // 255,
-            digest[10 + i] * height // 255,
-            (digest[14 + i] % 40 + 10) * min(width, height) // 100,
-        )
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=(*digest[18 + i * 3 : 21 + i * 3], 90))
-    font_size = max(10, width // 28)
-    font = ImageFont.load_default(size=font_size)
-    lines = textwrap.wrap(prompt, width=max(16, int(width * 0.9 / (font_size * 0.55))))[:6]
-    draw.multiline_text((width // 20, height // 12), "\n".join(lines), fill=(255, 255, 255, 230), font=font, spacing=4)
-    band = max(14, height // 14)
-    draw.rectangle((0, height - band, width, height), fill=(0, 0, 0, 170))
-    draw.text(
-        (width // 40, height - band + band // 6),
-        "OFFLINE PREVIEW - rendered locally, no image model",
-        fill="white",
-        font=ImageFont.load_default(size=max(9, band // 2)),
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
-
-
 # -- helpers ------------------------------------------------------------------------------------------
 
 
@@ -479,13 +415,6 @@ def _clip(text: str, limit: int) -> str:
 
 def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
-
-
-def _parse_size(size: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d{2,4})x(\d{2,4})", size.strip())
-    if not match:
-        raise ValueError(f"image size must look like 1024x1024, got {size!r}")
-    return int(match[1]), int(match[2])
 
 
 _COMPOSERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {

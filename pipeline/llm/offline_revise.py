@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from html import escape
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.article_html import count_words, plain_text
 from pipeline.keywords import normalize_keyword
 from pipeline.llm.offline_phrases import offline_phrases
-from pipeline.prompts.schemas import ArticleSection, OptimizedArticle
+from pipeline.prompts.schemas import ArticleDraft, ArticleSection, FaqAnswer, OptimizedArticle
 
+Draft = TypeVar("Draft", bound=ArticleDraft)
 _PARAGRAPH = re.compile(r"<p\b[^>]*>.*?</p>", re.IGNORECASE | re.DOTALL)
 
 
@@ -63,7 +64,7 @@ def optimize_article(data: Mapping[str, Any]) -> OptimizedArticle:
         tags=list(article.get("tags") or []),
         categories=list(article.get("categories") or []),
     )
-    return _without(draft, list((site or {}).get("banned_phrases") or []))
+    return without_banned_phrases(draft, list((site or {}).get("banned_phrases") or []))
 
 
 def _has(text: str, keyword: str) -> bool:
@@ -141,16 +142,19 @@ def _into_word_band(
             return
 
 
-def _without(draft: OptimizedArticle, banned: Sequence[str]) -> OptimizedArticle:
-    """The draft with every banned phrase taken out of its text."""
+def without_banned_phrases(draft: Draft, banned: Sequence[str]) -> Draft:
+    """The draft with every banned phrase taken out of its text (never out of tags or URLs)."""
     patterns = [re.compile(re.escape(phrase.strip()), re.IGNORECASE) for phrase in banned if phrase.strip()]
     if not patterns:
         return draft
 
     def clean(text: str) -> str:
-        for pattern in patterns:
-            text = pattern.sub("", text)
-        return re.sub(r"[ \t]{2,}", " ", text)
+        parts = re.split(r"(<[^>]*>)", text)
+        for i in range(0, len(parts), 2):  # even parts are text between tags
+            for pattern in patterns:
+                parts[i] = pattern.sub("", parts[i])
+            parts[i] = re.sub(r" {2,}", " ", parts[i])
+        return "".join(parts)
 
     return draft.model_copy(
         update={
@@ -158,7 +162,8 @@ def _without(draft: OptimizedArticle, banned: Sequence[str]) -> OptimizedArticle
             "meta_title": clean(draft.meta_title),
             "meta_description": clean(draft.meta_description),
             "intro_html": clean(draft.intro_html),
-            "conclusion_html": clean(draft.conclusion_html),
             "sections": [ArticleSection(heading=clean(s.heading), html=clean(s.html)) for s in draft.sections],
+            "conclusion_html": clean(draft.conclusion_html),
+            "faq": [FaqAnswer(question=f.question, answer_html=clean(f.answer_html)) for f in draft.faq],
         }
     )

@@ -35,6 +35,7 @@ from pipeline.stages.content import (
     variant_row,
 )
 from pipeline.store import Store
+from pipeline.store.writing import carried_variant
 
 PROMPT = "article_optimize"
 ACTOR = "optimize"
@@ -132,7 +133,7 @@ def optimize_articles(
     optimized = 0
     for content_id, rows in sorted(answers.items()):
         current = sorted(variants[content_id], key=lambda v: v.variant)
-        version_rows = [rows.get(v.variant) or {"variant": v.variant, **_copy(v)} for v in current]
+        version_rows = [rows.get(v.variant) or carried_variant(v) for v in current]
         for row, variant in zip(version_rows, current, strict=True):
             row["variant"] = variant.variant
         written = store.add_next_version(
@@ -194,12 +195,3 @@ def current_article(variant: ContentVariant, language: str) -> dict[str, Any]:
         "tags": list(variant.tags),
         "categories": list(variant.categories),
     }
-
-
-def _copy(variant: ContentVariant) -> dict[str, Any]:
-    """An unchanged variant carried into the new version."""
-    columns = (
-        "title body_html meta_title meta_description primary_keyword secondary_keywords tags categories "
-        "word_count provider model prompt_version"
-    ).split()
-    return {column: getattr(variant, column) for column in columns}

@@ -20,6 +20,7 @@ from pipeline.linking import LinkPlan, LinkTarget, linked_urls
 from pipeline.models import ContentVariant
 from pipeline.stages import RunSite
 from pipeline.store import Store
+from pipeline.store.writing import carried_variant
 
 ACTOR = "links"
 
@@ -43,7 +44,9 @@ def relink_existing(store: Store, run: RunSite, plan: LinkPlan, skip_ideas: Coll
         updated = [_with_links(variant, targets, words.read_also, words.faq) for variant in variants]
         if all(row is None for row in updated):
             continue
-        rows = [row if row is not None else _copy(variant) for row, variant in zip(updated, variants, strict=True)]
+        rows = [
+            row if row is not None else carried_variant(variant) for row, variant in zip(updated, variants, strict=True)
+        ]
         version = store.add_next_version(
             content_id, variants[0].version, rows, actor=ACTOR, note="links added to articles planned since"
         )
@@ -66,12 +69,7 @@ def _with_links(
     # The paragraph closes the article's own text: before the FAQ section, whose shape is fixed.
     at = body.rfind(faq_heading)
     body = f"{body[:at]}{paragraph}\n{body[at:]}" if at >= 0 else f"{body}\n{paragraph}"
-    return _copy(variant) | {"body_html": body, "word_count": variant.word_count + count_words(plain_text(paragraph))}
-
-
-def _copy(variant: ContentVariant) -> dict[str, Any]:
-    columns = (
-        "variant title body_html meta_title meta_description primary_keyword secondary_keywords tags categories "
-        "word_count provider model prompt_version"
-    ).split()
-    return {column: getattr(variant, column) for column in columns}
+    return carried_variant(variant) | {
+        "body_html": body,
+        "word_count": variant.word_count + count_words(plain_text(paragraph)),
+    }

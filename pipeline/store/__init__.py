@@ -3,15 +3,17 @@
 `Store` is composed of one mixin per aggregate over `StoreBase` (engine, migrations, transactions):
 planning (sites, keywords, clusters, ideas), writing (articles, variants, images, new versions),
 the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files),
-review (queue, transitions, counts), the publishing calendar and publications, and the reads of the
-content checks. Writes are idempotent by construction (natural keys, upserts, one transaction per item),
-and the schema is created and upgraded by Alembic on open (`Store.migrate`).
+review (queue, transitions, counts), the publishing calendar and publications, the content checks' reads
+and stored results, and the review desk's reads (site overviews, the filtered article list). Writes are
+idempotent by construction (natural keys, upserts, one transaction per item), and the schema is
+created and upgraded by Alembic on open (`Store.migrate`).
 """
 
 from pipeline.store.automation import AutomationStore
 from pipeline.store.base import MIGRATIONS_DIR, StoreBase, UnknownSite
 from pipeline.store.calendar import CalendarStore
 from pipeline.store.checks import ChecksStore
+from pipeline.store.desk import DeskStore
 from pipeline.store.ledger import LedgerStore
 from pipeline.store.planning import PlanningStore
 from pipeline.store.publishing import PublishingStore
@@ -32,5 +34,6 @@ class Store(
     CalendarStore,
     PublishingStore,
     ChecksStore,
+    DeskStore,
 ):
     """Typed access to the pipeline database at `url`."""

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Engine, Result, Select, Table, create_engine, event, func, select
+from sqlalchemy import CursorResult, Engine, Result, Select, Subquery, Table, create_engine, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
@@ -160,13 +160,18 @@ def table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
-def _current_variants() -> Select[ContentVariant]:
-    """Variants of each article's highest version (joined to `content` for filtering by site)."""
-    newest = (
+def _current_versions() -> Subquery:
+    """Each article's highest version, as a subquery of (`content_id`, `version`)."""
+    return (
         select(ContentVariant.content_id, func.max(ContentVariant.version).label("version"))
         .group_by(ContentVariant.content_id)
         .subquery()
     )
+
+
+def _current_variants() -> Select[ContentVariant]:
+    """Variants of each article's highest version (joined to `content` for filtering by site)."""
+    newest = _current_versions()
     return (
         select(ContentVariant)
         .join(Content, Content.id == ContentVariant.content_id)

@@ -280,6 +280,18 @@ class WritingStore(StoreBase):
             return len(values)
 
 
+# The columns of a variant that a new version carries over (all but its ids, version and time).
+_CARRIED_COLUMNS = (
+    "variant title body_html meta_title meta_description primary_keyword secondary_keywords tags categories "
+    "word_count provider model prompt_version"
+).split()
+
+
+def carried_variant(variant: ContentVariant) -> dict[str, Any]:
+    """An unchanged variant carried into the next version: its values as `add_next_version` takes them."""
+    return {column: getattr(variant, column) for column in _CARRIED_COLUMNS}
+
+
 def _write_next_version(
     session: Session, content: Content, variants: Sequence[Mapping[str, Any]], *, actor: str, note: str
 ) -> int:

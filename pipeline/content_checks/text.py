@@ -1,140 +1,27 @@
-"""Content checks: SEO and quality rules every current article of a site is held to.
-
-One function per check, each taking the site's current variants (every variant of each article's newest
-version: the version under review, or the published one until it is regenerated) and the site's settings,
-and returning a `CheckOutcome`: passed or not, and every failing variant with the number measured and the
-limit it broke ("meta title 72 > 60 chars"). `run_checks` reads a site from the store (one query for the
-variants, one for their images) and runs them all. Dagster shows them as asset checks on `content`
-(`assets/content_checks.py`); nothing here knows Dagster.
-"""
+"""The text checks: keyword placement, meta lengths, word count, readability, internal links, image alt
+text and banned phrases, each registered in `CHECKS` in this order."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import warnings
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.article_html import plain_text
+from pipeline.content_checks.model import (
+    CheckedArticle,
+    CheckOutcome,
+    _check,
+    _failure,
+    _outcome,
+)
 from pipeline.keywords.validation import normalize_keyword
-from pipeline.sites import SiteSettings, slugify
-from pipeline.store import Store
-from pipeline.store.checks import CheckedImage, CheckedVariant
+from pipeline.sites import SiteSettings
 from pipeline.urls import article_url
-
-
-@dataclass(frozen=True)
-class CheckedArticle:
-    """One variant as the checks see it: its text, its article's slug and idea estimate, and its images."""
-
-    content_id: int
-    variant: str
-    version: int
-    slug: str
-    title: str
-    body_html: str
-    meta_title: str
-    meta_description: str
-    primary_keyword: str
-    word_count: int
-    estimated_word_count: int
-    images: tuple[CheckedImage, ...] = ()
-
-    @property
-    def label(self) -> str:
-        """`#12 A`: the article number and variant letter, as every listing names it."""
-        return f"#{self.content_id} {self.variant}"
-
-
-@dataclass(frozen=True)
-class CheckFailure:
-    """One variant that failed a check: what was measured, against which limit."""
-
-    content_id: int
-    variant: str
-    title: str
-    detail: str  # e.g. "meta title 72 > 60 chars"
-    measured: float | None = None
-    limit: str | None = None
-
-    def line(self) -> str:
-        """`#12 A "Cold brew guide": meta title 72 > 60 chars` (plain text: escape it before rendering)."""
-        return f'#{self.content_id} {self.variant} "{self.title}": {self.detail}'
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """The result of one check over a site's current variants."""
-
-    name: str
-    description: str
-    failures: list[CheckFailure]
-    total: int  # variants checked
-    notes: dict[str, Any] = field(default_factory=dict)  # what the check measured overall (mean score, ...)
-    error: str | None = None  # the check itself could not run (it fails, naming why)
-
-    @property
-    def passed(self) -> bool:
-        """The check ran and no variant failed."""
-        return not self.failures and self.error is None
-
-    @property
-    def failing_articles(self) -> int:
-        """Distinct variants with at least one failure."""
-        return len({(f.content_id, f.variant) for f in self.failures})
-
-    @property
-    def pass_count(self) -> int:
-        """Variants that passed."""
-        return self.total - self.failing_articles
-
-    def summary(self) -> str:
-        """`meta_lengths: 18/20 passed` (or why the check could not run)."""
-        if self.error is not None:
-            return f"{self.name}: could not run ({self.error})"
-        return f"{self.name}: {self.pass_count}/{self.total} passed"
-
-
-CheckFunction = Callable[[Sequence[CheckedArticle], SiteSettings], CheckOutcome]
-
-
-@dataclass(frozen=True)
-class ContentCheck:
-    """A registered check: its name (the asset check's name), what it proves, and its function."""
-
-    name: str
-    description: str
-    run: CheckFunction
-
-
-CHECKS: dict[str, ContentCheck] = {}
-
-
-def _check(name: str, description: str) -> Callable[[CheckFunction], CheckFunction]:
-    def register(function: CheckFunction) -> CheckFunction:
-        CHECKS[name] = ContentCheck(name, description, function)
-        return function
-
-    return register
-
-
-def _outcome(name: str, articles: Sequence[CheckedArticle], failures: list[CheckFailure], **notes: Any) -> CheckOutcome:
-    return CheckOutcome(name, CHECKS[name].description, failures, len(articles), dict(notes))
-
-
-def _failure(
-    article: CheckedArticle, detail: str, measured: float | None = None, limit: str | None = None
-) -> CheckFailure:
-    return CheckFailure(article.content_id, article.variant, article.title, detail, measured, limit)
-
 
 # --- keyword placement ------------------------------------------------------------------------------------
 
@@ -399,165 +286,3 @@ def banned_phrases(articles: Sequence[CheckedArticle], settings: SiteSettings) -
             shown = ", ".join(f"'{p}' ×{n}" for p, n in hits.items())
             failures.append(_failure(article, f"banned phrases: {shown}", sum(hits.values()), "0"))
     return _outcome("banned_phrases", articles, failures, phrases=len(phrases))
-
-
-# --- near duplicates --------------------------------------------------------------------------------------
-
-SHINGLE_WORDS = 5
-MINHASH_PERMUTATIONS = 128
-_WORD = re.compile(r"\w+")
-_SHINGLE_BASE = np.uint64(1099511628211)  # FNV prime: 5 word hashes folded into one shingle hash
-
-
-@lru_cache(maxsize=1 << 17)
-def _word_hash(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-
-
-def shingle_hashes(text: str, size: int = SHINGLE_WORDS) -> np.ndarray:
-    """The sorted, distinct 64-bit hashes of the `size`-word shingles of `text` (lowercased words); a text
-    of `size` words or fewer is one shingle. Folded from word hashes with numpy: no string per shingle."""
-    found = _WORD.findall(text.lower())
-    if not found:
-        return np.empty(0, dtype=np.uint64)
-    ids = np.fromiter((_word_hash(w) for w in found), dtype=np.uint64, count=len(found))
-    count = max(len(ids) - size + 1, 1)
-    hashes = np.zeros(count, dtype=np.uint64)
-    for offset in range(min(size, len(ids))):
-        hashes = hashes * _SHINGLE_BASE + ids[offset : offset + count]  # wraps modulo 2^64, as intended
-    return np.unique(hashes)
-
-
-def jaccard(first: np.ndarray, second: np.ndarray) -> float:
-    """|A ∩ B| / |A ∪ B| of two sorted distinct hash arrays (0 for two empty ones)."""
-    common = np.intersect1d(first, second, assume_unique=True).size
-    union = first.size + second.size - common
-    return common / union if union else 0.0
-
-
-_rng = np.random.default_rng(20261201)  # fixed: signatures are comparable across runs
-_A = _rng.integers(1, 1 << 63, size=MINHASH_PERMUTATIONS, dtype=np.uint64) | np.uint64(1)
-_B = _rng.integers(0, 1 << 63, size=MINHASH_PERMUTATIONS, dtype=np.uint64)
-
-
-def minhash(hashes: np.ndarray) -> np.ndarray:
-    """The MinHash signature (`MINHASH_PERMUTATIONS` values) of a set of 64-bit shingle hashes."""
-    if hashes.size == 0:
-        return np.full(MINHASH_PERMUTATIONS, np.iinfo(np.uint64).max, dtype=np.uint64)
-    # Multiply-shift hashing, one odd multiplier per permutation (uint64 arithmetic wraps modulo 2^64).
-    values = (_A[:, None] * hashes[None, :] + _B[:, None]) >> np.uint64(32)
-    return values.min(axis=1)  # type: ignore[no-any-return]
-
-
-def lsh_rows(threshold: float) -> int:
-    """Signature rows per LSH band: 4 (32 bands: a pair with a Jaccard of 0.6 is a candidate with
-    probability 0.98, 0.8: >0.999) for thresholds from 0.5, else 2 (64 bands) so low thresholds keep recall."""
-    return 4 if threshold >= 0.5 else 2
-
-
-def near_duplicate_pairs(texts: Mapping[int, str], threshold: float) -> list[tuple[int, int, float]]:
-    """Pairs of keys whose texts have a 5-word-shingle Jaccard similarity of at least `threshold`.
-
-    MinHash signatures banded into buckets (LSH) find the candidate pairs in about linear time, so a site of
-    a few thousand articles is compared without measuring every pair; each candidate's exact Jaccard decides.
-    """
-    sets = {key: shingle_hashes(text) for key, text in texts.items()}
-    keys = [key for key, found in sets.items() if found.size]
-    signatures = {key: minhash(sets[key]) for key in keys}
-    rows = lsh_rows(threshold)
-    candidates: set[tuple[int, int]] = set()
-    for band in range(MINHASH_PERMUTATIONS // rows):
-        buckets: dict[bytes, list[int]] = defaultdict(list)
-        for key in keys:
-            buckets[signatures[key][band * rows : (band + 1) * rows].tobytes()].append(key)
-        for members in buckets.values():
-            candidates.update((a, b) for i, a in enumerate(members) for b in members[i + 1 :])
-    pairs = [(a, b, jaccard(sets[a], sets[b])) for a, b in candidates]
-    return sorted((p for p in pairs if p[2] >= threshold), key=lambda p: (-p[2], p[0], p[1]))
-
-
-@_check(
-    "near_duplicates",
-    "No two articles of the site are near-duplicates: Jaccard similarity of their 5-word shingles (MinHash "
-    "with LSH to find candidates) below `checks.near_duplicate_threshold` (0.8). A and B of one article are "
-    "not compared with each other.",
-)
-def near_duplicates(articles: Sequence[CheckedArticle], settings: SiteSettings) -> CheckOutcome:
-    """Pairs of different articles whose text is nearly the same."""
-    threshold = settings.checks.near_duplicate_threshold
-    by_index = dict(enumerate(articles))
-    texts = {i: f"{a.title} {plain_text(a.body_html)}" for i, a in by_index.items()}
-    failures, pairs = [], 0
-    for first, second, similarity in near_duplicate_pairs(texts, threshold):
-        one, other = by_index[first], by_index[second]
-        if one.content_id == other.content_id:
-            continue
-        pairs += 1
-        for article, twin in ((one, other), (other, one)):
-            detail = f'similarity {similarity:.2f} >= {threshold:g} with {twin.label} "{twin.title}"'
-            failures.append(_failure(article, detail, round(similarity, 4), f"< {threshold:g}"))
-    return _outcome("near_duplicates", articles, failures, pairs=pairs, threshold=threshold)
-
-
-# --- running them -----------------------------------------------------------------------------------------
-
-
-def article_slugs(rows: Sequence[CheckedVariant]) -> dict[int, str]:
-    """content id -> slug, by the rule of `pipeline.review.load_article`: the idea key, with the article id
-    appended when an older article of the site has the same key."""
-    first_with_key: dict[str, int] = {}
-    for content_id, key in sorted({(row.variant.content_id, row.idea_key) for row in rows}):
-        first_with_key.setdefault(key, content_id)
-    slugs = {}
-    for content_id, key in {(row.variant.content_id, row.idea_key) for row in rows}:
-        slug = slugify(key, max_length=120) or f"article-{content_id}"
-        slugs[content_id] = slug if first_with_key[key] == content_id else f"{slug}-{content_id}"
-    return slugs
-
-
-def checked_articles(rows: Sequence[CheckedVariant], images: Sequence[CheckedImage]) -> list[CheckedArticle]:
-    """The checks' view of a site's current variants and their images."""
-    slugs = article_slugs(rows)
-    by_variant: dict[int, list[CheckedImage]] = defaultdict(list)
-    for image in images:
-        by_variant[image.variant_id].append(image)
-    return [
-        CheckedArticle(
-            content_id=v.content_id,
-            variant=v.variant,
-            version=v.version,
-            slug=slugs[v.content_id],
-            title=v.title,
-            body_html=v.body_html,
-            meta_title=v.meta_title,
-            meta_description=v.meta_description,
-            primary_keyword=v.primary_keyword,
-            word_count=v.word_count,
-            estimated_word_count=row.estimated_word_count,
-            images=tuple(by_variant.get(v.id, ())),
-        )
-        for row in rows
-        for v in [row.variant]
-    ]
-
-
-def check_articles(articles: Sequence[CheckedArticle], settings: SiteSettings) -> list[CheckOutcome]:
-    """Every registered check over `articles`, in registry order.
-
-    A check that raises is reported as failed with its error: the articles are saved by then, and one
-    broken check (or library) must not hide the others' results or fail the step."""
-    outcomes = []
-    for check in CHECKS.values():
-        try:
-            outcomes.append(check.run(articles, settings))
-        except Exception as error:
-            message = f"{type(error).__name__}: {error}"[:500]
-            outcomes.append(CheckOutcome(check.name, check.description, [], len(articles), error=message))
-    return outcomes
-
-
-def run_checks(store: Store, site_id: int, settings: SiteSettings) -> list[CheckOutcome]:
-    """Every content check over the current variants of site `site_id`; two queries whatever the number
-    of articles (variants with their idea, then every image prompt with its file)."""
-    articles = checked_articles(store.variants_for_checks(site_id), store.images_for_checks(site_id))
-    return check_articles(articles, settings)
