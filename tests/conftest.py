@@ -418,6 +418,8 @@ def browser() -> Iterator[Browser]:
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     """A page in a fresh browser context (no cookies or storage from other tests); a screenshot of it is saved
     to the artefacts folder (`PIPELINE_TEST_ARTIFACTS` or build/test-artifacts/) when the test fails."""
+    failed_name = "FAILED-" + browser_helpers.artifact_name(request.node.nodeid)
+    (browser_helpers.artifacts_dir() / f"{failed_name}.png").unlink(missing_ok=True)  # from an earlier run
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     tab = context.new_page()
@@ -425,7 +427,7 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     reports = request.node.stash.get(_PHASE_REPORTS, {})
     if any(report.failed for report in reports.values()):
         try:
-            path = browser_helpers.screenshot(tab, f"FAILED-{request.node.nodeid}")
+            path = browser_helpers.screenshot(tab, failed_name)
             print(f"screenshot of the failed test's page: {path}")
         except Exception as error:  # a crashed page must not hide the test's own failure
             print(f"no screenshot of the failed test's page: {error}")
