@@ -445,6 +445,34 @@ def test_bulk_approve_and_publish_of_all_matching_asks_first_and_cancel_changes_
         assert (desk.publish_dir / SITE / slug / "index.html").is_file()
 
 
+def test_a_double_clicked_approve_and_publish_happens_once(page: Page, desk: Desk) -> None:
+    _, _, ids = desk.cluster()
+    content_id = ids[0]
+    sign_in(page, desk, "ben", next_path=f"/articles/{content_id}")
+    page.dblclick("#approve-publish")
+    expect(page.locator("#status")).to_have_text("published")
+    page.wait_for_load_state("load")
+    assert events(desk.env, content_id) == [
+        ("draft", "approved", "A", "desk:ben"),
+        ("approved", "published", "A", "desk:ben"),
+    ]
+    assert publications(desk.env, content_id) == [("folder", "done", 1, "A")]
+
+
+def test_sign_in_never_sends_the_browser_off_the_desk(page: Page, desk: Desk) -> None:
+    """`next` is where sign-in returns to: spellings a browser would read as another host stay on the desk."""
+    with serve_asgi(Attacker("/", {}).app) as elsewhere:
+        host = elsewhere.removeprefix("http://")
+        for next_path in (f"//{host}/", f"/\\{host}/", f"\\\\{host}/", f"/\t/{host}/", f"http:{host}/", elsewhere):
+            page.context.clear_cookies()
+            page.goto(desk.url("/signin?" + urlencode({"next": next_path})))
+            page.fill("#username", "ana")
+            page.fill("#password", PASSWORDS["ana"])
+            page.click("#signin-submit")
+            page.wait_for_load_state("load")
+            assert page.url.startswith(desk.base_url + "/"), (next_path, page.url)
+
+
 class Attacker:
     """Another origin's site (127.0.0.1 on another port: the same site for cookies, another origin) whose
     pages auto-submit a form to the desk; counts the pages it served."""
