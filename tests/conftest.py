@@ -19,9 +19,9 @@ import itertools
 import os
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import pytest
@@ -36,6 +36,10 @@ from pipeline import models
 from pipeline.cli import main as pipeline_main
 from pipeline.store import Store
 from resources import LLMResource, MediaResource, StoreResource
+from tests import browser as browser_helpers
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_KEYWORDS = REPO / "data" / "sample" / "keywords.csv"
@@ -198,6 +202,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Browser tests last: once the session's Playwright is open, its sync API leaves an event loop marked as
+    # running in the main thread, where `asyncio.run()` (the LLM engine) would then fail (tests/browser.py).
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
     if BACKEND == "postgresql":
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL: runs in the PostgreSQL pass (make test-postgres)")
@@ -374,3 +381,54 @@ def wordpress() -> Iterator[LocalWordPress]:
     Skips when php, Debian's WordPress or MariaDB is missing; fails instead when `PIPELINE_REQUIRE_WORDPRESS=1`.
     """
     yield from running_wordpress()
+
+
+# Browser tests (tests/browser.py): Debian's Chromium driven by Playwright's sync API.
+_PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    # Keeps each phase's report on the item, so the `page` fixture knows at teardown whether the test failed.
+    report = yield
+    item.stash.setdefault(_PHASE_REPORTS, {})[report.when] = report
+    return report
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the session (`/usr/bin/chromium` or `PIPELINE_CHROMIUM`, never a download).
+
+    Skips when Chromium (or Playwright) is missing; fails instead when `PIPELINE_REQUIRE_BROWSER=1`.
+    """
+    reason = browser_helpers.browser_available()
+    if reason is not None:
+        browser_helpers.unavailable(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = browser_helpers.launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page in a fresh browser context (no cookies or storage from other tests); a screenshot of it is saved
+    to the artefacts folder (`PIPELINE_TEST_ARTIFACTS` or build/test-artifacts/) when the test fails."""
+    failed_name = "FAILED-" + browser_helpers.artifact_name(request.node.nodeid)
+    (browser_helpers.artifacts_dir() / f"{failed_name}.png").unlink(missing_ok=True)  # from an earlier run
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    yield tab
+    reports = request.node.stash.get(_PHASE_REPORTS, {})
+    if any(report.failed for report in reports.values()):
+        try:
+            path = browser_helpers.screenshot(tab, failed_name)
+            print(f"screenshot of the failed test's page: {path}")
+        except Exception as error:  # a crashed page must not hide the test's own failure
+            print(f"no screenshot of the failed test's page: {error}")
+    context.close()
