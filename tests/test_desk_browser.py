@@ -566,11 +566,6 @@ def test_signed_out_requests_and_cross_site_posts_change_nothing(page: Page, des
     assert not any((desk.publish_dir / SITE).glob(f"{review.load_article(desk.env.store, content_id).slug}/*"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app bug: a folder publication's `a.live` link is the server's file path (Publication.url = str(path)), "
-    "which the browser opens on the desk's own origin: 404",
-)
 def test_the_live_link_of_a_published_article_opens_it(page: Page, desk: Desk) -> None:
     _, _, ids = desk.cluster()
     sign_in(page, desk, "ben", next_path=f"/articles/{ids[0]}")
@@ -582,3 +577,8 @@ def test_the_live_link_of_a_published_article_opens_it(page: Page, desk: Desk) -
         live.click()
     response = opened.value
     assert response is not None and response.ok, (page.url, response and response.status)
+    # The folder export, opened through the desk, with its images.
+    title = review.load_article(desk.env.store, ids[0]).variant("A").title
+    expect(page.locator("h1").first).to_contain_text(title)
+    widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
+    assert widths and all(w > 0 for w in widths)

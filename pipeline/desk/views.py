@@ -90,7 +90,10 @@ def article_page(store: Store, content_id: int, *, variant: str = review.DEFAULT
         article=article,
         shown=shown,
         other=other,
-        diff=word_diff(shown_variant.body_html, other.variant.body_html) if other else None,
+        # Compared as shown: what the sanitiser removes (a script's text too) is in neither side.
+        diff=word_diff(sanitize_page_body(shown_variant.body_html), sanitize_page_body(other.variant.body_html))
+        if other
+        else None,
         title_diff=word_diff(shown_variant.meta_title, other.variant.meta_title) if other else None,
         description_diff=word_diff(shown_variant.meta_description, other.variant.meta_description) if other else None,
         history=article.variants,
