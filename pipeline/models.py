@@ -49,6 +49,15 @@ class FiringStatus(StrEnum):
     FAILED = "failed"
 
 
+class ExperimentStatus(StrEnum):
+    """An A/B experiment's state: `running` until `decided` (a winner) or `no_difference`, or `stopped`."""
+
+    RUNNING = "running"
+    DECIDED = "decided"
+    NO_DIFFERENCE = "no_difference"
+    STOPPED = "stopped"
+
+
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the store uses."""
     return datetime.now(UTC)
@@ -312,7 +321,8 @@ class PostMetric(Base):
     version: Mapped[int]
     metric: Mapped[str] = mapped_column(String(60))
     value: Mapped[float]
-    observed_at: Mapped[datetime]
+    observed_at: Mapped[datetime]  # an instant, or the (exclusive) end of the period the value covers
+    period_start: Mapped[datetime | None]  # set for values over a period (a Search Console date range)
     source: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -338,6 +348,10 @@ class TriggerRule(Base):
     min_age_hours: Mapped[float] = mapped_column(default=0.0)
     instruction: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(default=True)
+    # `value` compares the newest value; trend kinds compare periods of `window_days` (pipeline.triggers).
+    kind: Mapped[str] = mapped_column(String(20), default="value")
+    window_days: Mapped[int | None]
+    min_volume: Mapped[float] = mapped_column(default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -525,3 +539,54 @@ class FailedCheck(Base):
     version: Mapped[int]
     variant: Mapped[str] = mapped_column(String(1))
     detail: Mapped[str] = mapped_column(Text)
+
+
+class Experiment(Base):
+    """A time-split A/B test of one version of a published article (`pipeline.experiments`).
+
+    The article's one URL shows A and B in turn, in the periods of `experiment_periods`; every metric
+    row is attributed to the variant that was live on its dates. Decided once: `winner` and `decision`
+    (the counts, the test statistic, the confidence) are written with the status change.
+    """
+
+    __tablename__ = "experiments"
+    __table_args__ = (
+        UniqueConstraint("content_id", "version"),
+        Index("ix_experiments_site_status", "site_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"), index=True)
+    content_id: Mapped[int] = mapped_column(ForeignKey("content.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int]
+    control: Mapped[str] = mapped_column(String(1))  # the variant the editor approved, live first
+    status: Mapped[str] = mapped_column(String(20), default=ExperimentStatus.RUNNING.value)
+    period_days: Mapped[int]
+    max_days: Mapped[int]
+    min_impressions: Mapped[int]
+    confidence: Mapped[float]
+    timezone: Mapped[str] = mapped_column(String(64))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]  # planned end: starts_at + max_days
+    looks: Mapped[int] = mapped_column(default=0)  # completed cycles the decision rule has looked at
+    winner: Mapped[str | None] = mapped_column(String(1))
+    decided_at: Mapped[datetime | None]
+    decision: Mapped[dict[str, Any] | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ExperimentPeriod(Base):
+    """One period of an experiment: which variant is live from `starts_at` to `ends_at` (exclusive), and when
+    the publishing path actually switched the live article to it (`switched_at`, None until then)."""
+
+    __tablename__ = "experiment_periods"
+    __table_args__ = (UniqueConstraint("experiment_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int]
+    variant: Mapped[str] = mapped_column(String(1))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    switched_at: Mapped[datetime | None]

@@ -4,7 +4,8 @@
 planning (sites, keywords, clusters, ideas), writing (articles, variants, images, new versions),
 the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files),
 review (queue, transitions, counts), the publishing calendar and publications, the content checks' reads
-and stored results, and the review desk's reads (site overviews, the filtered article list). Writes are
+and stored results, the review desk's reads (site overviews, the filtered article list), and A/B experiments with the
+history of which variant was live when. Writes are
 idempotent by construction (natural keys, upserts, one transaction per item), and the schema is
 created and upgraded by Alembic on open (`Store.migrate`).
 """
@@ -14,6 +15,7 @@ from pipeline.store.base import MIGRATIONS_DIR, StoreBase, UnknownSite
 from pipeline.store.calendar import CalendarStore
 from pipeline.store.checks import ChecksStore
 from pipeline.store.desk import DeskStore
+from pipeline.store.experiments import ExperimentsStore
 from pipeline.store.ledger import LedgerStore
 from pipeline.store.planning import PlanningStore
 from pipeline.store.publishing import PublishingStore
@@ -35,5 +37,6 @@ class Store(
     PublishingStore,
     ChecksStore,
     DeskStore,
+    ExperimentsStore,
 ):
     """Typed access to the pipeline database at `url`."""
