@@ -119,6 +119,15 @@ class EndpointSettings(BaseModel):
     api_key_env: str | None = Field(default=None, pattern=ENV_VAR_PATTERN)
 
 
+def known_timezone(name: str) -> str:
+    """`name` if it is an IANA timezone this machine knows, else `ValueError` saying so."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {name!r}; use an IANA name such as 'Europe/Berlin'") from None
+    return name
+
+
 _CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
@@ -174,11 +183,7 @@ class ScheduleSettings(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, name: str) -> str:
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {name!r}; use an IANA name such as 'Europe/Berlin'") from None
-        return name
+        return known_timezone(name)
 
     @model_validator(mode="after")
     def _slots(self) -> ScheduleSettings:
@@ -247,6 +252,38 @@ class CheckSettings(BaseModel):
     )
 
 
+class ABTestSettings(BaseModel):
+    """Time-split A/B tests of regenerated articles (`pipeline.experiments`, `docs/experiments.md`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(default=False, description="Publishing a regenerated article (A and B) starts a test.")
+    period_days: int = Field(default=14, ge=1, le=90, description="Days each variant is live in turn.")
+    max_days: int = Field(default=84, ge=2, le=730, description="Longest test; then 'no difference' is declared.")
+    min_impressions: int = Field(default=1000, ge=1, description="Impressions each variant needs before a decision.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Confidence a winner needs, over all looks.")
+    timezone: str = Field(
+        default="America/Los_Angeles",
+        description="Where a day starts for the periods: Search Console reports days in Pacific Time.",
+    )
+    switch_tolerance_minutes: int = Field(
+        default=60, ge=0, le=720, description="A switch this late after its period boundary still counts as on time."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        return known_timezone(name)
+
+    @model_validator(mode="after")
+    def _whole_cycles(self) -> ABTestSettings:
+        if self.max_days < 2 * self.period_days:
+            raise ValueError(
+                f"max_days {self.max_days} is shorter than one A and one B period ({2 * self.period_days})"
+            )
+        return self
+
+
 class SiteSettings(BaseModel):
     """Per-site knobs, stored in `sites.settings`; unknown keys are rejected so typos surface."""
 
@@ -293,6 +330,7 @@ class SiteSettings(BaseModel):
     faq: bool = Field(default=False, description="Add an FAQ section from the cluster's question keywords.")
     table_of_contents: bool = Field(default=False, description="Add a table of contents to exported pages.")
     checks: CheckSettings = Field(default_factory=CheckSettings)
+    ab_test: ABTestSettings = Field(default_factory=ABTestSettings)
 
 
 def site_settings(raw: Mapping[str, Any] | None, where: str = "site settings") -> SiteSettings:
