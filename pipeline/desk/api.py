@@ -8,18 +8,18 @@ same callers at `/api/openapi.json`.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import review, settings
 from pipeline.desk import views
 from pipeline.desk.actions import Action, apply
 from pipeline.desk.auth import ApiEditor
-from pipeline.desk.pages import article_filter, store_of
+from pipeline.desk.pages import ListFilter, month_start, store_of
 
 router = APIRouter(prefix="/api", tags=["review"])
 
@@ -50,6 +50,8 @@ class ActionResultModel(BaseModel):
 class ArticleRow(BaseModel):
     """One article of a listing."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     site: str
     title: str
@@ -57,11 +59,13 @@ class ArticleRow(BaseModel):
     version: int
     variants: list[str]
     cluster_id: int | None
-    cluster: str | None
+    cluster_name: str | None
     updated_at: datetime
+    approved_at: datetime | None
     publish_slot: datetime | None
     published_at: datetime | None
     failing_checks: list[str]
+    review_note: str | None
 
 
 class ArticleList(BaseModel):
@@ -75,44 +79,21 @@ class ArticleList(BaseModel):
 @router.get("/sites")
 def api_sites(request: Request, editor: ApiEditor) -> list[dict[str, Any]]:
     """Per site: counts per stage, drafts waiting, cost this month, failed calls and failing checks."""
-    month = datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return [_plain(o) for o in store_of(request).site_overviews(month)]
+    return [_plain(o) for o in store_of(request).site_overviews(month_start())]
 
 
 @router.get("/articles")
 def api_articles(
     request: Request,
     editor: ApiEditor,
-    site: str | None = None,
-    status: str | None = None,
-    cluster: str | None = None,
-    check: str | None = None,
-    regenerated: str | None = None,
-    q: str | None = None,
+    chosen: ListFilter,
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ArticleList:
-    """Articles matching the filters (the articles page's), newest change first."""
-    chosen = _filter(site, status, cluster, check, regenerated, q)
+    """Articles matching the filters (the articles page's: site, status, cluster, check, regenerated, q), newest
+    change first."""
     rows, total = store_of(request).desk_articles(chosen, offset=offset, limit=limit)
-    items = [
-        ArticleRow(
-            id=r.id,
-            site=r.site,
-            title=r.title,
-            status=r.status,
-            version=r.version,
-            variants=list(r.variants),
-            cluster_id=r.cluster_id,
-            cluster=r.cluster_name,
-            updated_at=r.updated_at,
-            publish_slot=r.publish_slot,
-            published_at=r.published_at,
-            failing_checks=list(r.failing_checks),
-        )
-        for r in rows
-    ]
-    return ArticleList(total=total, offset=offset, items=items)
+    return ArticleList(total=total, offset=offset, items=[ArticleRow.model_validate(r) for r in rows])
 
 
 @router.get("/articles/{content_id}")
@@ -180,13 +161,6 @@ def _apply(
     except review.ReviewError as error:
         raise HTTPException(422, str(error)) from error
     return [ActionResultModel(content_id=r.content_id, done=r.done, message=r.message, url=r.url) for r in results]
-
-
-def _filter(*values: str | None) -> Any:
-    try:
-        return article_filter(*values)
-    except review.ReviewError as error:
-        raise HTTPException(422, str(error)) from error
 
 
 def _page(request: Request, content_id: int) -> views.ArticlePage:

@@ -89,28 +89,39 @@ def signout(request: Request, editor: PageEditor) -> RedirectResponse:
 @router.get("/", response_class=HTMLResponse)
 def sites_page(request: Request, editor: PageEditor) -> HTMLResponse:
     """Per site: counts per stage, drafts waiting, cost this month, failed calls and checks."""
-    now = datetime.now(UTC)
-    month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    month = month_start()
     overviews = store_of(request).site_overviews(month)
     links = {o.site: views.dagster_links(desk_config(request).dagster_url, o.site) for o in overviews}
     return render(request, "sites.html", overviews=overviews, links=links, month=month)
 
 
-@router.get("/articles", response_class=HTMLResponse)
-def articles_page(
-    request: Request,
-    editor: PageEditor,
+def list_filter(
     site: str | None = None,
     status: str | None = None,
     cluster: str | None = None,
     check: str | None = None,
     regenerated: str | None = None,
     q: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+) -> ArticleFilter:
+    """The articles list's filter from the query parameters of the page and of the API."""
+    return article_filter(site, status, cluster, check, regenerated, q)
+
+
+ListFilter = Annotated[ArticleFilter, Depends(list_filter)]
+
+
+def month_start() -> datetime:
+    """The first instant of this month (UTC): where "cost this month" starts."""
+    return datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+@router.get("/articles", response_class=HTMLResponse)
+def articles_page(
+    request: Request, editor: PageEditor, chosen: ListFilter, page: Annotated[int, Query(ge=1)] = 1
 ) -> HTMLResponse:
     """The filterable, paginated list of articles, with bulk approve / reject / publish of a selection."""
     store = store_of(request)
-    chosen = article_filter(site, status, cluster, check, regenerated, q)
+    site = chosen.site
     rows, total = store.desk_articles(chosen, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
     sites = store.sites()
     clusters = store.site_clusters(store.site(site).id) if site else []
