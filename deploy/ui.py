@@ -1,7 +1,8 @@
 """`make ui`: the Dagster UI (`dagster dev`: webserver and daemon) and the review desk, started and stopped together.
 
-Both print their address at start. Ctrl-C (or SIGTERM) stops both; if either stops on its own, the other
-is stopped too and the exit code is the one that stopped first.
+Both print their address at start and see the same settings (the environment, then `.env`). Ctrl-C (or
+SIGTERM) stops both; if either stops on its own, the other is stopped too and the exit code is the one that
+stopped first.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prod import read_env_file  # noqa: E402 (the one .env reader, beside this file)
 
 
 def main() -> int:
     """Start both, wait, stop both."""
     dagster_port = os.environ.get("DAGSTER_PORT", "3000")
     desk_port = os.environ.get("DESK_PORT", "3001")
-    env = {
-        **os.environ,
-        "PIPELINE_DAGSTER_URL": os.environ.get("PIPELINE_DAGSTER_URL", f"http://127.0.0.1:{dagster_port}"),
-    }
+    # `dagster dev` reads .env itself; the desk gets the same values, so both use the same store.
+    env = {**read_env_file(ROOT / ".env"), **os.environ}
+    env.setdefault("PIPELINE_DAGSTER_URL", f"http://127.0.0.1:{dagster_port}")
     commands = {
         "dagster": [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", dagster_port],
         "desk": [
