@@ -153,7 +153,7 @@ def zipped(folder: Path, **replaced: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(folder.iterdir()):
-            archive.writestr(path.name, replaced.pop(path.name, None) or path.read_bytes())
+            archive.writestr(path.name, replaced.pop(path.name) if path.name in replaced else path.read_bytes())
         for name, text in replaced.items():
             archive.writestr(name, text)
     return buffer.getvalue()
