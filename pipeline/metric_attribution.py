@@ -32,7 +32,7 @@ from pipeline.models import Site
 from pipeline.sites import SiteSettingsError, site_settings
 from pipeline.store import Store
 from pipeline.store.experiments import LiveSpan
-from pipeline.url_mapping import AmbiguousUrl, url_index
+from pipeline.url_mapping import AmbiguousUrl, url_index, url_key
 
 FUTURE_SLACK = timedelta(minutes=5)  # clocks of the exporting system and of this one may differ a little
 
@@ -111,7 +111,12 @@ def attribute_export(store: Store, export: Export, sites: Sequence[Site], source
         try:
             content_id = index.article(row.address)
         except AmbiguousUrl as error:
-            result.problems.append(Problem(row.line, export.address_column, f"{error}; check the sites' base_url"))
+            hint = (
+                "check the sites' base_url and the URLs their publications recorded"
+                if url_key(row.address) is not None
+                else "a path names pages of every site looked at: import with --site"
+            )
+            result.problems.append(Problem(row.line, export.address_column, f"{error}; {hint}"))
             continue
         if content_id is None:
             result.unmatched[row.address] = result.unmatched.get(row.address, 0) + 1

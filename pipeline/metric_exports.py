@@ -56,6 +56,7 @@ TOTAL_LABELS = frozenset({"", "total", "totals", "grand total"})
 # Filters that make a Search Console table describe part of a page's traffic, not all of it.
 PARTIAL_FILTERS = frozenset({"query", "country", "device", "search appearance"})
 MAX_DAYS = 3660  # a range longer than ten years is a typo
+MAX_MEMBER_BYTES = 100 * 1024 * 1024
 
 _DURATION = re.compile(r"(?:(\d+)h)?\s*(?:(\d+)m)?\s*(?:(\d+(?:\.\d+)?)s)?")
 _ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
@@ -275,7 +276,13 @@ def _read_search_console_zip(data: bytes, given: DateRange | None) -> Export:
 
         def member(name: str) -> bytes | None:
             info = members.get(name)
-            return archive.read(info) if info is not None else None
+            if info is None:
+                return None
+            if info.file_size > MAX_MEMBER_BYTES:  # the folder's size limit is on the compressed file only
+                raise ExportProblems(
+                    [Problem(None, None, f"{info.filename} unpacks to more than {MAX_MEMBER_BYTES:,} bytes")]
+                )
+            return archive.read(info)
 
         pages, filters = member("pages.csv") or b"", member("filters.csv")
         chart = member("chart.csv") or member("dates.csv")

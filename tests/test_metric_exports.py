@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import dagster as dg
 import pytest
 from sqlalchemy import func, select, update
 
@@ -32,6 +33,8 @@ from pipeline.metric_exports import (
 from pipeline.metrics import MetricsFileError, import_metrics_bytes, import_metrics_file, scan_metrics_folder
 from pipeline.models import Cluster, Content, ContentVariant, Idea, PostMetric, ReviewEvent
 from pipeline.url_mapping import path_key, url_key
+from resources import StoreResource
+from sensors.metrics import metric_triggers
 
 EXPORTS = Path(__file__).parent / "data" / "metric_exports"
 BASE_URL = "https://coffee.example.com"
@@ -518,3 +521,33 @@ def test_the_metrics_folder_imports_exports_and_rejects_a_pages_csv_without_days
     assert [f.name for f in env.store.rejected_files()] == ["Pages.csv"]
     again = scan_metrics_folder(env.store, folder, {})
     assert sum(i.added for i in again.imported) == 0, "the folder path is idempotent too"
+
+
+def test_the_metric_sensor_imports_an_export_dropped_in_the_folder(env, coffee, tmp_path, monkeypatch):
+    folder = tmp_path / "dropped"
+    folder.mkdir()
+    (folder / "ga4.csv").write_bytes((EXPORTS / "ga4_pages_and_screens.csv").read_bytes())
+    monkeypatch.setenv("PIPELINE_METRICS_DIR", str(folder))
+
+    with dg.build_sensor_context(
+        instance=env.instance, resources={"store": StoreResource(database_url=env.url)}
+    ) as context:
+        metric_triggers(context)
+
+    assert values_of(env, coffee["pour_over"])["views"] == 2345
+    assert env.store.rejected_files() == []
+
+
+def test_a_ga4_path_of_two_sites_is_an_error_unless_one_site_is_chosen(env, coffee, tmp_path):
+    tea = env.add_site("tea", name="Tea")
+    env.store.update_site_settings(tea.id, {"base_url": "https://tea.example.com"})
+    other = add_article(env, tea.id, "cold-brew")
+    make_live(env, other, "approved", "A", PUBLISHED)
+    path = EXPORTS / "ga4_pages_and_screens.csv"
+
+    with pytest.raises(MetricsFileError, match="a path names pages of every site looked at: import with --site"):
+        import_metrics_file(env.store, path, now=NOW)
+    assert stored(env) == []
+
+    import_metrics_file(env.store, path, now=NOW, site="coffee")
+    assert {c for c, *_ in stored(env)} == {coffee["cold_brew"], coffee["pour_over"]}
