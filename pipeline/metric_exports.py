@@ -322,15 +322,12 @@ def _filters_range(data: bytes, problems: list[Problem]) -> DateRange | None:
 
 
 def _days_in(text: str) -> list[date]:
+    """The days a filter value names, in the first spelling it uses: ISO, compact or `Nov 1, 2026`."""
     found: list[date] = []
-    for pattern, layout in ((_ISO_DAY, "%Y-%m-%d"), (_COMPACT_DAY, "%Y%m%d"), (_WORDED_DAY, "%b %d %Y")):
+    for pattern, layout in ((_ISO_DAY, "%Y %m %d"), (_COMPACT_DAY, "%Y %m %d"), (_WORDED_DAY, "%b %d %Y")):
         for match in pattern.finditer(text):
             try:
-                found.append(
-                    datetime.strptime(
-                        " ".join(match.groups()) if layout == "%b %d %Y" else match.group(0), layout
-                    ).date()
-                )
+                found.append(datetime.strptime(" ".join(match.groups()), layout).date())
             except ValueError:
                 continue
         if found:
