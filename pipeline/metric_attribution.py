@@ -123,6 +123,7 @@ def attribute_export(store: Store, export: Export, sites: Sequence[Site], source
             continue
         groups.setdefault((content_id, row.days), []).append(row)
     spans = store.live_spans(content_id for content_id, _ in groups)
+    lines: list[tuple[int, str]] = []  # of each metric row: its line and what it is, for messages
     for (content_id, days), rows in groups.items():
         site_id = index.site_of[content_id]
         day = days_of[site_id]
@@ -155,6 +156,7 @@ def attribute_export(store: Store, export: Export, sites: Sequence[Site], source
             result.rejected.append(f"row {line}: {where} {_switch(error, day)}")
             continue
         for metric, value in merged(rows).items():
+            lines.append((line, where))
             result.rows.append(
                 {
                     "content_id": content_id,
@@ -167,7 +169,29 @@ def attribute_export(store: Store, export: Export, sites: Sequence[Site], source
                     "source": source,
                 }
             )
+    result.problems += _other_periods(store, result.rows, lines, source)
     return result
+
+
+def _other_periods(
+    store: Store, rows: Sequence[Mapping[str, Any]], lines: Sequence[tuple[int, str]], source: str
+) -> list[Problem]:
+    """Rows whose key (which has the end of the period, not its start) is stored for other days: a file of
+    the same name over a range ending the same day (`Last 7 days` and `Last 28 days` exported together)."""
+    stored = store.metric_periods({row["content_id"] for row in rows}, source)
+    problems: dict[int, Problem] = {}
+    for row, (line, where) in zip(rows, lines, strict=True):
+        key = (row["content_id"], row["variant"], row["version"], row["metric"], row["observed_at"])
+        if key in stored and stored[key] != row["period_start"] and line not in problems:
+            earlier = stored[key]
+            since = f"from {_when(earlier)}" if earlier is not None else "as an instant"
+            problems[line] = Problem(
+                line,
+                None,
+                f"{where}: a file named {source!r} already gave this article's numbers up to the same day over "
+                f"another period ({since}); rename the file to import both",
+            )
+    return list(problems.values())
 
 
 def merged(rows: Sequence[ExportRow]) -> dict[str, float]:

@@ -493,6 +493,23 @@ def test_importing_an_export_twice_adds_nothing(env, coffee, tmp_path):
     assert len(stored(env)) == 16
 
 
+def test_another_range_ending_the_same_day_under_the_same_file_name_is_an_error(env, coffee, tmp_path):
+    pages = (EXPORTS / "search_console_pages.csv").read_bytes()
+    path = tmp_path / "Pages.csv"
+    four_weeks, one_week = (
+        DateRange(date(2026, 11, 1), date(2026, 11, 14)),
+        DateRange(date(2026, 11, 8), date(2026, 11, 14)),
+    )
+    import_metrics_bytes(env.store, pages, path, now=NOW, days=four_weeks)
+    before = stored(env)
+
+    with pytest.raises(MetricsFileError, match="already gave this article's numbers up to the same day over another"):
+        import_metrics_bytes(env.store, pages, path, now=NOW, days=one_week)
+
+    assert stored(env) == before
+    assert import_metrics_bytes(env.store, pages, tmp_path / "Pages-7d.csv", now=NOW, days=one_week).added == 8
+
+
 def test_our_format_is_read_as_before(env, coffee, tmp_path):
     path = tmp_path / "ours.csv"
     path.write_text((EXPORTS / "metrics.csv").read_text().replace("1,A", f"{coffee['pour_over']},A"))

@@ -22,6 +22,7 @@ from pipeline.models import (
     ReviewEvent,
     TriggerFiring,
     TriggerRule,
+    as_utc,
     utcnow,
 )
 from pipeline.store.base import StoreBase, _chunks, affected, table
@@ -68,6 +69,30 @@ class AutomationStore(StoreBase):
             for chunk in _chunks(rows, METRICS_BATCH):
                 added += len(session.execute(statement, [{"created_at": now, **row} for row in chunk]).all())
         return added
+
+    def metric_periods(
+        self, content_ids: Iterable[int], source: str
+    ) -> dict[tuple[int, str, int, str, datetime], datetime | None]:
+        """The stored rows of these articles from `source`: (content, variant, version, metric, observed_at in
+        UTC) -> period_start (UTC, None for an instant)."""
+        ids = sorted(set(content_ids))
+        found: dict[tuple[int, str, int, str, datetime], datetime | None] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(ids, 500):
+                rows = session.execute(
+                    select(
+                        PostMetric.content_id,
+                        PostMetric.variant,
+                        PostMetric.version,
+                        PostMetric.metric,
+                        PostMetric.observed_at,
+                        PostMetric.period_start,
+                    ).where(PostMetric.content_id.in_(chunk), PostMetric.source == source)
+                )
+                for content_id, variant, version, metric, observed_at, period_start in rows:
+                    key = (content_id, variant, version, metric, as_utc(observed_at))
+                    found[key] = as_utc(period_start) if period_start is not None else None
+        return found
 
     def latest_metrics(self, content_id: int, version: int) -> dict[str, dict[str, float]]:
         """The newest value of every metric per variant of one version: `{variant: {metric: value}}`."""
