@@ -79,8 +79,9 @@ class Rejected:
         return lines[1] + (f" (and {more} more)" if more > 0 else "")
 
 
-def read_folder(folder: Path, suffix: str = SUFFIX, max_bytes: int | None = None) -> list[Entry]:
-    """Every `*suffix` entry of `folder` (case-insensitive), by name, read or with its problem; never blocks."""
+def read_folder(folder: Path, suffix: str | tuple[str, ...] = SUFFIX, max_bytes: int | None = None) -> list[Entry]:
+    """Every `*suffix` entry of `folder` (case-insensitive; `suffix` may list several), by name, read or with its
+    problem; never blocks."""
     max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
     try:
         with os.scandir(folder) as listing:

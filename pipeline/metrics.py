@@ -1,6 +1,12 @@
 """Post metrics: reading performance numbers per article and A/B variant, and importing them idempotently.
 
-A metrics file is CSV with columns `content_id, variant, metric, value, observed_at` and optional
+One entry point, `import_metrics_bytes` (the CLI and the watched folder both use it), recognises the file
+by its header (`pipeline.metric_exports`): our own CSV, described below, or an analytics export (Search
+Console Pages, per-day Search Console, GA4 Pages and screens) whose pages are mapped to articles by URL
+(`pipeline.url_mapping`) and whose days are attributed to the variant live then
+(`pipeline.metric_attribution`). Either way the whole file is validated before anything is written.
+
+Our metrics file is CSV with columns `content_id, variant, metric, value, observed_at` and optional
 `source` (default: the file name) and `version`. The file is validated as a whole (errors name the file,
 row and column) before anything is written: a file with any error writes nothing.
 
@@ -20,12 +26,14 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.drop_folder import Entry, FolderUnreadable, Rejected, read_folder, scan_entries
 from pipeline.keywords import Problem
+from pipeline.metric_attribution import FUTURE_SLACK, attribute_export
+from pipeline.metric_exports import OURS, DateRange, ExportProblems, export_format, read_export
 from pipeline.models import Content, as_utc
 from pipeline.store import Store
 
@@ -37,8 +45,8 @@ OPTIONAL = ("source", "version")
 METRIC_NAME = re.compile(r"[a-z][a-z0-9_]{0,59}")  # use with fullmatch
 MAX_ID = 2**31 - 1  # ids and versions are 32-bit integers in the store (PostgreSQL INTEGER)
 MAX_SOURCE_CHARS = 120
-FUTURE_SLACK = timedelta(minutes=5)  # clocks of the exporting system and of this one may differ a little
 FOLDER = "metrics"  # the watched folder's name in the rejected-files table
+SUFFIXES = (".csv", ".zip")  # a Search Console export comes as a zip
 
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")
 
@@ -57,12 +65,20 @@ class MetricsFileError(ValueError):
 
 @dataclass(frozen=True)
 class MetricsImport:
-    """What one import did: `rows` distinct observations, of which `added` were new."""
+    """What one import did: `rows` distinct observations, of which `added` were new.
+
+    For an analytics export, `pages` is the number of its rows read, `unmatched` the pages matching no
+    article (page as written -> rows) and `rejected` the rows not imported because they span a switch.
+    """
 
     path: Path
     rows: int
     added: int
     repeated: int = 0  # rows repeating an earlier row of the same file (same observation, same value)
+    format: str = OURS
+    pages: int = 0
+    unmatched: Mapping[str, int] = field(default_factory=dict)
+    rejected: tuple[str, ...] = ()
 
     @property
     def already_known(self) -> int:
@@ -80,21 +96,47 @@ class MetricsScan:
     present: dict[str, str] = field(default_factory=dict)
 
 
-def import_metrics_file(store: Store, path: Path | str, now: datetime | None = None) -> MetricsImport:
-    """Validate a metrics CSV against the store and add its new rows in one transaction."""
+def import_metrics_file(
+    store: Store,
+    path: Path | str,
+    now: datetime | None = None,
+    *,
+    site: str | None = None,
+    days: DateRange | None = None,
+) -> MetricsImport:
+    """Validate a metrics file or export against the store and add its new rows in one transaction."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise MetricsFileError(path, [Problem(None, None, f"cannot be read ({exc.strerror or exc})")]) from exc
-    return import_metrics_bytes(store, data, path, now=now)
+    return import_metrics_bytes(store, data, path, now=now, site=site, days=days)
 
 
 def import_metrics_bytes(
-    store: Store, data: bytes, path: Path | str, source: str | None = None, now: datetime | None = None
+    store: Store,
+    data: bytes,
+    path: Path | str,
+    source: str | None = None,
+    now: datetime | None = None,
+    *,
+    site: str | None = None,
+    days: DateRange | None = None,
 ) -> MetricsImport:
-    """Validate metrics CSV content (`path` names it in messages and is the default source) and add it."""
+    """Validate metrics content (`path` names it in messages and is the default source) and add it.
+
+    `site` (a slug) limits the articles an export's pages are matched against (default: every site's);
+    `days` are the days of an export that does not say (a Search Console Pages CSV).
+    """
     path = Path(path)
+    try:
+        kind = export_format(data)
+    except ExportProblems as error:
+        raise MetricsFileError(path, error.problems) from error
+    if kind != OURS:
+        return _import_export(store, data, path, source or path.name, now or datetime.now(UTC), site, days)
+    if days is not None:
+        raise MetricsFileError(path, [Problem(None, None, "--from/--to are for exports without dates; omit them")])
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -105,8 +147,33 @@ def import_metrics_bytes(
     return MetricsImport(path=path, rows=len(unique), added=store.add_metrics(unique), repeated=len(rows) - len(unique))
 
 
+def _import_export(
+    store: Store, data: bytes, path: Path, source: str, now: datetime, site: str | None, days: DateRange | None
+) -> MetricsImport:
+    try:
+        export = read_export(data, days)
+    except ExportProblems as error:
+        raise MetricsFileError(f"{path}:{error.table}" if error.table else path, error.problems) from error
+    where = f"{path}:{export.table}" if export.table else path
+    if not export.rows:
+        raise MetricsFileError(where, [Problem(None, None, "the export has no page rows")])
+    sites = [store.site(site)] if site is not None else store.sites()
+    found = attribute_export(store, export, sites, _source(source), now)
+    if found.problems:
+        raise MetricsFileError(where, found.problems)
+    return MetricsImport(
+        path=path,
+        rows=len(found.rows),
+        added=store.add_metrics(found.rows),
+        format=export.format,
+        pages=len(export.rows),
+        unmatched=found.unmatched,
+        rejected=tuple(found.rejected),
+    )
+
+
 def scan_metrics_folder(store: Store, folder: Path, seen: Mapping[str, str]) -> MetricsScan:
-    """Import every new or changed `*.csv` of `folder` (`seen`: name -> fingerprint already handled).
+    """Import every new or changed `*.csv` or `*.zip` of `folder` (`seen`: name -> fingerprint already handled).
 
     A file that cannot be used (not a regular file, unreadable, invalid) is recorded in the store's
     rejected files and listed in the result; it never stops the other files.
@@ -115,7 +182,7 @@ def scan_metrics_folder(store: Store, folder: Path, seen: Mapping[str, str]) -> 
         store.resolve_rejected_files(FOLDER, {})
         return MetricsScan()
     try:
-        entries = read_folder(folder)
+        entries = read_folder(folder, SUFFIXES)
     except FolderUnreadable as error:
         return MetricsScan(rejected=[Rejected(folder, "unlistable", str(error), name=folder.name)])
 

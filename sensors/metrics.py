@@ -53,6 +53,10 @@ def metric_triggers(context: SensorEvaluationContext, store: StoreResource) -> S
     scan = scan_metrics_folder(db, settings.metrics_dir(), cursor.files)
     for imported in scan.imported:
         context.log.info(f"metrics: {imported.path.name}: {imported.added} new rows ({imported.already_known} known)")
+        for page, rows in sorted(imported.unmatched.items()):
+            context.log.warning(f"metrics: {imported.path.name}: {page} matches no article ({rows} rows not imported)")
+        for reason in imported.rejected:
+            context.log.warning(f"metrics: {imported.path.name}: {reason}")
     for rejected in scan.rejected:
         context.log.error(f"metrics: skipped {rejected.name}: {rejected.problem}")
     skipped = [f"{r.name}: {r.summary}" for r in scan.rejected]

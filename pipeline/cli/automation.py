@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from pathlib import Path
 
 from pipeline.cli.base import UsageError, open_store
-from pipeline.metrics import MAX_ID, import_metrics_file
+from pipeline.metric_exports import DateRange
+from pipeline.metrics import MAX_ID, MetricsImport, import_metrics_file
 from pipeline.triggers import COMPARISONS, rule_problems, site_rules
 
 
 def add_automation_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`metrics import` and `triggers add`, `list` and `remove`."""
     metrics = commands.add_parser("metrics", help="post metrics").add_subparsers(dest="action", required=True)
-    load = metrics.add_parser("import", help="import a metrics CSV (content_id,variant,metric,value,observed_at)")
+    load = metrics.add_parser(
+        "import",
+        help="import a metrics CSV (content_id,variant,metric,value,observed_at), a Search Console Pages export "
+        "(CSV or zip, or per day) or a GA4 Pages and screens export; the format is recognised by its header",
+    )
     load.add_argument("file", type=Path)
+    load.add_argument("--site", help="match the export's pages against this site's articles only (default: all)")
+    load.add_argument("--from", dest="first", type=_day, help="first day a Pages CSV without dates covers")
+    load.add_argument("--to", dest="last", type=_day, help="last day (inclusive) a Pages CSV without dates covers")
     load.set_defaults(handler=_metrics_import)
 
     triggers = commands.add_parser("triggers", help="regeneration trigger rules").add_subparsers(
@@ -38,10 +47,39 @@ def add_automation_commands(commands: argparse._SubParsersAction[argparse.Argume
 
 
 def _metrics_import(args: argparse.Namespace) -> int:
-    result = import_metrics_file(open_store(), args.file)
-    repeated = f", {result.repeated} repeated rows merged" if result.repeated else ""
-    print(f"{result.path}: {result.rows} rows, {result.added} new, {result.already_known} already imported{repeated}")
+    if (args.first is None) != (args.last is None):
+        raise UsageError("--from and --to go together: the first and last day the export covers")
+    days = DateRange(args.first, args.last) if args.first is not None and args.last is not None else None
+    if days is not None and days.last < days.first:
+        raise UsageError(f"--to {days.last} is before --from {days.first}")
+    result = import_metrics_file(open_store(), args.file, site=args.site, days=days)
+    print(describe_import(result))
     return 0
+
+
+def describe_import(result: MetricsImport) -> str:
+    """What an import did, for people: counts, then every unmatched page and every rejected row."""
+    repeated = f", {result.repeated} repeated rows merged" if result.repeated else ""
+    read = f"{result.format}, {result.pages} page rows -> " if result.pages else ""
+    lines = [
+        f"{result.path}: {read}{result.rows} rows, {result.added} new, {result.already_known} already imported"
+        f"{repeated}"
+    ]
+    if result.unmatched:
+        count = sum(result.unmatched.values())
+        lines.append(f"{len(result.unmatched)} pages matching no article ({count} rows, not imported):")
+        lines += [f"  {page}\t{rows} rows" for page, rows in sorted(result.unmatched.items())]
+    if result.rejected:
+        lines.append(f"{len(result.rejected)} rows rejected (not imported):")
+        lines += [f"  {reason}" for reason in result.rejected]
+    return "\n".join(lines)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
 
 
 def _triggers_add(args: argparse.Namespace) -> int:

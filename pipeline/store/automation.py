@@ -4,26 +4,44 @@ folders (keyword inbox, metrics) rejected."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import aliased
 
 from pipeline.models import (
     Content,
     ContentStatus,
     FiringStatus,
+    Idea,
     PostMetric,
+    Publication,
     RejectedFile,
     ReviewEvent,
     TriggerFiring,
     TriggerRule,
+    as_utc,
     utcnow,
 )
 from pipeline.store.base import StoreBase, _chunks, affected, table
 from pipeline.store.trigger_scan import serialise_trigger_inputs
 
 METRICS_BATCH = 5000  # metric rows per insert (sent as multi-row statements of up to 1,000 rows each)
+
+
+@dataclass(frozen=True)
+class ArticleAddress:
+    """What an article's public addresses are made of: its idea (the slug rule of `pipeline.urls`) and the
+    URLs its publishing targets reported."""
+
+    content_id: int
+    site_id: int
+    idea_id: int
+    idea_key: str
+    key_clashes: bool  # an older idea of the site has the same key (the slug gets `-<idea id>`)
+    published_urls: tuple[str, ...]
 
 
 class AutomationStore(StoreBase):
@@ -51,6 +69,30 @@ class AutomationStore(StoreBase):
             for chunk in _chunks(rows, METRICS_BATCH):
                 added += len(session.execute(statement, [{"created_at": now, **row} for row in chunk]).all())
         return added
+
+    def metric_periods(
+        self, content_ids: Iterable[int], source: str
+    ) -> dict[tuple[int, str, int, str, datetime], datetime | None]:
+        """The stored rows of these articles from `source`: (content, variant, version, metric, observed_at in
+        UTC) -> period_start (UTC, None for an instant)."""
+        ids = sorted(set(content_ids))
+        found: dict[tuple[int, str, int, str, datetime], datetime | None] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(ids, 500):
+                rows = session.execute(
+                    select(
+                        PostMetric.content_id,
+                        PostMetric.variant,
+                        PostMetric.version,
+                        PostMetric.metric,
+                        PostMetric.observed_at,
+                        PostMetric.period_start,
+                    ).where(PostMetric.content_id.in_(chunk), PostMetric.source == source)
+                )
+                for content_id, variant, version, metric, observed_at, period_start in rows:
+                    key = (content_id, variant, version, metric, as_utc(observed_at))
+                    found[key] = as_utc(period_start) if period_start is not None else None
+        return found
 
     def latest_metrics(self, content_id: int, version: int) -> dict[str, dict[str, float]]:
         """The newest value of every metric per variant of one version: `{variant: {metric: value}}`."""
@@ -85,6 +127,37 @@ class AutomationStore(StoreBase):
                     if version is not None:  # filtered in the query; narrows the type
                         found.setdefault(content_id, []).append((when, version))
         return found
+
+    def article_addresses(self, site_ids: Iterable[int]) -> list[ArticleAddress]:
+        """Every article of these sites with what its URLs are made of, by id (for `pipeline.url_mapping`)."""
+        ids = sorted(set(site_ids))
+        if not ids:
+            return []
+        earlier = aliased(Idea)
+        clash = (
+            select(earlier.id)
+            .where(earlier.site_id == Idea.site_id, earlier.key == Idea.key, earlier.id < Idea.id)
+            .exists()
+        )
+        with self._sessions() as session:
+            articles = session.execute(
+                select(Content.id, Content.site_id, Idea.id, Idea.key, clash)
+                .join(Idea, Idea.id == Content.idea_id)
+                .where(Content.site_id.in_(ids))
+                .order_by(Content.id)
+            ).all()
+            urls: dict[int, list[str]] = {}
+            for content_id, url in session.execute(
+                select(Publication.content_id, Publication.url)
+                .where(Publication.site_id.in_(ids), Publication.url.is_not(None))
+                .order_by(Publication.content_id, Publication.target)
+            ):
+                if url:
+                    urls.setdefault(content_id, []).append(url)
+        return [
+            ArticleAddress(content_id, site_id, idea_id, key, bool(clashes), tuple(urls.get(content_id, ())))
+            for content_id, site_id, idea_id, key, clashes in articles
+        ]
 
     def add_trigger_rule(self, values: Mapping[str, Any]) -> TriggerRule:
         """Store a trigger rule (site default when `content_id` is None)."""
