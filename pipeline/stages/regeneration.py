@@ -1,7 +1,8 @@
 """Regeneration: rewrite under-performing published articles as new A/B variants, from trigger firings.
 
 For each firing the run claims the article (a lock no other run can take), asks the model to analyse
-the metrics (following the rule's instruction, passed as data), asks for new variants A and B with
+the metrics (both variants' newest values and window totals, the trend that fired, the A/B experiment's
+result; all of it and the rule's instruction passed as data), asks for new variants A and B with
 different briefs, and writes them as the next version, sets the article back to `draft` and consumes
 the firing, all in one transaction. Image prompts and images for the new variants follow in the same run
 (the `image_prompts` and `images` assets fill what is missing). If anything fails, nothing is written:
@@ -11,6 +12,7 @@ the published version stays as it is, the article is unlocked and the rule is ar
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from pipeline.article_html import plain_text, read_sections
 from pipeline.linking import site_link_plan
@@ -29,6 +31,7 @@ from pipeline.stages.content import (
     variant_row,
 )
 from pipeline.store import Store
+from pipeline.triggers import experiment_result, published_windows
 
 STAGE = "regeneration"
 OPENING_CHARS = 400
@@ -80,6 +83,8 @@ def _regenerate(
         content.id
     )[:1]
     taxonomy = run.settings.taxonomy
+    trend = firing.observed.get("trend")
+    windows = published_windows(store, content.id, trend["window_days"] if trend else None)
     analysis = engine.generate(
         STAGE,
         Task(
@@ -98,14 +103,21 @@ def _regenerate(
                         "meta_description": v.meta_description,
                         "opening": plain_text(v.body_html)[:OPENING_CHARS],
                         "metrics": firing.observed.get(v.variant, {}),
+                        "windows": {name: w["variants"].get(v.variant, {}) for name, w in windows.items()},
                     }
                     for v in published
                 ],
+                "windows": {name: _dates_and_total(w) for name, w in windows.items()},
                 "rule": {
+                    "kind": trend["kind"] if trend else "value",
                     "metric": firing.metric,
                     "comparison": firing.comparison,
                     "threshold": firing.threshold,
+                    "window_days": trend["window_days"] if trend else None,
+                    "min_volume": trend["min_volume"] if trend else None,
                 },
+                "trend": trend,
+                "experiment": experiment_result(store.experiment_of(content.id, content.published_version)),
                 "triggered_variants": firing.triggered_variants,
                 "instruction": firing.instruction,
             },
@@ -157,3 +169,7 @@ def _regenerate(
     summary = f"{analysis.underperformed} {analysis.comparison} Changes: {'; '.join(analysis.changes)}"
     version = store.write_regenerated_version(firing.id, firing.run_id or "", [rows["A"], rows["B"]], summary)
     return version, analysis, (rows["A"]["title"], rows["B"]["title"])
+
+
+def _dates_and_total(window: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in window.items() if key != "variants"}
