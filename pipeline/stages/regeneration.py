@@ -12,7 +12,6 @@ the published version stays as it is, the article is unlocked and the rule is ar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from pipeline.article_html import plain_text, read_sections
 from pipeline.linking import site_link_plan
@@ -103,11 +102,12 @@ def _regenerate(
                         "meta_description": v.meta_description,
                         "opening": plain_text(v.body_html)[:OPENING_CHARS],
                         "metrics": firing.observed.get(v.variant, {}),
-                        "windows": {name: w["variants"].get(v.variant, {}) for name, w in windows.items()},
                     }
                     for v in published
                 ],
-                "windows": {name: _dates_and_total(w) for name, w in windows.items()},
+                # Every variant with numbers (a variant may have no text of its own in this version).
+                "latest": {variant: values for variant, values in firing.observed.items() if variant != "trend"},
+                "windows": windows,
                 "rule": {
                     "kind": trend["kind"] if trend else "value",
                     "metric": firing.metric,
@@ -169,7 +169,3 @@ def _regenerate(
     summary = f"{analysis.underperformed} {analysis.comparison} Changes: {'; '.join(analysis.changes)}"
     version = store.write_regenerated_version(firing.id, firing.run_id or "", [rows["A"], rows["B"]], summary)
     return version, analysis, (rows["A"]["title"], rows["B"]["title"])
-
-
-def _dates_and_total(window: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in window.items() if key != "variants"}
