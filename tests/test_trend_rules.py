@@ -5,7 +5,7 @@ result reach the regeneration prompt as data. The clock is frozen: every rule is
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,19 +27,20 @@ from tests.test_openai_engine import openai_llm
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 DAY = timedelta(days=1)
 LIMITS = TickLimits(max_articles=10_000, max_seconds=60)
+POOL: list[int] = []  # articles of the module's sample site no test has taken yet
 
 
 @pytest.fixture(scope="module")
 def articles(sample_run) -> Env:
     """The sample site written offline once for the module; each test takes articles of its own."""
-    env, _ = sample_run
-    env.pool = [v.content_id for v in env.store.current_variants(env.store.site("sample").id)]
+    env: Env = sample_run[0]
+    POOL[:] = [v.content_id for v in env.store.current_variants(env.store.site("sample").id)]
     return env
 
 
 def take(env: Env, published_days_ago: float = 90) -> int:
     """An article of the sample site no other test uses, published (version 1) that many days before NOW."""
-    content_id = env.pool.pop()
+    content_id = POOL.pop()
     publish(env, content_id, NOW - timedelta(days=published_days_ago))
     return content_id
 
@@ -53,7 +54,9 @@ def publish(env: Env, content_id: int, at: datetime, version: int = 1) -> None:
         )
 
 
-def daily(env: Env, content_id: int, variant: str, metric: str, days: range, value: float, version: int = 1) -> None:
+def daily(
+    env: Env, content_id: int, variant: str, metric: str, days: Iterable[int], value: float, version: int = 1
+) -> None:
     """One Search Console row per day `k` of `days` (days before NOW): the period [NOW - k, NOW - k + 1)."""
     env.store.add_metrics(
         [
