@@ -75,6 +75,10 @@ def _ascii_letters(char: str) -> str:
 
 # The longest wait a trigger rule may ask for after publication (10 years): longer is a typo, not a plan.
 MAX_MIN_AGE_HOURS = 10 * 365 * 24
+MAX_WINDOW_DAYS = 365  # trend rules compare windows of up to a year
+# `value`: the newest value; `trend`: the last window against the one before; `since_publication`: the last
+# window against the first after publication (pipeline.triggers).
+RULE_KINDS = ("value", "trend", "since_publication")
 
 
 class SiteSettingsError(ValueError):
@@ -104,6 +108,21 @@ class TriggerRuleSettings(BaseModel):
     threshold: float
     min_age_hours: float = Field(default=0.0, ge=0, le=MAX_MIN_AGE_HOURS)
     instruction: str = ""
+    kind: Literal["value", "trend", "since_publication"] = "value"
+    window_days: int | None = Field(default=None, ge=1, le=MAX_WINDOW_DAYS)
+    min_volume: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _window_of_kind(self) -> TriggerRuleSettings:
+        if self.kind == "value" and self.window_days is not None:
+            raise ValueError("window_days: only trend and since_publication rules have a window")
+        if self.kind == "value" and self.min_volume:
+            raise ValueError("min_volume: only trend and since_publication rules have a minimum volume")
+        if self.kind != "value" and self.window_days is None:
+            raise ValueError(f"window_days: a {self.kind} rule needs the number of days of its windows")
+        if self.kind == "trend" and self.threshold < 0:
+            raise ValueError("threshold: a trend rule's threshold is a share of the previous window (0 or more)")
+        return self
 
 
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"

@@ -14,6 +14,10 @@ from the cursor's position, in this order):
 6. the site's site-wide rules (store defaults, settings) changed, or the site is new to the cursor: a scan
    of all its published articles, resumable by `(published_at, id)`.
 
+Rules on windows of days (`trend`, `since_publication`) need nothing of their own: their windows end at
+an article's newest data, so only the changes above can make them hold, and `evaluate` reads the window
+totals of each chunk in two grouped queries.
+
 Articles are evaluated in chunks of 500 (up to 5,000 for new metric rows) and the positions advance after
 each chunk, so a tick that reaches `max_articles` or `max_seconds` stops between chunks and the next tick
 resumes exactly there; articles left behind are the backlog (`backlog`). Sites skipped in a tick (not a

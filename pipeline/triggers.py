@@ -8,8 +8,23 @@ key (article, rule, published version), so a rule fires once per published versi
 evaluated and whatever Dagster instance evaluates it; an article with a regeneration in progress is
 skipped; a failed regeneration re-arms its rule.
 
-Articles are evaluated in batches (`evaluate`): their rules, newest metrics and firings in progress are
-read for the whole batch at once. Which articles a sensor tick evaluates is `pipeline.trigger_tick`'s part.
+Rule kinds (`kind`):
+
+- `value`: the newest value of the metric for either variant satisfies `value <comparison> threshold`;
+- `trend`: the metric over the last `window_days` (both variants together: the article's URL) against
+  the `window_days` before: `current <comparison> threshold * previous` (`clicks < 0.7`: below 70% of
+  the previous window), when the previous window's volume is at least `min_volume`;
+- `since_publication`: the metric over the last `window_days` against the first `window_days` after the
+  published version's publication: `(current - first) <comparison> threshold` (`position > 3`: worse by
+  more than 3 places), when the first window's volume is at least `min_volume`.
+
+Windows end at the article's newest metric data and must be covered by rows (`pipeline.metric_windows`
+aggregates them and says what a metric's volume is); the firing's `observed` keeps the newest values per
+variant and, for the window kinds, the evidence under `"trend"`.
+
+Articles are evaluated in batches (`evaluate`): their rules, newest metrics, window totals and firings in
+progress are read for the whole batch at once. Which articles a sensor tick evaluates is
+`pipeline.trigger_tick`'s part.
 """
 
 from __future__ import annotations
@@ -21,12 +36,15 @@ import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from pipeline import metric_windows
+from pipeline.metric_windows import Window
 from pipeline.metrics import METRIC_NAME
-from pipeline.models import FiringStatus, Site, TriggerRule, as_utc
-from pipeline.sites import MAX_MIN_AGE_HOURS, site_settings
+from pipeline.models import Experiment, FiringStatus, Site, TriggerRule, as_utc
+from pipeline.sites import MAX_MIN_AGE_HOURS, MAX_WINDOW_DAYS, RULE_KINDS, site_settings
 from pipeline.store import Store
-from pipeline.store.trigger_scan import ActiveFiring, ArticleRule, PublishedArticle
+from pipeline.store.trigger_scan import ActiveFiring, ArticleRule, PublishedArticle, WindowTotals
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -37,6 +55,7 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 }
 ACTIVE = (FiringStatus.REQUESTED, FiringStatus.RUNNING)
 STALE_AFTER = timedelta(hours=1)  # a requested firing whose run never showed up is re-armed after this
+REPORT_WINDOW_DAYS = 28  # the windows a regeneration is shown when the rule that fired has none
 
 
 @dataclass(frozen=True)
@@ -50,10 +69,34 @@ class Rule:
     min_age_hours: float
     instruction: str
     content_id: int | None = None
+    kind: str = "value"
+    window_days: int | None = None
+    min_volume: float = 0.0
+
+    @property
+    def windowed(self) -> bool:
+        """A rule comparing windows of days (`trend`, `since_publication`), not the newest value."""
+        return self.kind != "value"
 
     def describe(self) -> str:
-        """Human-readable condition, e.g. `ctr < 0.02 after 168h`."""
-        return f"{self.metric} {self.comparison} {self.threshold:g} after {self.min_age_hours:g}h"
+        """Human-readable condition, e.g. `ctr < 0.02 after 168h` or `clicks over 28d < 70% of the 28d before
+        (min volume 100)`."""
+        age = f" after {self.min_age_hours:g}h" if self.min_age_hours else ""
+        if self.kind == "value":
+            return f"{self.metric} {self.comparison} {self.threshold:g} after {self.min_age_hours:g}h"
+        guard = f" (min volume {self.min_volume:g})" if self.min_volume else ""
+        days = f"{self.window_days}d"
+        if self.kind == "trend":
+            share = f"{self.threshold * 100:g}%"
+            return f"{self.metric} over {days} {self.comparison} {share} of the {days} before{guard}{age}"
+        first = f"its first {days} after publication {self.threshold:+g}"
+        return f"{self.metric} over the last {days} {self.comparison} {first}{guard}{age}"
+
+    def fingerprint(self) -> list[Any]:
+        """What identifies the rule's behaviour (the window fields only when set, so value rules keep theirs)."""
+        parts: list[Any] = [self.key, self.metric, self.comparison, self.threshold, self.min_age_hours]
+        parts.append(self.instruction)
+        return [*parts, self.kind, self.window_days, self.min_volume] if self.windowed else parts
 
 
 @dataclass(frozen=True)
@@ -79,7 +122,7 @@ class Due:
     content: PublishedArticle
     rule: Rule
     triggered_variants: list[str]
-    observed: dict[str, dict[str, float]]
+    observed: dict[str, Any]  # {variant: {metric: newest value}}, and "trend": the windows' evidence
 
 
 @dataclass(frozen=True)
@@ -91,7 +134,15 @@ class Fired:
     attempts: int
 
 
-def rule_problems(metric: str, comparison: str, threshold: float, min_age_hours: float) -> dict[str, str]:
+def rule_problems(
+    metric: str,
+    comparison: str,
+    threshold: float,
+    min_age_hours: float,
+    kind: str = "value",
+    window_days: int | None = None,
+    min_volume: float = 0.0,
+) -> dict[str, str]:
     """What is wrong with a rule's parts, by field name (empty when it is fine): the same limits as site settings."""
     problems = {}
     if not METRIC_NAME.fullmatch(metric):
@@ -100,8 +151,22 @@ def rule_problems(metric: str, comparison: str, threshold: float, min_age_hours:
         problems["comparison"] = f"{comparison!r} is not one of {' '.join(COMPARISONS)}"
     if not math.isfinite(threshold):
         problems["threshold"] = f"{threshold} is not a finite number"
+    elif kind == "trend" and threshold < 0:
+        problems["threshold"] = f"{threshold:g} is not a share of the previous window (0 or more, e.g. 0.7)"
     if not math.isfinite(min_age_hours) or not 0 <= min_age_hours <= MAX_MIN_AGE_HOURS:
         problems["min_age_hours"] = f"{min_age_hours:g} is not between 0 and {MAX_MIN_AGE_HOURS} hours"
+    if kind not in RULE_KINDS:
+        problems["kind"] = f"{kind!r} is not one of {' '.join(RULE_KINDS)}"
+    elif kind == "value" and window_days is not None:
+        problems["window_days"] = "only trend and since_publication rules have a window"
+    elif kind == "value" and min_volume:
+        problems["min_volume"] = "only trend and since_publication rules have a minimum volume"
+    elif kind != "value" and window_days is None:
+        problems["window_days"] = f"a {kind} rule needs the number of days of its windows"
+    if window_days is not None and not 1 <= window_days <= MAX_WINDOW_DAYS:
+        problems["window_days"] = f"{window_days} is not between 1 and {MAX_WINDOW_DAYS} days"
+    if not math.isfinite(min_volume) or min_volume < 0:  # after the value check: the clearer message wins
+        problems["min_volume"] = f"{min_volume:g} is not a finite number of 0 or more"
     return problems
 
 
@@ -115,7 +180,7 @@ def site_rules(store: Store, site: Site) -> list[Rule]:
 def site_rule_set(store: Store, site: Site) -> SiteRules:
     """A site's default rules and their fingerprint; `SiteSettingsError` if its stored settings are invalid."""
     defaults = (*(_stored(r) for r in store.site_default_rules(site.id)), *_settings_rules(site))
-    text = json.dumps([[r.key, r.metric, r.comparison, r.threshold, r.min_age_hours, r.instruction] for r in defaults])
+    text = json.dumps([r.fingerprint() for r in defaults])
     fingerprint = hashlib.sha1(text.encode()).hexdigest()[:16]
     return SiteRules(site, defaults, fingerprint, bool(store.rule_ages(site.id)))
 
@@ -131,15 +196,24 @@ def evaluate(store: Store, sites: Mapping[int, SiteRules], content_ids: Iterable
     ids = [a.id for a in articles]
     own = store.article_rules(ids)
     metrics = store.latest_published_metrics(ids)
-    due = []
+    candidates = []
     for article in articles:
-        observed = metrics.get(article.id, {})
-        if not observed:
+        if not metrics.get(article.id):
             continue
         age_hours = (now - article.published_at).total_seconds() / 3600
         rules = [*(_stored(r) for r in own.get(article.id, ())), *sites[article.site_id].defaults]
+        candidates.append((article, [rule for rule in rules if age_hours >= rule.min_age_hours]))
+    windows = _article_windows(store, [(article, rules) for article, rules in candidates])
+    due = []
+    for article, rules in candidates:
+        observed = metrics[article.id]
         for rule in rules:
-            if age_hours < rule.min_age_hours:
+            if rule.windowed:
+                found = windows.holds(article, rule)
+                if found is not None:
+                    variants, evidence = found
+                    due.append(Due(article, rule, variants, {**observed, "trend": evidence}))
+                    break
                 continue
             compare = COMPARISONS[rule.comparison]
             triggered = [
@@ -151,6 +225,89 @@ def evaluate(store: Store, sites: Mapping[int, SiteRules], content_ids: Iterable
                 due.append(Due(article, rule, triggered, observed))
                 break
     return due
+
+
+@dataclass(frozen=True)
+class _ArticleWindows:
+    """The window totals of a batch of articles, read at once, and the windows of each article's rules."""
+
+    spans: Mapping[int, tuple[datetime, datetime]]
+    totals: WindowTotals
+
+    def holds(self, article: PublishedArticle, rule: Rule) -> tuple[list[str], dict[str, Any]] | None:
+        """`(variants with data, evidence)` when the windowed `rule` holds for `article`, else None."""
+        pair = _rule_windows(article, rule, self.spans.get(article.id))
+        if pair is None:
+            return None
+        recent, baseline = pair
+        now_rows = self.totals.get((article.id, recent.name), {})
+        base_rows = self.totals.get((article.id, baseline.name), {})
+        now_all, base_all = metric_windows.together(now_rows), metric_windows.together(base_rows)
+        if not (
+            metric_windows.covered(rule.metric, now_all, recent)
+            and metric_windows.covered(rule.metric, base_all, baseline)
+        ):
+            return None
+        current = metric_windows.value(rule.metric, now_all)
+        previous = metric_windows.value(rule.metric, base_all)
+        base_volume = metric_windows.volume(rule.metric, base_all)
+        if current is None or previous is None or base_volume < rule.min_volume:
+            return None
+        compare = COMPARISONS[rule.comparison]
+        if rule.kind == "trend":
+            measure = {"ratio": round(current / previous, 6) if previous else None}
+            holds = compare(current, rule.threshold * previous)
+        else:
+            measure = {"change": round(current - previous, 6)}
+            holds = compare(current - previous, rule.threshold)
+        if not holds:
+            return None
+        evidence = {
+            "kind": rule.kind,
+            "metric": rule.metric,
+            "comparison": rule.comparison,
+            "threshold": rule.threshold,
+            "window_days": rule.window_days,
+            "min_volume": rule.min_volume,
+            "volume_metric": metric_windows.volume_metric(rule.metric),
+            "current": metric_windows.evidence(recent, rule.metric, now_rows),
+            "previous" if rule.kind == "trend" else "first": metric_windows.evidence(baseline, rule.metric, base_rows),
+            **measure,
+        }
+        return sorted(now_rows), evidence
+
+
+def _article_windows(store: Store, candidates: Sequence[tuple[PublishedArticle, Sequence[Rule]]]) -> _ArticleWindows:
+    """Window totals for the windowed rules of these articles: two grouped reads for the whole batch."""
+    windowed = [(article, [r for r in rules if r.windowed]) for article, rules in candidates]
+    windowed = [(article, rules) for article, rules in windowed if rules]
+    if not windowed:
+        return _ArticleWindows({}, {})
+    spans = store.metric_spans(article.id for article, _ in windowed)
+    wanted: dict[tuple[int, str], Window] = {}
+    for article, rules in windowed:
+        for rule in rules:
+            for window in _rule_windows(article, rule, spans.get(article.id)) or ():
+                wanted[(article.id, window.name)] = window
+    totals = store.window_totals((content_id, window) for (content_id, _), window in wanted.items())
+    return _ArticleWindows(spans, totals)
+
+
+def _rule_windows(
+    article: PublishedArticle, rule: Rule, span: tuple[datetime, datetime] | None
+) -> tuple[Window, Window] | None:
+    """The windows a windowed rule compares for an article (the recent one first), named by their dates'
+    meaning so rules of the same length share them; None when the article's data cannot have them yet."""
+    if span is None or rule.window_days is None:
+        return None
+    days = rule.window_days
+    recent = Window.ending(f"last_{days}d", span[1], days)
+    if rule.kind == "trend":
+        return recent, Window.ending(f"previous_{days}d", recent.start, days)
+    # Daily exports count whole UTC days: the first window starts at 00:00 of the publication day.
+    published = article.published_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    first = Window(f"first_{days}d", published, published + timedelta(days=days))
+    return (recent, first) if recent.start >= first.end else None
 
 
 def fire(store: Store, dues: Sequence[Due]) -> list[Fired]:
@@ -191,6 +348,55 @@ def due_regenerations(store: Store, site: Site, now: datetime | None = None) -> 
     ]
 
 
+def published_windows(store: Store, content_id: int, days: int | None = None) -> dict[str, dict[str, Any]]:
+    """The published version's metrics over its last `days` (default 28) and the `days` before, anchored
+    at its newest data: `{"last_28d": {"start", "end", "together": {...}, "variants": {"A": {...}}}, ...}`
+    (empty without data). What a regeneration shows the model next to the newest values."""
+    days = days or REPORT_WINDOW_DAYS
+    span = store.metric_spans([content_id]).get(content_id)
+    if span is None:
+        return {}
+    recent = Window.ending(f"last_{days}d", span[1], days)
+    windows = (recent, Window.ending(f"previous_{days}d", recent.start, days))
+    totals = store.window_totals((content_id, window) for window in windows)
+    shown = {}
+    for window in windows:
+        per_variant = totals.get((content_id, window.name), {})
+        shown[window.name] = {
+            **window.as_dict(),
+            "together": metric_windows.values(metric_windows.together(per_variant)),
+            "variants": {variant: metric_windows.values(t) for variant, t in sorted(per_variant.items())},
+        }
+    return shown
+
+
+def experiment_result(experiment: Experiment | None) -> dict[str, Any] | None:
+    """An A/B experiment's state and result as data for the model (None without one): status, control,
+    winner, per-variant clicks / impressions / CTR, the winner's lift, the test's confidence and p-value."""
+    if experiment is None:
+        return None
+    decision = dict(experiment.decision or {})
+    per_variant = decision.pop("variants", None) or {v: decision.pop(v) for v in ("A", "B") if v in decision}
+    result: dict[str, Any] = {
+        "status": experiment.status,
+        "control": experiment.control,
+        "winner": experiment.winner,
+        "confidence": decision.pop("confidence", experiment.confidence),
+        "started": as_utc(experiment.starts_at).isoformat(),
+        "decided": as_utc(experiment.decided_at).isoformat() if experiment.decided_at else None,
+        "variants": per_variant,
+    }
+    ctr: dict[str, float] = {
+        v: float(n["ctr"]) for v, n in per_variant.items() if isinstance(n, dict) and n.get("ctr") is not None
+    }
+    winner = experiment.winner
+    if "lift" not in decision and winner is not None and winner in ctr and len(ctr) == 2:
+        other = next(v for v in ctr if v != winner)
+        if ctr[other]:
+            decision["lift"] = round(ctr[winner] / ctr[other] - 1, 6)
+    return result | decision  # p_value, z, lift and whatever else the decision recorded
+
+
 def rearm_stalled(
     store: Store, run_status: Callable[[str], str | None], now: datetime | None = None
 ) -> list[ActiveFiring]:
@@ -229,14 +435,31 @@ def _stored(rule: TriggerRule | ArticleRule) -> Rule:
         rule.min_age_hours,
         rule.instruction,
         rule.content_id,
+        rule.kind or "value",
+        rule.window_days,
+        rule.min_volume or 0.0,
     )
 
 
 def _settings_rules(site: Site) -> list[Rule]:
     rules = []
     for spec in site_settings(site.settings, f"settings of site '{site.slug}'").triggers:
-        digest = hashlib.sha1(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
+        # The window fields count only when set, so the keys of rules written before them stay the same.
+        plain = spec.kind == "value" and spec.window_days is None and not spec.min_volume
+        dumped = spec.model_dump(exclude={"kind", "window_days", "min_volume"} if plain else None)
+        digest = hashlib.sha1(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:12]
         rules.append(
-            Rule(f"site:{digest}", spec.metric, spec.comparison, spec.threshold, spec.min_age_hours, spec.instruction)
+            Rule(
+                f"site:{digest}",
+                spec.metric,
+                spec.comparison,
+                spec.threshold,
+                spec.min_age_hours,
+                spec.instruction,
+                None,
+                spec.kind,
+                spec.window_days,
+                spec.min_volume,
+            )
         )
     return rules

@@ -9,7 +9,8 @@ from pathlib import Path
 from pipeline.cli.base import UsageError, open_store
 from pipeline.metric_exports import DateRange
 from pipeline.metrics import MAX_ID, MetricsImport, import_metrics_file
-from pipeline.triggers import COMPARISONS, rule_problems, site_rules
+from pipeline.sites import RULE_KINDS
+from pipeline.triggers import COMPARISONS, Rule, rule_problems, site_rules
 
 
 def add_automation_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +38,20 @@ def add_automation_commands(commands: argparse._SubParsersAction[argparse.Argume
     add.add_argument("--threshold", required=True, type=float)
     add.add_argument("--min-age-hours", type=float, default=0.0, help="minimum time since publishing")
     add.add_argument("--instruction", default="", help="what the rewrite should focus on")
+    add.add_argument(
+        "--kind",
+        choices=RULE_KINDS,
+        default="value",
+        help="value: the newest value; trend: the last window against the one before (threshold: a share, "
+        "e.g. 0.7); since_publication: the last window minus the first after publication",
+    )
+    add.add_argument("--window-days", type=int, help="days of each window (trend and since_publication)")
+    add.add_argument(
+        "--min-volume",
+        type=float,
+        default=0.0,
+        help="minimum volume of the earlier window (the metric for counts, impressions otherwise)",
+    )
     add.set_defaults(handler=_triggers_add)
     listing = triggers.add_parser("list", help="rules of a site (store and settings) and their firings")
     listing.add_argument("--site", required=True)
@@ -85,7 +100,15 @@ def _day(text: str) -> date:
 def _triggers_add(args: argparse.Namespace) -> int:
     store = open_store()
     site = store.site(args.site)
-    found = rule_problems(args.metric, args.comparison, args.threshold, args.min_age_hours)
+    found = rule_problems(
+        args.metric,
+        args.comparison,
+        args.threshold,
+        args.min_age_hours,
+        args.kind,
+        args.window_days,
+        args.min_volume,
+    )
     problems = [f"--{field.replace('_', '-')}: {problem}" for field, problem in found.items()]
     if args.content is not None:
         article = store.content_by_ids([args.content]).get(args.content) if 1 <= args.content <= MAX_ID else None
@@ -104,10 +127,25 @@ def _triggers_add(args: argparse.Namespace) -> int:
             "threshold": args.threshold,
             "min_age_hours": args.min_age_hours,
             "instruction": args.instruction,
+            "kind": args.kind,
+            "window_days": args.window_days,
+            "min_volume": args.min_volume,
         }
     )
     target = f"content {args.content}" if args.content is not None else f"every published article of {args.site}"
-    print(f"Rule {rule.id}: regenerate {target} when {args.metric} {args.comparison} {args.threshold:g}")
+    condition = Rule(
+        f"rule:{rule.id}",
+        args.metric,
+        args.comparison,
+        args.threshold,
+        args.min_age_hours,
+        args.instruction,
+        args.content,
+        args.kind,
+        args.window_days,
+        args.min_volume,
+    ).describe()
+    print(f"Rule {rule.id}: regenerate {target} when {condition}")
     return 0
 
 
@@ -116,7 +154,7 @@ def _triggers_list(args: argparse.Namespace) -> int:
     site = store.site(args.site)
     for rule in site_rules(store, site):
         scope = f"content {rule.content_id}" if rule.content_id else "site default"
-        print(f"{rule.key}\t{scope}\t{rule.describe()}\t{rule.instruction}")
+        print(f"{rule.key}\t{scope}\t{rule.kind}\t{rule.describe()}\t{rule.instruction}")
     for firing in store.firings(site_id=site.id):
         print(
             f"firing {firing.id}\tcontent {firing.content_id} v{firing.published_version}\t{firing.rule_key}\t"

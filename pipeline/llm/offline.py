@@ -316,7 +316,8 @@ _CHANGES_BY_METRIC = {
 
 
 def analyse_metrics(data: Mapping[str, Any]) -> MetricsAnalysis:
-    """An analysis built from the numbers: which variants crossed the threshold, how A and B compare."""
+    """An analysis built from the numbers: which variants crossed the threshold (or the trend that fired),
+    how A and B compare, and what the A/B experiment decided when there was one."""
     rule = data["rule"]
     metric = rule["metric"]
     values = {v["variant"]: v["metrics"].get(metric) for v in data["variants"]}
@@ -330,6 +331,8 @@ def analyse_metrics(data: Mapping[str, Any]) -> MetricsAnalysis:
         )
     else:
         comparison = f"Only one variant has {metric} data ({shown}); no A/B conclusion yet."
+    if experiment := data.get("experiment"):
+        comparison += f" {_experiment_summary(experiment)}"
     changes = next(
         (c for key, c in _CHANGES_BY_METRIC.items() if key in metric), ["Sharpen the title", "Tighten the opening"]
     )
@@ -337,13 +340,47 @@ def analyse_metrics(data: Mapping[str, Any]) -> MetricsAnalysis:
         changes = [*changes, f"Team instruction: {data['instruction']}"]
     title = data["article"]["title"]
     condition = f"{rule['comparison']} {rule['threshold']:g}"
+    underperformed = f"{metric} of variant {triggered} is {condition} ({shown}) for “{title}”."
+    if trend := data.get("trend"):
+        underperformed = f"{_trend_summary(trend)} for “{title}”."
     return MetricsAnalysis(
-        underperformed=f"{metric} of variant {triggered} is {condition} ({shown}) for “{title}”.",
+        underperformed=underperformed,
         comparison=comparison,
         changes=changes,
         brief_a=f"Question-led: answer “{data['article']['primary_keyword']}” in the title and first sentence.",
         brief_b="Benefit-led: promise the concrete result in the title and show it in a summary list up front.",
     )
+
+
+def _trend_summary(trend: Mapping[str, Any]) -> str:
+    metric, days, current = trend["metric"], trend["window_days"], trend["current"]
+    if trend["kind"] == "trend":
+        previous = trend["previous"]
+        ratio = f" ({trend['ratio']:.0%} of it)" if trend.get("ratio") is not None else ""
+        return (
+            f"{metric} over the last {days} days ({current['start'][:10]} to {current['end'][:10]}) is "
+            f"{current['value']:g} against {previous['value']:g} the {days} days before{ratio}"
+        )
+    first = trend["first"]
+    return (
+        f"{metric} over the last {days} days is {current['value']:g} against {first['value']:g} in the first "
+        f"{days} days after publication (a change of {trend['change']:+g})"
+    )
+
+
+def _experiment_summary(experiment: Mapping[str, Any]) -> str:
+    variants = experiment.get("variants") or {}
+    ctr = ", ".join(
+        f"{v} CTR {n['ctr']:.2%}" for v, n in sorted(variants.items()) if isinstance(n, Mapping) and "ctr" in n
+    )
+    numbers = f" ({ctr})" if ctr else ""
+    if experiment.get("winner"):
+        lift = f", lift {experiment['lift']:+.0%}" if isinstance(experiment.get("lift"), int | float) else ""
+        p_value = f", p = {experiment['p_value']:.3g}" if isinstance(experiment.get("p_value"), int | float) else ""
+        return (
+            f"The A/B experiment ({experiment['status']}) chose variant {experiment['winner']}{numbers}{lift}{p_value}."
+        )
+    return f"The A/B experiment is {experiment['status']} with no winner{numbers}."
 
 
 def rewrite_article(data: Mapping[str, Any]) -> ArticleDraft:

@@ -1,7 +1,8 @@
 """Regeneration: rewrite under-performing published articles as new A/B variants, from trigger firings.
 
 For each firing the run claims the article (a lock no other run can take), asks the model to analyse
-the metrics (following the rule's instruction, passed as data), asks for new variants A and B with
+the metrics (both variants' newest values and window totals, the trend that fired, the A/B experiment's
+result; all of it and the rule's instruction passed as data), asks for new variants A and B with
 different briefs, and writes them as the next version, sets the article back to `draft` and consumes
 the firing, all in one transaction. Image prompts and images for the new variants follow in the same run
 (the `image_prompts` and `images` assets fill what is missing). If anything fails, nothing is written:
@@ -29,6 +30,7 @@ from pipeline.stages.content import (
     variant_row,
 )
 from pipeline.store import Store
+from pipeline.triggers import experiment_result, published_windows
 
 STAGE = "regeneration"
 OPENING_CHARS = 400
@@ -80,6 +82,8 @@ def _regenerate(
         content.id
     )[:1]
     taxonomy = run.settings.taxonomy
+    trend = firing.observed.get("trend")
+    windows = published_windows(store, content.id, trend["window_days"] if trend else None)
     analysis = engine.generate(
         STAGE,
         Task(
@@ -101,11 +105,19 @@ def _regenerate(
                     }
                     for v in published
                 ],
+                # Every variant with numbers (a variant may have no text of its own in this version).
+                "latest": {variant: values for variant, values in firing.observed.items() if variant != "trend"},
+                "windows": windows,
                 "rule": {
+                    "kind": trend["kind"] if trend else "value",
                     "metric": firing.metric,
                     "comparison": firing.comparison,
                     "threshold": firing.threshold,
+                    "window_days": trend["window_days"] if trend else None,
+                    "min_volume": trend["min_volume"] if trend else None,
                 },
+                "trend": trend,
+                "experiment": experiment_result(store.experiment_of(content.id, content.published_version)),
                 "triggered_variants": firing.triggered_variants,
                 "instruction": firing.instruction,
             },
