@@ -280,3 +280,134 @@ def _look(
         store.record_look(experiment.id, look, now)
         report.looked.append({"experiment": experiment.id, "content_id": experiment.content_id} | numbers)
     # too_little_data: the look is not spent; the next cycle tries again.
+
+
+@dataclass(frozen=True)
+class PeriodView:
+    """One period as the review desk and `review show` present it (times UTC)."""
+
+    number: int
+    variant: str
+    starts_at: datetime
+    ends_at: datetime
+    switched_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ExperimentView:
+    """An article's newest experiment, with the facts a reviewer reads: its periods, the variant live now
+    and the decision with its numbers (`decision`: the `ab_stats.LookResult` numbers, or why it stopped)."""
+
+    id: int
+    version: int
+    status: str
+    control: str
+    live: str | None
+    winner: str | None
+    period_days: int
+    max_days: int
+    min_impressions: int
+    confidence: float
+    timezone: str
+    starts_at: datetime
+    ends_at: datetime
+    looks: int
+    planned_looks: int
+    decided_at: datetime | None
+    decision: dict[str, Any] | None
+    periods: list[PeriodView]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (times as ISO 8601 UTC)."""
+
+        def moment(value: datetime | None) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "id": self.id,
+            "version": self.version,
+            "status": self.status,
+            "control": self.control,
+            "live": self.live,
+            "winner": self.winner,
+            "period_days": self.period_days,
+            "max_days": self.max_days,
+            "min_impressions": self.min_impressions,
+            "confidence": self.confidence,
+            "timezone": self.timezone,
+            "starts_at": moment(self.starts_at),
+            "ends_at": moment(self.ends_at),
+            "looks": self.looks,
+            "planned_looks": self.planned_looks,
+            "decided_at": moment(self.decided_at),
+            "decision": self.decision,
+            "periods": [
+                {
+                    "number": p.number,
+                    "variant": p.variant,
+                    "starts_at": moment(p.starts_at),
+                    "ends_at": moment(p.ends_at),
+                    "switched_at": moment(p.switched_at),
+                }
+                for p in self.periods
+            ],
+        }
+
+
+def experiment_view(store: Store, content_id: int, *, live: str | None = None) -> ExperimentView | None:
+    """The article's newest experiment as a reviewer sees it, or None if it never had one. `live` is the
+    variant the article shows (its `published_variant`) when the caller has it."""
+    experiment = store.experiment_of(content_id)
+    if experiment is None:
+        return None
+    periods = [
+        PeriodView(
+            p.number,
+            p.variant,
+            as_utc(p.starts_at),
+            as_utc(p.ends_at),
+            as_utc(p.switched_at) if p.switched_at is not None else None,
+        )
+        for p in store.experiment_periods(experiment.id)
+    ]
+    return ExperimentView(
+        id=experiment.id,
+        version=experiment.version,
+        status=experiment.status,
+        control=experiment.control,
+        live=live,
+        winner=experiment.winner,
+        period_days=experiment.period_days,
+        max_days=experiment.max_days,
+        min_impressions=experiment.min_impressions,
+        confidence=experiment.confidence,
+        timezone=experiment.timezone,
+        starts_at=as_utc(experiment.starts_at),
+        ends_at=as_utc(experiment.ends_at),
+        looks=experiment.looks,
+        planned_looks=planned_looks(experiment),
+        decided_at=as_utc(experiment.decided_at) if experiment.decided_at is not None else None,
+        decision=experiment.decision,
+        periods=periods,
+    )
+
+
+def decision_line(decision: dict[str, Any] | None) -> str:
+    """The decision's numbers in one line: CTR of A and B, lift, z, p, confidence, look k/K."""
+    if not decision:
+        return "no decision yet"
+    if "a" not in decision:
+        return str(decision.get("reason") or decision.get("outcome"))
+
+    def ctr(letter: str) -> str:
+        counts = decision[letter]
+        return f"{counts['ctr']:.2%} ({counts['clicks']:g}/{counts['impressions']:g})"
+
+    lift = decision.get("lift")
+    return (
+        f"{decision['outcome']}"
+        + (f" {decision['winner']}" if decision.get("winner") else "")
+        + f": CTR A {ctr('a')}, B {ctr('b')}, lift {'-' if lift is None else f'{lift:+.1%}'}, "
+        f"z {decision['z']:.2f}, p {decision['p_value']:.4g} (level {decision['nominal_alpha']:.4g}), "
+        f"confidence {decision['confidence']:.0%}, look {decision['look']}/{decision['looks']}"
+    )

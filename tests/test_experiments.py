@@ -8,7 +8,7 @@ change to summer time on 2030-03-10.
 
 from __future__ import annotations
 
-import json
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,13 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
-from sqlalchemy import select
 
 from pipeline import ab_stats, experiments, publishing, review
 from pipeline.models import Content, Experiment, PostMetric
+from pipeline.publishing.targets import FolderTarget
 from pipeline.sites import ABTestSettings
+from resources import StoreResource
+from sensors.schedules import ab_experiments
 from tests.conftest import Env
 from tests.test_review import Page, regenerate
 
@@ -148,12 +150,17 @@ def test_the_z_test_with_alpha_spending_decides_on_crafted_counts(a, b, look, ou
 
 def test_alpha_spending_gives_early_looks_a_small_share_and_sums_to_alpha():
     spent = [ab_stats.spent_alpha(k / 3, 0.05) for k in range(4)]
-    increments = [later - earlier for earlier, later in zip(spent, spent[1:], strict=False)]
+    increments = [later - earlier for earlier, later in itertools.pairwise(spent)]
     assert spent[0] == 0 and spent[-1] == pytest.approx(0.05)
     assert increments[0] < 0.001 < increments[1] < increments[2]
     assert sum(increments) == pytest.approx(0.05)
     result = ab_stats.evaluate(
-        ab_stats.Counts(20, 1000), ab_stats.Counts(22, 1000), look=2, looks=3, confidence=0.95, min_impressions=1,
+        ab_stats.Counts(20, 1000),
+        ab_stats.Counts(22, 1000),
+        look=2,
+        looks=3,
+        confidence=0.95,
+        min_impressions=1,
         previous_look=0,
     )
     assert result.nominal_alpha == pytest.approx(spent[2])  # a skipped look leaves its share to the next
@@ -166,7 +173,7 @@ def test_periods_start_at_the_next_local_midnight_and_stay_on_local_midnights_ac
     periods = experiments.plan_periods(PUBLISHED_AT, "A", ABTestSettings(enabled=True, max_days=90))
     assert [p.variant for p in periods] == ["A", "B", "A", "B", "A", "B"]  # 90 // 14 = 6 periods, whole cycles
     assert (periods[0].starts_at, periods[0].ends_at) == (FIRST_MIDNIGHT, SECOND_MIDNIGHT)
-    assert all(p.ends_at == q.starts_at for p, q in zip(periods, periods[1:], strict=False))
+    assert all(p.ends_at == q.starts_at for p, q in itertools.pairwise(periods))
     local = ZoneInfo("America/Los_Angeles")
     assert {(p.starts_at.astimezone(local).hour, p.ends_at.astimezone(local).hour) for p in periods} == {(0, 0)}
 
@@ -212,7 +219,8 @@ def test_advance_switches_the_folder_export_to_b_in_the_second_period_and_the_hi
 ):
     experiment = under_test(env, draft_id, publish_root)
     before = experiments.advance(env.store, "sample", PUBLISHED_AT + timedelta(hours=1), publish_root)
-    assert mine(before.switched, experiment) == [] and exported_title(publish_root, draft_id, env) == variant_title(env, draft_id, "A")
+    assert mine(before.switched, experiment) == []
+    assert exported_title(publish_root, draft_id, env) == variant_title(env, draft_id, "A")
 
     first = experiments.advance(env.store, "sample", FIRST_MIDNIGHT + timedelta(minutes=5), publish_root)
     assert mine(first.switched, experiment) == []  # the control is live already
@@ -247,7 +255,8 @@ def test_a_clear_winner_after_one_cycle_becomes_the_published_variant_with_one_d
     experiments.advance(env.store, "sample", SECOND_MIDNIGHT + timedelta(minutes=1), publish_root)  # B live
     after_cycle = end_of_period(env, experiment, 2) + timedelta(hours=1)  # period 3 (A) has begun
     waiting = experiments.advance(env.store, "sample", after_cycle, publish_root)
-    assert mine(waiting.decided, experiment) == [] and row(env, draft_id).published_variant == "A"  # switched to A, no rows yet
+    assert mine(waiting.decided, experiment) == []  # no rows yet
+    assert row(env, draft_id).published_variant == "A"  # period 3
     assert experiment_row(env, experiment.id).looks == 0
 
     add_metrics(env, experiment, 1, clicks=10, impressions=1000)
@@ -283,15 +292,27 @@ def test_rows_outside_the_periods_or_spanning_two_are_not_counted(env, draft_id,
         ):
             session.add_all(
                 PostMetric(
-                    content_id=draft_id, variant=variant, version=2, metric=metric, value=5000, period_start=start,
-                    observed_at=end, source=f"test:{variant}:{start}",
+                    content_id=draft_id,
+                    variant=variant,
+                    version=2,
+                    metric=metric,
+                    value=5000,
+                    period_start=start,
+                    observed_at=end,
+                    source=f"test:{variant}:{start}",
                 )
                 for metric in ("clicks", "impressions")
             )
         session.add(  # an instantaneous row inside period 1
             PostMetric(
-                content_id=draft_id, variant="A", version=2, metric="clicks", value=1, period_start=None,
-                observed_at=FIRST_MIDNIGHT + timedelta(days=3), source="test:instant",
+                content_id=draft_id,
+                variant="A",
+                version=2,
+                metric="clicks",
+                value=1,
+                period_start=None,
+                observed_at=FIRST_MIDNIGHT + timedelta(days=3),
+                source="test:instant",
             )
         )
     sums = env.store.experiment_metric_sums(experiment, through_period=2)
@@ -309,19 +330,26 @@ def test_too_little_data_spends_no_look_and_no_difference_at_the_end_keeps_the_c
     add_metrics(env, experiment, 1, clicks=5, impressions=200)
     add_metrics(env, experiment, 2, clicks=5, impressions=200)
     thin = experiments.advance(env.store, "sample", after_first, publish_root)
-    assert mine(thin.decided, experiment) == mine(thin.looked, experiment) == [] and experiment_row(env, experiment.id).looks == 0
+    assert mine(thin.decided, experiment) == mine(thin.looked, experiment) == []
+    assert experiment_row(env, experiment.id).looks == 0
 
     for period, clicks in ((3, 20), (4, 22)):
-        experiments.advance(env.store, "sample", end_of_period(env, experiment, period - 1) + timedelta(hours=1),
-                            publish_root)
+        experiments.advance(
+            env.store, "sample", end_of_period(env, experiment, period - 1) + timedelta(hours=1), publish_root
+        )
         add_metrics(env, experiment, period, clicks=clicks, impressions=1000)
     assert row(env, draft_id).published_variant == "A"  # the last period's variant
-    report = experiments.advance(env.store, "sample", end_of_period(env, experiment, 4) + timedelta(hours=1),
-                                 publish_root)
+    report = experiments.advance(
+        env.store, "sample", end_of_period(env, experiment, 4) + timedelta(hours=1), publish_root
+    )
 
     [decision] = mine(report.decided, experiment)
-    assert (decision["outcome"], decision["winner"], decision["look"], decision["looks"]) == ("no_difference", None,
-                                                                                              2, 2)
+    assert (decision["outcome"], decision["winner"], decision["look"], decision["looks"]) == (
+        "no_difference",
+        None,
+        2,
+        2,
+    )
     assert decision["a"]["impressions"] == 1200 and decision["b"]["impressions"] == 1200
     decided = experiment_row(env, experiment.id)
     assert (decided.status, decided.winner) == ("no_difference", None)
@@ -332,7 +360,8 @@ def test_too_little_data_spends_no_look_and_no_difference_at_the_end_keeps_the_c
 def test_without_data_the_experiment_closes_as_no_difference_after_its_end(env, draft_id, publish_root):
     experiment = under_test(env, draft_id, publish_root, max_days=28)
     end = end_of_period(env, experiment, 2)
-    assert mine(experiments.advance(env.store, "sample", end + timedelta(days=1), publish_root).decided, experiment) == []
+    early = experiments.advance(env.store, "sample", end + timedelta(days=1), publish_root)
+    assert mine(early.decided, experiment) == []
     report = experiments.advance(env.store, "sample", end + experiments.DATA_GRACE, publish_root)
     [decision] = mine(report.decided, experiment)
     assert decision["outcome"] == "no_difference" and "too_little_data" in decision["reason"]
@@ -344,9 +373,7 @@ def test_a_failed_switch_records_nothing_and_the_next_run_completes_it(env, draf
     experiment = under_test(env, draft_id, publish_root)
     events = len(env.store.review_events(draft_id))
     broken = publish_root / "sample"
-    monkeypatch.setattr(
-        publishing.FolderTarget, "placed", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full"))
-    )
+    monkeypatch.setattr(FolderTarget, "placed", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
     failed = experiments.advance(env.store, "sample", SECOND_MIDNIGHT + timedelta(minutes=1), publish_root)
     assert mine(failed.switched, experiment) == [] and any("disk full" in f for f in failed.failures)
     assert row(env, draft_id).published_variant == "A" and len(env.store.review_events(draft_id)) == events
@@ -354,7 +381,8 @@ def test_a_failed_switch_records_nothing_and_the_next_run_completes_it(env, draf
     monkeypatch.undo()
     assert broken.exists()
     done = experiments.advance(env.store, "sample", SECOND_MIDNIGHT + timedelta(minutes=61), publish_root)
-    assert [s["variant"] for s in mine(done.switched, experiment)] == ["B"] and row(env, draft_id).published_variant == "B"
+    assert [s["variant"] for s in mine(done.switched, experiment)] == ["B"]
+    assert row(env, draft_id).published_variant == "B"
 
 
 def test_review_show_prints_the_experiment(env, draft_id, publish_root, cli, capsys):
@@ -367,9 +395,49 @@ def test_review_show_prints_the_experiment(env, draft_id, publish_root, cli, cap
     assert "period 2  B" in out and "switched" in out
 
 
-def test_the_sites_with_running_experiments_are_listed(env, draft_id, publish_root):
+def test_the_experiments_asset_switches_decides_and_reports_the_decision(env, draft_id, publish_root, monkeypatch):
+    monkeypatch.setenv("PIPELINE_PUBLISH_DIR", str(publish_root))
+    set_ab_test(env, enabled=True)
+    review.approve(env.store, draft_id, actor="tester")
+    publishing.publish(env.store, draft_id, publish_root, actor="tester")
+    regenerate(env, draft_id, in_article=1)
+    review.approve(env.store, draft_id, actor="tester")
+    # Published 40 days ago: the first cycle is over, the third period (A) is running now.
+    publishing.publish(env.store, draft_id, publish_root, actor="tester", now=datetime.now(UTC) - timedelta(days=40))
+    experiment = env.store.experiment_of(draft_id)
+    assert experiment is not None
+    add_metrics(env, experiment, 1, clicks=10, impressions=1000)
+    add_metrics(env, experiment, 2, clicks=40, impressions=1000)
+
+    result = env.materialize(selection=["experiments"])
+
+    assert result.success
+    [materialization] = result.asset_materializations_for_node("experiments")
+    metadata = {key: getattr(value, "value", value) for key, value in materialization.metadata.items()}
+    assert metadata["experiments_decided"] >= 1 and metadata["failures"] == 0
+    assert f"| {draft_id} | B | 1.00% | 4.00% | +300.0% | 4.30 |" in metadata["decisions"]
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    assert experiment_row(env, experiment.id).status == "decided" and row(env, draft_id).published_variant == "B"
+    again = env.materialize(selection=["experiments"])
+    [materialization] = again.asset_materializations_for_node("experiments")
+    assert materialization.metadata["experiments_decided"].value == 0
+
+
+def test_the_ab_experiments_schedule_requests_a_run_only_for_sites_with_a_running_experiment(
+    env, draft_id, publish_root
+):
     under_test(env, draft_id, publish_root)
+    env.store.upsert_site("quiet", "Quiet", None)
     assert env.store.sites_with_running_experiments() == ["sample"]
-    with env.store.transaction() as session:
-        assert session.scalars(select(Experiment.status).where(Experiment.content_id == draft_id)).one() == "running"
-    assert json.dumps(experiment_row(env, env.store.experiment_of(draft_id).id).decision) == "null"  # type: ignore[union-attr]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("sites", ["quiet", "sample"])
+        with dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=datetime(2030, 3, 16, 8, 5, tzinfo=UTC),
+            resources={"store": StoreResource(database_url=env.url)},
+        ) as context:
+            requests = ab_experiments(context)
+    assert isinstance(requests, list)
+    assert [(r.partition_key, r.run_key) for r in requests] == [("sample", "experiments:2030-03-16T08:05:sample")]
+    assert ab_experiments.job_name == "run_experiments" and requests[0].tags["pipeline/run_kind"] == "experiments"
