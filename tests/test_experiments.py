@@ -441,3 +441,33 @@ def test_the_ab_experiments_schedule_requests_a_run_only_for_sites_with_a_runnin
     assert isinstance(requests, list)
     assert [(r.partition_key, r.run_key) for r in requests] == [("sample", "experiments:2030-03-16T08:05:sample")]
     assert ab_experiments.job_name == "run_experiments" and requests[0].tags["pipeline/run_kind"] == "experiments"
+
+
+# -- WordPress ------------------------------------------------------------------------------------------
+
+
+def test_a_switch_updates_the_wordpress_post_in_place(env, wordpress, tmp_path, monkeypatch):
+    from tests.test_publishing_wordpress import PASSWORD_ENV, new_site
+
+    monkeypatch.setenv(PASSWORD_ENV, wordpress.password)
+    slug, ids = new_site(env, wordpress, keywords=8, ab_test={"enabled": True})
+    content_id = ids[0]
+    publish_root = tmp_path / "publish"
+    publishing.publish(env.store, content_id, publish_root, actor="tester")
+    post_id = env.store.publication(content_id, "wordpress").remote_id  # type: ignore[union-attr]
+    regenerate(env, content_id, in_article=1)
+    review.approve(env.store, content_id, actor="tester")
+    publishing.publish(env.store, content_id, publish_root, actor="tester")
+    experiment = env.store.experiment_of(content_id)
+    assert experiment is not None and experiment.control == "A"
+    second = env.store.experiment_periods(experiment.id)[1]
+
+    report = experiments.advance(env.store, slug, second.starts_at.replace(tzinfo=UTC), publish_root)
+
+    assert [(s["variant"], s["targets"]) for s in mine(report.switched, experiment)] == [
+        ("B", "wordpress updated, folder updated")
+    ]
+    row = env.store.publication(content_id, "wordpress")
+    assert row is not None and (row.remote_id, row.version, row.variant) == (post_id, 2, "B")
+    post = wordpress.rest("GET", f"/wp/v2/posts/{post_id}", params={"context": "edit"})
+    assert post["title"]["raw"] == variant_title(env, content_id, "B") and post["status"] == "publish"
