@@ -454,7 +454,9 @@ def test_a_switch_updates_the_wordpress_post_in_place(env, wordpress, tmp_path, 
     content_id = ids[0]
     publish_root = tmp_path / "publish"
     publishing.publish(env.store, content_id, publish_root, actor="tester")
-    post_id = env.store.publication(content_id, "wordpress").remote_id  # type: ignore[union-attr]
+    first = env.store.publication(content_id, "wordpress")
+    assert first is not None and first.remote_id is not None
+    post_id = first.remote_id
     regenerate(env, content_id, in_article=1)
     review.approve(env.store, content_id, actor="tester")
     publishing.publish(env.store, content_id, publish_root, actor="tester")
