@@ -473,3 +473,22 @@ def test_a_switch_updates_the_wordpress_post_in_place(env, wordpress, tmp_path, 
     assert row is not None and (row.remote_id, row.version, row.variant) == (post_id, 2, "B")
     post = wordpress.rest("GET", f"/wp/v2/posts/{post_id}", params={"context": "edit"})
     assert post["title"]["raw"] == variant_title(env, content_id, "B") and post["status"] == "publish"
+
+
+def test_the_desk_article_page_and_api_show_the_experiment(env, draft_id, publish_root, monkeypatch):
+    from tests.desk_data import API_TOKEN, desk_app, signed_in
+
+    experiment = under_test(env, draft_id, publish_root)
+    experiments.advance(env.store, "sample", SECOND_MIDNIGHT + timedelta(minutes=1), publish_root)
+    client = signed_in(desk_app(env, monkeypatch, publish_root), "ana")
+
+    page = client.get(f"/articles/{draft_id}").text
+    section = page[page.index('id="experiment"') : page.index('id="actions"')]
+    assert f"A/B experiment {experiment.id}: running" in section
+    assert '<strong id="experiment-live">B</strong>' in section and "not yet" in section
+    assert "no decision yet" in section
+    bearer = {"Authorization": f"Bearer {API_TOKEN}"}
+    answer = client.get(f"/api/articles/{draft_id}", headers=bearer).json()["experiment"]
+    assert (answer["id"], answer["status"], answer["control"], answer["live"]) == (experiment.id, "running", "A", "B")
+    assert [p["variant"] for p in answer["periods"]] == ["A", "B", "A", "B", "A", "B"]
+    assert answer["periods"][1]["switched_at"] is not None and answer["decision"] is None
