@@ -112,6 +112,8 @@ def experiments(context: AssetExecutionContext, store: StoreResource) -> Materia
         metadata["switched"] = MetadataValue.md(markdown_table(report.switched[:200]))
     if report.decided:
         metadata["decisions"] = MetadataValue.md(markdown_table([_decision_row(d) for d in report.decided]))
+    if report.stopped:
+        metadata["stopped"] = MetadataValue.md(markdown_table(report.stopped[:200]))
     if report.failures:
         metadata["failures"] = MetadataValue.md(_listing(report.failures))
     context.log.info(f"experiments: {report.summary()}")

@@ -49,6 +49,7 @@ class AdvanceReport:
     switched: list[dict[str, Any]] = field(default_factory=list)
     decided: list[dict[str, Any]] = field(default_factory=list)
     looked: list[dict[str, Any]] = field(default_factory=list)
+    stopped: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -58,6 +59,7 @@ class AdvanceReport:
             "variants_switched": len(self.switched),
             "experiments_decided": len(self.decided),
             "looks_without_decision": len(self.looked),
+            "experiments_stopped": len(self.stopped),
             "failures": len(self.failures),
         }
 
@@ -178,14 +180,16 @@ def _advance_one(
         return
     if content.status != ContentStatus.PUBLISHED or content.published_version != experiment.version:
         # Regenerated meanwhile: the tested version can never be published again, so the test is over.
-        store.decide_experiment(
+        reason = f"the article was regenerated (now '{content.status}', version {article.version})"
+        if store.decide_experiment(
             experiment.id,
             ExperimentStatus.STOPPED,
             winner=None,
             look=experiment.looks,
-            decision={"outcome": "stopped", "reason": f"the article is '{content.status}' at a newer version"},
+            decision={"outcome": "stopped", "reason": reason, "decided_at": now.isoformat()},
             at=now,
-        )
+        ):
+            report.stopped.append({"experiment": experiment.id, "content_id": experiment.content_id, "reason": reason})
         return
     periods = store.experiment_periods(experiment.id)
     period = current_period(periods, now)

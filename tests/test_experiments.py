@@ -385,6 +385,17 @@ def test_a_failed_switch_records_nothing_and_the_next_run_completes_it(env, draf
     assert row(env, draft_id).published_variant == "B"
 
 
+def test_an_article_regenerated_during_its_test_stops_it_and_nothing_is_switched(env, draft_id, publish_root):
+    experiment = under_test(env, draft_id, publish_root)
+    regenerate(env, draft_id, in_article=1)  # version 3, back to draft
+    events = len(env.store.review_events(draft_id))
+    report = experiments.advance(env.store, "sample", SECOND_MIDNIGHT + timedelta(minutes=1), publish_root)
+    assert [s["experiment"] for s in report.stopped] == [experiment.id] and mine(report.switched, experiment) == []
+    stopped = experiment_row(env, experiment.id)
+    assert (stopped.status, stopped.winner) == ("stopped", None) and "regenerated" in str(stopped.decision)
+    assert len(env.store.review_events(draft_id)) == events and row(env, draft_id).published_variant == "A"
+
+
 def test_review_show_prints_the_experiment(env, draft_id, publish_root, cli, capsys):
     experiment = under_test(env, draft_id, publish_root)
     experiments.advance(env.store, "sample", SECOND_MIDNIGHT + timedelta(minutes=1), publish_root)
