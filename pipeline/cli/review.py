@@ -97,7 +97,8 @@ def _review_list(args: argparse.Namespace) -> int:
 
 
 def _review_show(args: argparse.Namespace) -> int:
-    shown = review.show(open_store(), args.id, variant=args.variant)
+    store = open_store()
+    shown = review.show(store, args.id, variant=args.variant)
     article, variant, content = shown.article, shown.variant, shown.article.content
     letters = ",".join(v.variant for v in article.current_variants)
     # Nearly every value here is model (or reviewer) text: each line goes through `terminal_text`, so an
@@ -129,7 +130,7 @@ def _review_show(args: argparse.Namespace) -> int:
         where = "featured" if prompt.kind == "featured" else f"after '{prompt.anchor_heading}'"
         state = "ok" if image is not None and Path(image.path).is_file() else "MISSING"
         lines.append(f"  {state:8} {where}: {prompt.alt_text}")
-    lines += _experiment_lines(experiments.experiment_view(open_store(), content.id, live=content.published_variant))
+    lines += _experiment_lines(experiments.experiment_view(store, content.id, live=content.published_variant))
     lines += ["", "History:"]
     if not shown.events:
         lines.append("  no status changes yet")
