@@ -3,10 +3,10 @@
 from dagster import AssetSelection, define_asset_job
 
 from assets.planning import clusters, ideas, keywords
-from assets.publishing import publications
+from assets.publishing import experiments, publications
 from assets.writing import content, image_prompts, images
 
-ALL_ASSETS = [keywords, clusters, ideas, content, image_prompts, images, publications]
+ALL_ASSETS = [keywords, clusters, ideas, content, image_prompts, images, publications, experiments]
 CHAIN = [keywords, clusters, ideas, content, image_prompts, images]
 
 content_pipeline = define_asset_job(
@@ -35,7 +35,15 @@ publish_articles = define_asset_job(
     tags={"pipeline/run_kind": "publishing"},
 )
 
-JOBS = [content_pipeline, ingest_keywords, regenerate_variants, publish_articles]
+run_experiments = define_asset_job(
+    "run_experiments",
+    selection=AssetSelection.assets(experiments),
+    description="Switch one site's A/B experiments to the variant of their current period and decide those whose "
+    "cycle completed (the ab_experiments schedule).",
+    tags={"pipeline/run_kind": "experiments"},
+)
+
+JOBS = [content_pipeline, ingest_keywords, regenerate_variants, publish_articles, run_experiments]
 
 __all__ = [
     "ALL_ASSETS",
@@ -43,6 +51,7 @@ __all__ = [
     "clusters",
     "content",
     "content_pipeline",
+    "experiments",
     "ideas",
     "image_prompts",
     "images",
@@ -51,4 +60,5 @@ __all__ = [
     "publications",
     "publish_articles",
     "regenerate_variants",
+    "run_experiments",
 ]

@@ -1,4 +1,5 @@
-"""The publishing asset: approved articles onto the site's targets (WordPress, the folder export)."""
+"""The publishing assets: approved articles onto the site's targets (WordPress, the folder export), and the
+A/B experiments that switch a published article between its variants and decide between them."""
 
 from typing import Any
 
@@ -19,6 +20,7 @@ from assets.partitions import sites_partitions
 from assets.reporting import _listing, markdown_table
 from assets.writing import images
 from pipeline import settings
+from pipeline.experiments import advance
 from pipeline.review import PublishError
 from pipeline.sites import SiteSettingsError
 from pipeline.stages.publications import publish_due
@@ -26,6 +28,7 @@ from pipeline.store import UnknownSite
 from resources import StoreResource
 
 PUBLICATIONS_CHECK = "published_ok"
+EXPERIMENTS_CHECK = "experiments_ok"
 
 
 class PublicationsConfig(Config):
@@ -75,3 +78,67 @@ def publications(context: AssetExecutionContext, config: PublicationsConfig, sto
         metadata={"failed": len(report.failures), "failures": MetadataValue.md(_listing(report.failures) or "none")},
     )
     return MaterializeResult(metadata=metadata, check_results=[check])
+
+
+@asset(
+    partitions_def=sites_partitions,
+    deps=[publications],
+    group_name="publishing",
+    kinds={"python"},
+    check_specs=[
+        AssetCheckSpec(
+            EXPERIMENTS_CHECK,
+            asset="experiments",
+            description="Every experiment of the site could be switched and decided; failures are listed.",
+        )
+    ],
+)
+def experiments(context: AssetExecutionContext, store: StoreResource) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
+    """Time-split A/B experiments of regenerated articles: both variants live in turn, then a decision.
+
+    For each running experiment of the site (`ab_test` in site settings): puts the variant of the current
+    period live through the publishing path (the same URL, the WordPress post updated in place), and after
+    each completed cycle (an A and a B period) whose Search Console rows have arrived, tests the CTRs
+    (two-proportion z-test, O'Brien-Fleming alpha spending over the looks). A decision is recorded once and
+    its winner (or the control, when there is no difference) becomes the published variant. Idempotent: a
+    second run at the same time switches and decides nothing. See docs/experiments.md.
+    """
+    try:
+        report = advance(store.open(), context.partition_key, None, settings.publish_dir())
+    except (SiteSettingsError, UnknownSite) as error:
+        raise Failure(description=str(error), allow_retries=False) from error
+    metadata: dict[str, Any] = dict(report.counts())
+    if report.switched:
+        metadata["switched"] = MetadataValue.md(markdown_table(report.switched[:200]))
+    if report.decided:
+        metadata["decisions"] = MetadataValue.md(markdown_table([_decision_row(d) for d in report.decided]))
+    if report.stopped:
+        metadata["stopped"] = MetadataValue.md(markdown_table(report.stopped[:200]))
+    if report.failures:
+        metadata["failures"] = MetadataValue.md(_listing(report.failures))
+    context.log.info(f"experiments: {report.summary()}")
+    for failure in report.failures[:20]:
+        context.log.warning(failure)
+    check = AssetCheckResult(
+        check_name=EXPERIMENTS_CHECK,
+        passed=not report.failures,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"failed": len(report.failures), "failures": MetadataValue.md(_listing(report.failures) or "none")},
+    )
+    return MaterializeResult(metadata=metadata, check_results=[check])
+
+
+def _decision_row(decision: dict[str, Any]) -> dict[str, Any]:
+    """One decision as a row of the metadata table."""
+    lift = decision.get("lift")
+    return {
+        "article": decision["content_id"],
+        "winner": decision.get("winner") or "none (control stays)",
+        "CTR A": f"{decision['a']['ctr']:.2%}",
+        "CTR B": f"{decision['b']['ctr']:.2%}",
+        "lift": "-" if lift is None else f"{lift:+.1%}",
+        "z": f"{decision['z']:.2f}",
+        "p": f"{decision['p_value']:.4g}",
+        "confidence": f"{decision['confidence']:.0%}",
+        "look": f"{decision['look']}/{decision['looks']}",
+    }

@@ -1,4 +1,5 @@
-"""Schedules: nightly fill-in of missing work for every site, the publishing calendar, weekly clean-up."""
+"""Schedules: nightly fill-in of missing work for every site, the publishing calendar, A/B experiments, weekly
+clean-up."""
 
 from dagster import (
     Config,
@@ -12,7 +13,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets import content_pipeline, publish_articles
+from assets import content_pipeline, publish_articles, run_experiments
 from pipeline.maintenance import clean_up
 from pipeline.models import utcnow
 from pipeline.sites import SITES_PARTITION, SiteSettingsError
@@ -23,6 +24,7 @@ from resources import MediaResource, StoreResource
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 UTC every day
 WEEKLY_CRON = "0 3 * * 0"  # 03:00 UTC every Sunday
+EXPERIMENTS_CRON = "5 * * * *"  # hourly: periods start at local midnights, switched within the hour
 PUBLISHING_CRON = "*/15 * * * *"  # slots are minutes apart at most: a quarter of an hour is close enough
 
 
@@ -73,6 +75,26 @@ def publishing_calendar(context: ScheduleEvaluationContext, store: StoreResource
             RunRequest(partition_key=slug, run_key=f"publish:{tick}:{slug}", tags={"pipeline/run_kind": "publishing"})
         )
     return requests
+
+
+@schedule(
+    name="ab_experiments",
+    cron_schedule=EXPERIMENTS_CRON,
+    execution_timezone="UTC",
+    job=run_experiments,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Every hour, materializes experiments for each site with a running A/B experiment: the variant "
+    "of the current period goes live, and a completed cycle with its metrics is tested and maybe decided.",
+)
+def ab_experiments(context: ScheduleEvaluationContext, store: StoreResource) -> list[RunRequest]:
+    """One experiments run per site with a running experiment (and a Dagster partition), keyed by tick and site."""
+    known = set(context.instance.get_dynamic_partitions(SITES_PARTITION))
+    tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+    return [
+        RunRequest(partition_key=slug, run_key=f"experiments:{tick}:{slug}", tags={"pipeline/run_kind": "experiments"})
+        for slug in store.open().sites_with_running_experiments()
+        if slug in known
+    ]
 
 
 class CleanupConfig(Config):

@@ -22,6 +22,7 @@ EXPECTED_GRAPH = {
     "image_prompts": (["content"], "writing", {"sql", "llm"}),
     "images": (["image_prompts"], "writing", {"llm", "png"}),
     "publications": (["images"], "publishing", {"wordpress", "html"}),
+    "experiments": (["publications"], "publishing", {"python"}),
 }
 
 
@@ -38,10 +39,10 @@ def test_dagster_definitions_validate_passes_for_the_workspace(tmp_path):
     assert "Validation successful for code location content_pipeline" in result.stdout + result.stderr
 
 
-def test_the_seven_assets_are_partitioned_by_sites_and_chained(tmp_path):
+def test_the_eight_assets_are_partitioned_by_sites_and_chained(tmp_path):
     graph = defs.resolve_asset_graph()
     keys = sorted(key.to_user_string() for key in graph.get_all_asset_keys())
-    assert keys == sorted([*SIX_ASSETS, "publications"])
+    assert keys == sorted([*SIX_ASSETS, "publications", "experiments"])
     for key, (deps, group, kinds) in EXPECTED_GRAPH.items():
         spec = next(s for s in defs.resolve_all_asset_specs() if s.key.to_user_string() == key)
         assert isinstance(spec.partitions_def, DynamicPartitionsDefinition) and spec.partitions_def.name == "sites"
@@ -61,6 +62,15 @@ def test_publishing_is_its_own_job_and_calls_no_model():
     assert [node.name for node in job.graph.node_defs] == ["publications"]
     required = defs.resolve_assets_def("publications").required_resource_keys
     assert "store" in required and "llm" not in required
+
+
+def test_experiments_are_their_own_hourly_job_and_call_no_model():
+    job = defs.resolve_job_def("run_experiments")
+    assert [node.name for node in job.graph.node_defs] == ["experiments"]
+    required = defs.resolve_assets_def("experiments").required_resource_keys
+    assert "store" in required and "llm" not in required
+    schedule = defs.resolve_schedule_def("ab_experiments")
+    assert schedule.cron_schedule == "5 * * * *" and schedule.job_name == "run_experiments"
 
 
 def test_model_calling_assets_get_the_llm_resource_by_parameter_name():

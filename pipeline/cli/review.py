@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline import publishing, review, settings
+from pipeline import experiments, publishing, review, settings
 from pipeline.cli.base import open_store, print_table
 from pipeline.models import utcnow
 from pipeline.output_safety import terminal_text
@@ -97,7 +97,8 @@ def _review_list(args: argparse.Namespace) -> int:
 
 
 def _review_show(args: argparse.Namespace) -> int:
-    shown = review.show(open_store(), args.id, variant=args.variant)
+    store = open_store()
+    shown = review.show(store, args.id, variant=args.variant)
     article, variant, content = shown.article, shown.variant, shown.article.content
     letters = ",".join(v.variant for v in article.current_variants)
     # Nearly every value here is model (or reviewer) text: each line goes through `terminal_text`, so an
@@ -129,6 +130,7 @@ def _review_show(args: argparse.Namespace) -> int:
         where = "featured" if prompt.kind == "featured" else f"after '{prompt.anchor_heading}'"
         state = "ok" if image is not None and Path(image.path).is_file() else "MISSING"
         lines.append(f"  {state:8} {where}: {prompt.alt_text}")
+    lines += _experiment_lines(experiments.experiment_view(store, content.id, live=content.published_variant))
     lines += ["", "History:"]
     if not shown.events:
         lines.append("  no status changes yet")
@@ -142,6 +144,28 @@ def _review_show(args: argparse.Namespace) -> int:
         print(terminal_text(line))
     print(terminal_text(publishing.article_markdown(variant.body_html), multiline=True))
     return 0
+
+
+def _experiment_lines(view: experiments.ExperimentView | None) -> list[str]:
+    """The article's A/B experiment: status, control, live variant, periods and the decision."""
+    if view is None:
+        return []
+    lines = [
+        "",
+        f"A/B experiment {view.id}: {view.status}  version {view.version}  control {view.control}  "
+        f"live {view.live or '-'}  looks {view.looks}/{view.planned_looks}  "
+        f"({view.period_days}-day periods in {view.timezone}, confidence {view.confidence:.0%}, "
+        f"{view.min_impressions} impressions each)",
+    ]
+    for period in view.periods:
+        switched = f"switched {period.switched_at:%Y-%m-%d %H:%M}" if period.switched_at else "not switched"
+        lines.append(
+            f"  period {period.number}  {period.variant}  {period.starts_at:%Y-%m-%d %H:%M} -> "
+            f"{period.ends_at:%Y-%m-%d %H:%M} UTC  {switched}"
+        )
+    decided = f" ({view.decided_at:%Y-%m-%d %H:%M})" if view.decided_at else ""
+    lines.append(f"  Decision{decided}: {experiments.decision_line(view.decision)}")
+    return lines
 
 
 def _review_approve(args: argparse.Namespace) -> int:

@@ -98,7 +98,8 @@ def api_articles(
 
 @router.get("/articles/{content_id}")
 def api_article(request: Request, editor: ApiEditor, content_id: int) -> dict[str, Any]:
-    """One article: every variant of its current version, check failures, review events, publications."""
+    """One article: every variant of its current version, check failures, review events, publications and its
+    newest A/B experiment (periods, live variant, decision; null if it never had one)."""
     page = _page(request, content_id)
     article = page.article
     shown = [page.shown] + ([page.other] if page.other else [])
@@ -127,6 +128,7 @@ def api_article(request: Request, editor: ApiEditor, content_id: int) -> dict[st
             {"target": p.target, "url": p.url, "state": p.state, "version": p.version, "variant": p.variant}
             for p in page.publications
         ],
+        "experiment": page.experiment.as_dict() if page.experiment else None,
     }
 
 

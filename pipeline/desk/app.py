@@ -22,6 +22,7 @@ from pipeline import review
 from pipeline.desk import api, pages
 from pipeline.desk.auth import SignInRequired
 from pipeline.desk.config import DeskConfig
+from pipeline.experiments import decision_line
 from pipeline.review import format_slot
 from pipeline.store import Store, UnknownSite
 
@@ -137,4 +138,5 @@ def _templates() -> Jinja2Templates:
     )
     environment.filters["slot"] = lambda value, zone="UTC": format_slot(value, zone) if value else "-"
     environment.filters["when"] = lambda value: f"{value:%Y-%m-%d %H:%M}" if value else "-"
+    environment.globals["decision_line"] = decision_line
     return Jinja2Templates(env=environment)

@@ -18,6 +18,7 @@ from markupsafe import Markup
 from pipeline import review
 from pipeline.article_html import sanitize_page_body
 from pipeline.desk.diff import WordDiff, word_diff
+from pipeline.experiments import ExperimentView, experiment_view
 from pipeline.models import ContentVariant, Image, ImagePrompt, Publication, ReviewEvent
 from pipeline.publishing.render import ArticleImage, body_with_images
 from pipeline.sites import SiteSettingsError, site_settings
@@ -73,6 +74,7 @@ class ArticlePage:
     failures: list[ArticleCheckFailure]  # (check, variant, version, detail) of the current version
     publications: list[Publication]
     live: list[tuple[str, str, str]]  # (target, href, label) where the published article can be opened
+    experiment: ExperimentView | None = None  # the newest A/B experiment of the article, if any
 
 
 def article_page(store: Store, content_id: int, *, variant: str = review.DEFAULT_VARIANT) -> ArticlePage:
@@ -101,6 +103,7 @@ def article_page(store: Store, content_id: int, *, variant: str = review.DEFAULT
         failures=store.article_check_failures(content_id),
         publications=publications,
         live=live_links(content_id, publications),
+        experiment=experiment_view(store, content_id, live=article.content.published_variant),
     )
 
 

@@ -5,7 +5,9 @@ disk, puts it on every target of the site (WordPress, then the folder export) an
 `approved -> published` while the folder's new export is in place, so a failure anywhere leaves the article
 `approved`, any earlier export untouched and the next run (which calls `publish` again) completes it.
 Publishing an article that is already `published` pushes its published variant again (a post deleted
-in WordPress is re-created); its status does not change.
+in WordPress is re-created); its status does not change. Publishing a version that has A and B starts its
+A/B experiment when the site's `ab_test` is enabled (`pipeline.experiments`), and `switch_variant` is how
+the experiment puts the other variant of the published version live: the same targets, the same URL.
 
 Targets (`targets.py`): `folder` (HTML, Markdown and images under the publish dir) and `wordpress`
 (`wordpress.py`, over `wordpress_api.py`). `targets_for` builds a site's targets from its settings.
@@ -40,6 +42,7 @@ __all__ = [
     "publish",
     "render_html",
     "render_markdown",
+    "switch_variant",
     "targets_for",
 ]
 
@@ -128,15 +131,16 @@ def publish(
         if targets is not None
         else targets_for(article.site, publish_root, settings=settings, environ=environ)
     )
+    now = now or utcnow()
     try:
-        return _put_in_place(
+        publication = _put_in_place(
             store,
             article,
             chosen,
             images,
             chosen_targets,
             actor=actor,
-            now=now or utcnow(),
+            now=now,
             republish=republish,
             verify=republish if verify is None else verify,
             sent_ahead=wordpress is not None and wordpress.status == "future",
@@ -144,6 +148,74 @@ def publish(
     finally:
         if owned:
             close_targets(chosen_targets)
+    if not republish:
+        # Imported here: `pipeline.experiments` switches variants through this module.
+        from pipeline.experiments import start_experiment
+
+        start_experiment(store, content_id, now=publication.published_at)
+    return publication
+
+
+def switch_variant(
+    store: Store,
+    content_id: int,
+    letter: str,
+    publish_root: Path,
+    *,
+    actor: str,
+    now: datetime | None = None,
+    note: str | None = None,
+    targets: Sequence[Target] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Publication:
+    """Make variant `letter` of the published version the live one, on every target of the site.
+
+    Each target shows it at the article's one URL (the WordPress post is updated in place, the folder export
+    swapped), then `published -> published` is recorded with the new `published_variant` and a review event
+    (dated `now`, so `Store.live_spans` sees the switch). If a push fails nothing is recorded and calling it
+    again completes it; a variant already live is pushed only where a target lags (`unchanged` elsewhere).
+    """
+    article = review.load_article(store, content_id)
+    live = review.published_variant(article)  # InvalidTransition unless published and not being regenerated
+    chosen = next((v for v in article.variants if (v.version, v.variant) == (live.version, letter)), None)
+    if chosen is None:
+        raise PublishError(f"content {content_id}: its published version {live.version} has no variant {letter}")
+    images = _export_images(store, article, chosen)
+    owned = targets is None
+    chosen_targets = list(targets) if targets is not None else targets_for(article.site, publish_root, environ=environ)
+    now = now or utcnow()
+    assert article.content.published_at is not None  # set with the status
+    published_at = as_utc(article.content.published_at)
+    placed: list[Placed] = []
+    try:
+        with ExitStack() as stack:
+            for target in chosen_targets:
+                placed.append(
+                    stack.enter_context(target.placed(store, article, chosen, images, published_at=published_at))
+                )
+            if live.variant != letter and not store.record_variant_switch(
+                content_id, live.version, letter, actor=actor, at=now, note=note
+            ):
+                # The folder's export is undone; WordPress shows the variant and its record says so.
+                raise review.InvalidTransition(
+                    f"content {content_id} changed while variant {letter} was being put live; nothing recorded"
+                )
+    finally:
+        if owned:
+            close_targets(chosen_targets)
+    folder = next((Path(p.url) for p in placed if p.target == FolderTarget.name and p.url), None)
+    return Publication(
+        content_id=content_id,
+        site=article.site.slug,
+        slug=article.slug,
+        version=chosen.version,
+        variant=chosen.variant,
+        published_at=published_at,
+        placed=placed,
+        folder=folder,
+        files=sorted(path for path in folder.rglob("*") if path.is_file()) if folder else [],
+        republished=True,
+    )
 
 
 def _put_in_place(
