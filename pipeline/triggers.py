@@ -41,10 +41,12 @@ from typing import Any
 from pipeline import metric_windows
 from pipeline.metric_windows import Window
 from pipeline.metrics import METRIC_NAME
-from pipeline.models import Experiment, FiringStatus, Site, TriggerRule, as_utc
+from pipeline.models import FiringStatus, Site, TriggerRule, as_utc
 from pipeline.sites import MAX_MIN_AGE_HOURS, MAX_WINDOW_DAYS, RULE_KINDS, site_settings
 from pipeline.store import Store
 from pipeline.store.trigger_scan import ActiveFiring, ArticleRule, PublishedArticle, WindowTotals
+from pipeline.trigger_evidence import experiment_result as experiment_result  # imported from here too
+from pipeline.trigger_evidence import published_windows as published_windows  # imported from here too
 
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -55,7 +57,6 @@ COMPARISONS: dict[str, Callable[[float, float], bool]] = {
 }
 ACTIVE = (FiringStatus.REQUESTED, FiringStatus.RUNNING)
 STALE_AFTER = timedelta(hours=1)  # a requested firing whose run never showed up is re-armed after this
-REPORT_WINDOW_DAYS = 28  # the windows a regeneration is shown when the rule that fired has none
 
 
 @dataclass(frozen=True)
@@ -346,55 +347,6 @@ def due_regenerations(store: Store, site: Site, now: datetime | None = None) -> 
         for start in range(0, len(ids), 500)
         for due in evaluate(store, {site.id: rules}, ids[start : start + 500], now)
     ]
-
-
-def published_windows(store: Store, content_id: int, days: int | None = None) -> dict[str, dict[str, Any]]:
-    """The published version's metrics over its last `days` (default 28) and the `days` before, anchored
-    at its newest data: `{"last_28d": {"start", "end", "together": {...}, "variants": {"A": {...}}}, ...}`
-    (empty without data). What a regeneration shows the model next to the newest values."""
-    days = days or REPORT_WINDOW_DAYS
-    span = store.metric_spans([content_id]).get(content_id)
-    if span is None:
-        return {}
-    recent = Window.ending(f"last_{days}d", span[1], days)
-    windows = (recent, Window.ending(f"previous_{days}d", recent.start, days))
-    totals = store.window_totals((content_id, window) for window in windows)
-    shown = {}
-    for window in windows:
-        per_variant = totals.get((content_id, window.name), {})
-        shown[window.name] = {
-            **window.as_dict(),
-            "together": metric_windows.values(metric_windows.together(per_variant)),
-            "variants": {variant: metric_windows.values(t) for variant, t in sorted(per_variant.items())},
-        }
-    return shown
-
-
-def experiment_result(experiment: Experiment | None) -> dict[str, Any] | None:
-    """An A/B experiment's state and result as data for the model (None without one): status, control,
-    winner, per-variant clicks / impressions / CTR, the winner's lift, the test's confidence and p-value."""
-    if experiment is None:
-        return None
-    decision = dict(experiment.decision or {})
-    per_variant = decision.pop("variants", None) or {v: decision.pop(v) for v in ("A", "B") if v in decision}
-    result: dict[str, Any] = {
-        "status": experiment.status,
-        "control": experiment.control,
-        "winner": experiment.winner,
-        "confidence": decision.pop("confidence", experiment.confidence),
-        "started": as_utc(experiment.starts_at).isoformat(),
-        "decided": as_utc(experiment.decided_at).isoformat() if experiment.decided_at else None,
-        "variants": per_variant,
-    }
-    ctr: dict[str, float] = {
-        v: float(n["ctr"]) for v, n in per_variant.items() if isinstance(n, dict) and n.get("ctr") is not None
-    }
-    winner = experiment.winner
-    if "lift" not in decision and winner is not None and winner in ctr and len(ctr) == 2:
-        other = next(v for v in ctr if v != winner)
-        if ctr[other]:
-            decision["lift"] = round(ctr[winner] / ctr[other] - 1, 6)
-    return result | decision  # p_value, z, lift and whatever else the decision recorded
 
 
 def rearm_stalled(

@@ -17,6 +17,7 @@ from pipeline.store.checks import ChecksStore
 from pipeline.store.desk import DeskStore
 from pipeline.store.experiments import ExperimentsStore
 from pipeline.store.ledger import LedgerStore
+from pipeline.store.metric_windows import MetricWindowsStore
 from pipeline.store.planning import PlanningStore
 from pipeline.store.publishing import PublishingStore
 from pipeline.store.review import ReviewStore, SiteCounts
@@ -32,6 +33,7 @@ class Store(
     LedgerStore,
     AutomationStore,
     TriggerScanStore,
+    MetricWindowsStore,
     ReviewStore,
     CalendarStore,
     PublishingStore,

@@ -182,6 +182,9 @@ def _current_variants() -> Select[ContentVariant]:
     )
 
 
+_IN_CHUNK = 500  # ids per `IN (...)`: well inside SQLite's limit on bound parameters
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, Select, String, and_, column, func, or_, select, text, tuple_, update, values
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Select, func, select, text, tuple_, update
+from sqlalchemy.orm import Session
 
-from pipeline.metric_windows import WEIGHTED_BY, Totals, Window
 from pipeline.models import (
     Content,
     ContentStatus,
@@ -28,12 +27,12 @@ from pipeline.models import (
     as_utc,
     utcnow,
 )
-from pipeline.store.base import StoreBase, _chunks, table
+from pipeline.store.base import _IN_CHUNK, StoreBase, _chunks, table
+from pipeline.store.metric_windows import WindowTotals as WindowTotals  # imported from here too
 
 # (time, id) keys, as in `pipeline.trigger_cursor.Key`; a time of None is "before everything".
 Key = tuple[datetime | None, int]
 ACTIVE = (FiringStatus.REQUESTED, FiringStatus.RUNNING)
-_IN_CHUNK = 500  # ids per `IN (...)`: well inside SQLite's limit on bound parameters
 # PostgreSQL advisory-lock key (namespace, id) that writers of metric rows and publications serialise on.
 _TRIGGER_INPUTS_LOCK = (7318, 0)
 
@@ -79,11 +78,6 @@ class ArticleRule:
     kind: str = "value"
     window_days: int | None = None
     min_volume: float = 0.0
-
-
-# `{(content_id, window name): {variant: {metric: totals}}}`: what `window_totals` reads.
-WindowTotals = dict[tuple[int, str], dict[str, dict[str, Totals]]]
-_WINDOWS_CHUNK = 1000  # windows per query (4 bound parameters each)
 
 
 @dataclass(frozen=True)
@@ -258,99 +252,6 @@ class TriggerScanStore(StoreBase):
                     rules.setdefault(rule.content_id, []).append(rule)
         return rules
 
-    def metric_spans(self, content_ids: Iterable[int]) -> dict[int, tuple[datetime, datetime]]:
-        """When the metric rows of each article's published version begin (the earliest period start or
-        instant) and end (the newest `observed_at`): one grouped query per chunk; articles without rows absent."""
-        spans: dict[int, tuple[datetime, datetime]] = {}
-        start = func.coalesce(PostMetric.period_start, PostMetric.observed_at)
-        with self._sessions() as session:
-            for chunk in _chunks(sorted(set(content_ids)), _IN_CHUNK):
-                rows = session.execute(
-                    select(PostMetric.content_id, func.min(start), func.max(PostMetric.observed_at))
-                    .join(
-                        Content,
-                        (Content.id == PostMetric.content_id) & (Content.published_version == PostMetric.version),
-                    )
-                    .where(PostMetric.content_id.in_(chunk))
-                    .group_by(PostMetric.content_id)
-                )
-                for content_id, first, last in rows:
-                    spans[int(content_id)] = (_moment(first), _moment(last))
-        return spans
-
-    def window_totals(self, windows: Iterable[tuple[int, Window]]) -> WindowTotals:
-        """The totals of every metric per variant of the published version of each `(article, window)`:
-        sums, row counts, the impressions-weighted sums of weighted means, the span of the rows. One
-        grouped query per chunk of windows (a table of windows joined to the rows), not one per article."""
-        found: WindowTotals = {}
-        rows_of = aliased(PostMetric)
-        weights = aliased(PostMetric)
-        start = func.coalesce(rows_of.period_start, rows_of.observed_at)
-        same_rows = and_(
-            or_(*(and_(rows_of.metric == metric, weights.metric == by) for metric, by in WEIGHTED_BY.items())),
-            weights.content_id == rows_of.content_id,
-            weights.variant == rows_of.variant,
-            weights.version == rows_of.version,
-            weights.observed_at == rows_of.observed_at,
-            weights.source == rows_of.source,
-            or_(
-                weights.period_start == rows_of.period_start,
-                and_(weights.period_start.is_(None), rows_of.period_start.is_(None)),
-            ),
-        )
-        with self._sessions() as session:
-            for chunk in _chunks(list(windows), _WINDOWS_CHUNK):
-                table_of = (
-                    values(
-                        column("content_id", Integer),
-                        column("name", String),
-                        column("starts", DateTime(timezone=True)),
-                        column("ends", DateTime(timezone=True)),
-                        name="windows",
-                    )
-                    .data([(content_id, w.name, w.start, w.end) for content_id, w in chunk])
-                    .cte("windows")
-                )
-                statement = (
-                    select(
-                        table_of.c.content_id,
-                        table_of.c.name,
-                        rows_of.variant,
-                        rows_of.metric,
-                        func.sum(rows_of.value),
-                        func.count(),
-                        func.sum(rows_of.value * weights.value),
-                        func.sum(weights.value),
-                        func.min(start),
-                        func.max(rows_of.observed_at),
-                    )
-                    .select_from(table_of)
-                    .join(rows_of, rows_of.content_id == table_of.c.content_id)
-                    .join(
-                        Content,
-                        (Content.id == rows_of.content_id) & (Content.published_version == rows_of.version),
-                    )
-                    .outerjoin(weights, same_rows)
-                    .where(
-                        start >= table_of.c.starts,
-                        rows_of.observed_at > table_of.c.starts,
-                        rows_of.observed_at <= table_of.c.ends,
-                    )
-                    .group_by(table_of.c.content_id, table_of.c.name, rows_of.variant, rows_of.metric)
-                )
-                for content_id, name, variant, metric, total, count, weighted, weight, first, last in session.execute(
-                    statement
-                ):
-                    found.setdefault((int(content_id), str(name)), {}).setdefault(variant, {})[metric] = Totals(
-                        float(total or 0.0),
-                        int(count),
-                        float(weighted or 0.0),
-                        float(weight or 0.0),
-                        _moment(first),
-                        _moment(last),
-                    )
-        return found
-
     def site_default_rules(self, site_id: int) -> list[TriggerRule]:
         """Enabled store rules of a site that apply to every published article, oldest first."""
         with self._sessions() as session:
@@ -464,11 +365,6 @@ def serialise_trigger_inputs(session: Session) -> None:
     """
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(*_TRIGGER_INPUTS_LOCK)))
-
-
-def _moment(value: datetime | str) -> datetime:
-    # SQLite hands aggregates of datetimes back as their stored text.
-    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
 
 
 def _published(site_id: int, after: Key, until: datetime | None, *columns: Any) -> Select[Any]:
