@@ -42,7 +42,10 @@ def experiment_result(experiment: Experiment | None) -> dict[str, Any] | None:
     if experiment is None:
         return None
     decision = dict(experiment.decision or {})
-    per_variant = decision.pop("variants", None) or {v: decision.pop(v) for v in ("A", "B") if v in decision}
+    # `ab_stats.LookResult.as_dict` keeps each variant's counts under `a` and `b`.
+    per_variant = decision.pop("variants", None) or {
+        key.upper(): decision.pop(key) for key in ("a", "b", "A", "B") if key in decision
+    }
     result: dict[str, Any] = {
         "status": experiment.status,
         "control": experiment.control,

@@ -17,11 +17,11 @@ from pipeline.store.checks import ChecksStore
 from pipeline.store.desk import DeskStore
 from pipeline.store.experiments import ExperimentsStore
 from pipeline.store.ledger import LedgerStore
-from pipeline.store.metric_windows import MetricWindowsStore
 from pipeline.store.planning import PlanningStore
 from pipeline.store.publishing import PublishingStore
 from pipeline.store.review import ReviewStore, SiteCounts
 from pipeline.store.trigger_scan import TriggerScanStore
+from pipeline.store.window_reads import MetricWindowsStore
 from pipeline.store.writing import WritingStore
 
 __all__ = ["MIGRATIONS_DIR", "SiteCounts", "Store", "StoreBase", "UnknownSite"]

@@ -28,7 +28,7 @@ from pipeline.models import (
     utcnow,
 )
 from pipeline.store.base import _IN_CHUNK, StoreBase, _chunks, table
-from pipeline.store.metric_windows import WindowTotals as WindowTotals  # imported from here too
+from pipeline.store.window_reads import WindowTotals as WindowTotals  # imported from here too
 
 # (time, id) keys, as in `pipeline.trigger_cursor.Key`; a time of None is "before everything".
 Key = tuple[datetime | None, int]
