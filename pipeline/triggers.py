@@ -193,7 +193,10 @@ def evaluate(store: Store, sites: Mapping[int, SiteRules], content_ids: Iterable
     if not articles:
         return []
     busy = store.active_firing_content(a.id for a in articles)
-    articles = [a for a in articles if a.id not in busy and not a.regeneration_run_id]
+    # An article in a running A/B test is not rewritten under it: its numbers belong to the test until
+    # it is decided (`pipeline.experiments`), then its rules apply again.
+    testing = store.content_in_running_experiments(a.id for a in articles)
+    articles = [a for a in articles if a.id not in busy | testing and not a.regeneration_run_id]
     ids = [a.id for a in articles]
     own = store.article_rules(ids)
     metrics = store.latest_published_metrics(ids)

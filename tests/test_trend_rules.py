@@ -453,3 +453,31 @@ def test_the_analysis_prompt_gets_both_variants_numbers_the_trend_and_the_experi
     assert "chose variant B (A CTR 2.00%, B CTR 3.00%), lift +50%" in note
     [call] = [c for c in env.store.model_calls() if c.prompt_name == "metrics_analysis" and c.provider == "openai"]
     assert call.prompt_version.startswith("metrics_analysis@2") or call.prompt_version == "2"
+
+
+def test_an_article_in_a_running_a_b_test_is_not_rewritten_until_the_test_is_decided(articles):
+    env = articles
+    content_id = take(env)
+    trend_rule(env, content_id)
+    halving_clicks(env, content_id)
+    site = env.store.site("sample")
+    with env.store.transaction() as s:
+        experiment = Experiment(
+            site_id=site.id,
+            content_id=content_id,
+            version=1,
+            control="A",
+            status="running",
+            period_days=14,
+            max_days=84,
+            min_impressions=1000,
+            confidence=0.95,
+            timezone="UTC",
+            starts_at=NOW - 56 * DAY,
+            ends_at=NOW + 28 * DAY,
+        )
+        s.add(experiment)
+    assert due(env, content_id) == [], "the test's numbers are the test's"
+    with env.store.transaction() as s:
+        s.execute(update(Experiment).where(Experiment.content_id == content_id).values(status="decided", winner="A"))
+    assert [d.rule.metric for d in due(env, content_id)] == ["clicks"], "decided: the rules apply again"

@@ -81,6 +81,17 @@ class ExperimentsStore(StoreBase):
             own.append(LiveSpan(start, None, version, variant, actor))
         return spans
 
+    def content_in_running_experiments(self, content_ids: Iterable[int]) -> set[int]:
+        """Those of `content_ids` whose published version is being A/B tested now."""
+        ids = list(dict.fromkeys(content_ids))
+        if not ids:
+            return set()
+        statement = select(Experiment.content_id).where(
+            Experiment.content_id.in_(ids), Experiment.status == ExperimentStatus.RUNNING
+        )
+        with self._sessions() as session:
+            return set(session.scalars(statement))
+
     def experiment_of(self, content_id: int, version: int | None = None) -> Experiment | None:
         """The article's experiment for `version` (default: its newest experiment)."""
         statement = select(Experiment).where(Experiment.content_id == content_id)
