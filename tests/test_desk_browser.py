@@ -107,6 +107,8 @@ def sign_in(page: Page, desk: Desk, user: str = "ana", *, next_path: str = "/") 
     page.fill("#password", PASSWORDS[user])
     page.click("#signin-submit")
     expect(page.locator("#signed-in-as")).to_have_text(user)
+    # The element is in the DOM before the stylesheet has loaded; what follows may read computed styles.
+    page.wait_for_load_state("load")
 
 
 def record_dialogs(page: Page, *, accept: bool) -> list[str]:
@@ -309,12 +311,10 @@ def test_a_b_comparison_shows_both_variants_side_by_side_and_a_word_diff(page: P
     expect(removed.first).to_be_visible()
     expect(added.first).to_be_visible()
     assert "fresh beans" in " ".join(added.all_inner_texts()), "B's words are marked as added"
-    # Marked words are coloured apart from the unchanged text.
-    colours = page.evaluate(
-        """() => [document.querySelector('#diff del'), document.querySelector('#diff ins'),
-                  document.querySelector('#diff')].map(e => getComputedStyle(e).backgroundColor)"""
-    )
-    assert len(set(colours)) == 3, colours
+    # Marked words are coloured apart from the unchanged text (to_have_css waits for the stylesheet).
+    expect(removed.first).to_have_css("background-color", "rgb(251, 213, 217)")
+    expect(added.first).to_have_css("background-color", "rgb(205, 238, 214)")
+    expect(page.locator("#diff")).to_have_css("background-color", "rgb(255, 255, 255)")
 
     a_box = page.locator("#side-by-side > #variant-A").bounding_box()
     b_box = page.locator("#side-by-side > #variant-B").bounding_box()
