@@ -7,7 +7,7 @@ one is set (the model may not invent them). An answer with no usable body is a f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ def write_content(
 ) -> StageReport:
     """Write the article of every idea that has none, saving each as soon as it is written."""
     run = RunSite.of(store, site)
-    site_id, taxonomy = run.site.id, run.settings.taxonomy
+    site_id = run.site.id
     clusters = {c.id: c for c in store.clusters(site_id)}
     candidates = store.ideas(site_id) if options.force else store.ideas_without_content(site_id)
     existing = store.content_ids_by_idea(site_id) if options.force else {}
@@ -44,8 +44,12 @@ def write_content(
     plan = site_link_plan(store, site_id, run.settings)
     selected = options.select(candidates)
     questions = cluster_questions(store, run, {idea.cluster_id for idea in selected})
-    rules = {idea.id: page_rules(run, plan, idea, questions.get(idea.cluster_id, [])) for idea in selected}
-    tasks = [article_task(run, idea, clusters[idea.cluster_id], plan, rules[idea.id]) for idea in selected]
+    tasks = [
+        article_task(
+            run, idea, clusters[idea.cluster_id], plan, page_rules(run, plan, idea, questions.get(idea.cluster_id, []))
+        )
+        for idea in selected
+    ]
     if options.dry_run:
         return dry_run_report(engine.estimate("content", tasks), len(tasks))
     report = StageReport(items=len(tasks))
@@ -57,8 +61,8 @@ def write_content(
             if isinstance(outcome, ModelCallFailed):
                 report.failures.append(f"{outcome}; not stored")
                 continue
-            # Accepted by the engine only after `article_check`: this cannot raise `UnusableArticle`.
-            variant = variant_row(outcome.answer, task.item.target_keywords, taxonomy, rules[task.item.id])
+            # Accepted by the engine only after its `ArticleCheck`: this cannot raise `UnusableArticle`.
+            variant = accepted_row(task, outcome.answer)
             dropped_keywords += variant.pop("dropped_keywords")
             invented_links += variant.pop("invented_links")
             internal_links += variant.pop("internal_links")
@@ -130,7 +134,7 @@ def article_task(
         ),
         schema=ArticleDraft,
         choices=article_choices(idea.target_keywords, taxonomy, rules.faq_questions),
-        check=article_check(idea.target_keywords, taxonomy, rules),
+        check=ArticleCheck(idea.target_keywords, taxonomy, rules),
         item=idea,
     )
 
@@ -186,19 +190,39 @@ def article_choices(
     return choices
 
 
-def article_check(
-    targets: list[str], taxonomy: Taxonomy | None, rules: PageRules | None = None
-) -> Callable[[ArticleDraft], str | None]:
-    """The stage's acceptance rule for an article answer (see `variant_row`)."""
+class ArticleCheck:
+    """The stage's acceptance rule for an article answer (see `variant_row`), run by the engine.
 
-    def check(draft: ArticleDraft) -> str | None:
+    Accepting an answer means building its stored form; the row built for the answer last accepted is kept
+    for `row`, so the stage does not sanitise and measure the same article twice.
+    """
+
+    def __init__(self, targets: list[str], taxonomy: Taxonomy | None, rules: PageRules | None = None):
+        self.targets, self.taxonomy, self.rules = targets, taxonomy, rules
+        self._accepted: tuple[ArticleDraft, dict[str, Any]] | None = None
+
+    def __call__(self, draft: ArticleDraft) -> str | None:
         try:
-            variant_row(draft, targets, taxonomy, rules)
+            self._accepted = (draft, variant_row(draft, self.targets, self.taxonomy, self.rules))
         except UnusableArticle as problem:
             return str(problem)
         return None
 
-    return check
+    def row(self, draft: ArticleDraft) -> dict[str, Any]:
+        """The stored form of `draft`, an answer the engine accepted (built again only when the answer did
+        not pass through this check, e.g. a cached one)."""
+        accepted, self._accepted = self._accepted, None
+        if accepted is not None and accepted[0] is draft:
+            return accepted[1]
+        return variant_row(draft, self.targets, self.taxonomy, self.rules)
+
+
+def accepted_row(task: Task[Any, Any], draft: ArticleDraft) -> dict[str, Any]:
+    """The stored form of an accepted answer to `task` (built by its `ArticleCheck`)."""
+    check = task.check
+    if not isinstance(check, ArticleCheck):
+        raise TypeError(f"task {task.ref} has no ArticleCheck")
+    return check.row(draft)
 
 
 def variant_row(

@@ -26,13 +26,12 @@ from pipeline.models import ContentStatus, ContentVariant
 from pipeline.prompts.schemas import OptimizedArticle
 from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
 from pipeline.stages.content import (
-    PageRules,
-    article_check,
+    ArticleCheck,
+    accepted_row,
     article_choices,
     article_data,
     cluster_questions,
     page_rules,
-    variant_row,
 )
 from pipeline.store import Store
 from pipeline.store.writing import carried_variant
@@ -85,12 +84,10 @@ def optimize_articles(
     if options.limit is not None:
         chosen = chosen[: options.limit]
     questions = cluster_questions(store, run, {ideas[contents[c].idea_id].cluster_id for c, _ in chosen})
-    rules: dict[tuple[int, str], PageRules] = {}
     tasks = []
     for content_id, variant in chosen:
         idea = ideas[contents[content_id].idea_id]
         rule = page_rules(run, plan, idea, questions.get(idea.cluster_id, []))
-        rules[(content_id, variant.variant)] = rule
         data = article_data(
             run.prompt_data(),
             idea,
@@ -112,7 +109,7 @@ def optimize_articles(
                 data=data,
                 schema=OptimizedArticle,
                 choices=article_choices(idea.target_keywords, taxonomy, rule.faq_questions),
-                check=article_check(idea.target_keywords, taxonomy, rule),
+                check=ArticleCheck(idea.target_keywords, taxonomy, rule),
                 item=(content_id, variant, idea),
             )
         )
@@ -126,7 +123,7 @@ def optimize_articles(
             if isinstance(outcome, ModelCallFailed):
                 report.failures.append(f"optimisation of content {content_id} {variant.variant}: {outcome}; kept")
                 continue
-            answer = variant_row(outcome.answer, idea.target_keywords, taxonomy, rules[(content_id, variant.variant)])
+            answer = accepted_row(task, outcome.answer)
             for counter in ("dropped_keywords", "invented_links", "internal_links"):
                 answer.pop(counter)
             answers[content_id][variant.variant] = answer | outcome.provenance()

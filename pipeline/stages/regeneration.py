@@ -21,13 +21,13 @@ from pipeline.models import TriggerFiring
 from pipeline.prompts.schemas import ArticleDraft, MetricsAnalysis
 from pipeline.stages import RunSite, StageReport
 from pipeline.stages.content import (
+    ArticleCheck,
     UnusableArticle,
-    article_check,
+    accepted_row,
     article_choices,
     article_data,
     cluster_questions,
     page_rules,
-    variant_row,
 )
 from pipeline.store import Store
 from pipeline.triggers import experiment_result, published_windows
@@ -149,7 +149,7 @@ def _regenerate(
             },
             schema=ArticleDraft,
             choices=article_choices(idea.target_keywords, taxonomy, rules.faq_questions),
-            check=article_check(idea.target_keywords, taxonomy, rules),
+            check=ArticleCheck(idea.target_keywords, taxonomy, rules),
             item=variant,
         )
         for variant, brief in (("A", analysis.brief_a), ("B", analysis.brief_b))
@@ -159,7 +159,7 @@ def _regenerate(
         if isinstance(outcome, ModelCallFailed):
             raise outcome
         variant = task.item
-        row = variant_row(outcome.answer, idea.target_keywords, taxonomy, rules)
+        row = accepted_row(task, outcome.answer)
         for count in ("dropped_keywords", "invented_links", "internal_links"):
             row.pop(count)
         rows[variant] = {"variant": variant, **row}
