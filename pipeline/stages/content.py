@@ -44,15 +44,16 @@ def write_content(
     plan = site_link_plan(store, site_id, run.settings)
     selected = options.select(candidates)
     questions = cluster_questions(store, run, {idea.cluster_id for idea in selected})
-    tasks = [
+    # Built as the engine takes them: the first call starts before the last task is built.
+    tasks = (
         article_task(
             run, idea, clusters[idea.cluster_id], plan, page_rules(run, plan, idea, questions.get(idea.cluster_id, []))
         )
         for idea in selected
-    ]
+    )
     if options.dry_run:
-        return dry_run_report(engine.estimate("content", tasks), len(tasks))
-    report = StageReport(items=len(tasks))
+        return dry_run_report(engine.estimate("content", list(tasks)), len(selected))
+    report = StageReport(items=len(selected))
     written = dropped_keywords = invented_links = internal_links = 0
     done: set[int] = set()
     for batch in engine.generate_batches("content", tasks):
