@@ -58,6 +58,38 @@ class ExperimentStatus(StrEnum):
     STOPPED = "stopped"
 
 
+class IdeaStatus(StrEnum):
+    """An idea's review state: `proposed` ideas wait for approval when the site asks for it
+    (`ideas_need_approval`); only `approved` ideas get articles. Ideas of sites without the gate are
+    created `approved`."""
+
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class BatchStatus(StrEnum):
+    """A provider batch's state in the store.
+
+    `intent` (recorded before anything is sent) -> `submitted` (the provider holds it: validating,
+    in progress, finalizing) -> `completed` (output ready) -> `ingested` (its answers stored); or `failed`,
+    `expired`, `cancelled` (unanswered items are pending again), or `abandoned` (an intent the provider
+    never received, found by reconciliation).
+    """
+
+    INTENT = "intent"
+    SUBMITTED = "submitted"
+    COMPLETED = "completed"
+    INGESTED = "ingested"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    ABANDONED = "abandoned"
+
+
+OPEN_BATCH_STATUSES = (BatchStatus.INTENT, BatchStatus.SUBMITTED, BatchStatus.COMPLETED)
+
+
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the store uses."""
     return datetime.now(UTC)
@@ -167,6 +199,10 @@ class Idea(Generated, Base):
     target_keywords: Mapped[list[str]] = mapped_column()
     estimated_word_count: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(20), default=IdeaStatus.APPROVED.value, index=True)
+    reviewed_by: Mapped[str | None] = mapped_column(String(120))
+    reviewed_at: Mapped[datetime | None]
+    review_note: Mapped[str | None] = mapped_column(Text)
 
 
 class Content(Base):
@@ -287,6 +323,69 @@ class ModelCall(Base):
     run_id: Mapped[str | None] = mapped_column(String(64), index=True)
     partition: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The provider batch that answered this call (priced at the batch rate), or NULL for a real-time call.
+    batch_id: Mapped[int | None] = mapped_column(index=True)
+
+
+class ModelBatch(Base):
+    """One provider batch (OpenAI Batch API): a JSONL file of requests answered within its window at the
+    batch price. `local_key` is written before anything is sent and travels in the batch's metadata, so a
+    crash between creating the batch and recording it is reconciled instead of submitted twice."""
+
+    __tablename__ = "model_batches"
+    __table_args__ = (Index("ix_model_batches_status", "status", "partition", "stage"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    local_key: Mapped[str] = mapped_column(String(64), unique=True)
+    stage: Mapped[str] = mapped_column(String(40))
+    partition: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(300))
+    model: Mapped[str] = mapped_column(String(120))
+    status: Mapped[str] = mapped_column(String(20), default=BatchStatus.INTENT.value)
+    remote_id: Mapped[str | None] = mapped_column(String(120), unique=True)
+    remote_status: Mapped[str | None] = mapped_column(String(40))
+    input_file_id: Mapped[str | None] = mapped_column(String(120))
+    output_file_id: Mapped[str | None] = mapped_column(String(120))
+    error_file_id: Mapped[str | None] = mapped_column(String(120))
+    requests: Mapped[int] = mapped_column(default=0)
+    answered: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    submitted_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    ingested_at: Mapped[datetime | None]
+
+
+class ModelBatchItem(Base):
+    """One request of a batch: its `custom_id` (from the cache key) and the item it answers.
+
+    `state`: `pending` (sent, no answer yet) -> `answered` (its line was valid and is stored) or `failed`
+    (errored or invalid: the item is pending again for the next batch or a real-time run)."""
+
+    __tablename__ = "model_batch_items"
+
+    batch_id: Mapped[int] = mapped_column(ForeignKey("model_batches.id", ondelete="CASCADE"), primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    item_ref: Mapped[str] = mapped_column(String(200), index=True)
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class BudgetReservation(Base):
+    """Money a running engine may spend next on a site's monthly budget, held until its calls are on the
+    ledger or `expires_at`: concurrent runs and processes see each other's reservations."""
+
+    __tablename__ = "budget_reservations"
+    __table_args__ = (Index("ix_budget_reservations_partition_expires", "partition", "expires_at"),)
+
+    holder: Mapped[str] = mapped_column(String(120), primary_key=True)
+    partition: Mapped[str] = mapped_column(String(200), primary_key=True)
+    amount_usd: Mapped[float] = mapped_column(default=0.0)
+    expires_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class ResponseCache(Base):

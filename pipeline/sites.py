@@ -303,6 +303,18 @@ class ABTestSettings(BaseModel):
         return self
 
 
+class BatchSettings(BaseModel):
+    """When this site's model stages use the provider's Batch API (half price, answers within 24 hours)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nightly: bool = Field(default=False, description="The nightly fill-in and backfills submit batches.")
+    failed_lines: Literal["next_batch", "realtime"] = Field(
+        default="next_batch",
+        description="Where items whose batch line errored or failed validation go: the next batch, or real time.",
+    )
+
+
 class SiteSettings(BaseModel):
     """Per-site knobs, stored in `sites.settings`; unknown keys are rejected so typos surface."""
 
@@ -324,6 +336,13 @@ class SiteSettings(BaseModel):
     )
     prices: dict[str, dict[str, float]] = Field(default_factory=dict, description="Per-model price overrides.")
     max_run_cost_usd: float | None = Field(default=None, ge=0, description="Budget cap for any run of this site.")
+    monthly_budget_usd: float | None = Field(
+        default=None, ge=0, description="Spend cap per calendar month (UTC) across all runs and processes."
+    )
+    ideas_need_approval: bool = Field(
+        default=False, description="New ideas wait as `proposed` until approved; only approved ideas get articles."
+    )
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     triggers: list[TriggerRuleSettings] = Field(default_factory=list, description="Default regeneration rules.")
     endpoints: dict[Literal["text", "embeddings", "images"], EndpointSettings] = Field(
         default_factory=dict, description="Where this site's text, embeddings and images calls go."
