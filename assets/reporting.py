@@ -35,6 +35,11 @@ class StageConfig(Config):
     skip_recent_days: float | None = Field(
         default=None, ge=0, description="Leave items whose input was created in the last N days."
     )
+    batch: bool | None = Field(
+        default=None,
+        description="Submit the calls to the provider's Batch API (half price, answers within 24 h; a sensor "
+        "ingests them). Unset: the site's batch.nightly setting decides for nightly and backfill runs.",
+    )
     allowed_failures: int = Field(
         default=0, ge=0, description="Item failures tolerated whatever their share (see max_failure_share)."
     )

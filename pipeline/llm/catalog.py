@@ -32,6 +32,8 @@ class Price(BaseModel):
     cached_input_per_mtok: float = 0.0
     output_per_mtok: float = 0.0
     per_image: float = 0.0
+    # The Batch API's price as a share of the real-time one (OpenAI: half, for tokens and images alike).
+    batch_share: float = Field(default=0.5, gt=0, le=1)
 
 
 class Usage(BaseModel):
@@ -78,17 +80,19 @@ class Catalog(BaseModel):
             table[model] = Price.model_validate((table[model].model_dump() if model in table else {}) | given)
         return Catalog(stages=stages, prices=table, image_size=image_size or self.image_size)
 
-    def cost(self, model: str, usage: Usage) -> float:
-        """USD cost of `usage` on `model`; models missing from the price table cost 0 and are flagged by tests."""
+    def cost(self, model: str, usage: Usage, *, batch: bool = False) -> float:
+        """USD cost of `usage` on `model`, at the real-time or (`batch`) the Batch API price; models missing
+        from the price table cost 0 and are flagged by tests."""
         price = self.prices.get(model, Price())
         uncached = max(usage.input_tokens - usage.cached_input_tokens, 0)
-        return round(
+        real_time = round(
             uncached * price.input_per_mtok / 1e6
             + usage.cached_input_tokens * price.cached_input_per_mtok / 1e6
             + usage.output_tokens * price.output_per_mtok / 1e6
             + usage.images * price.per_image,
             8,
         )
+        return round(real_time * price.batch_share, 8) if batch else real_time
 
 
 DEFAULT_CATALOG = Catalog(

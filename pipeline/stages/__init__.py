@@ -91,6 +91,7 @@ class RunOptions:
     limit: int | None = None  # at most this many items
     item_id: int | None = None  # only this item (the id of the stage's input row)
     skip_recent_days: float | None = None  # leave items whose input is younger than this
+    batch: bool = False  # submit the calls to the provider's Batch API (half price, answers within 24 h)
 
     def select(
         self,
