@@ -35,6 +35,14 @@ publish_articles = define_asset_job(
     tags={"pipeline/run_kind": "publishing"},
 )
 
+ingest_batches = define_asset_job(
+    "ingest_batches",
+    selection=AssetSelection.assets(ideas, content, image_prompts),
+    description="Ingest a finished provider batch: the stage that sent it runs in batch mode for its site, storing "
+    "the answers and sending what is left (the model_batches sensor requests it).",
+    tags={"pipeline/run_kind": "batch-ingestion"},
+)
+
 run_experiments = define_asset_job(
     "run_experiments",
     selection=AssetSelection.assets(experiments),
@@ -43,7 +51,7 @@ run_experiments = define_asset_job(
     tags={"pipeline/run_kind": "experiments"},
 )
 
-JOBS = [content_pipeline, ingest_keywords, regenerate_variants, publish_articles, run_experiments]
+JOBS = [content_pipeline, ingest_keywords, regenerate_variants, publish_articles, run_experiments, ingest_batches]
 
 __all__ = [
     "ALL_ASSETS",
@@ -55,6 +63,7 @@ __all__ = [
     "ideas",
     "image_prompts",
     "images",
+    "ingest_batches",
     "ingest_keywords",
     "keywords",
     "publications",

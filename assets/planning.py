@@ -89,8 +89,9 @@ def ideas(
     are dropped (`ideas_dropped_duplicate_keyword`, `ideas_dropped_similar`; each decision listed in
     `cannibalisation_decisions`).
     """
-    db, options = store.open(), config.options()
+    db = store.open()
     site = RunSite.of(db, context.partition_key)
+    options = config.options(context, site, batchable=True)
     with engine_for(context, db, llm, site, options) as engine:
         report = generate_ideas(db, engine, site, options)
     result = materialize_result(

@@ -51,14 +51,25 @@ class StageConfig(Config):
         "(failures are listed and fail the asset's items_ok check); above it, the step fails.",
     )
 
-    def options(self) -> RunOptions:
-        """The stage-level view of these controls."""
+    def options(
+        self, context: AssetExecutionContext | None = None, site: RunSite | None = None, *, batchable: bool = False
+    ) -> RunOptions:
+        """The stage-level view of these controls. `batchable` stages (ideas, content, image prompts) run in
+        batch mode when `batch` says so, or, unset, when the site's `batch.nightly` is on and the run is the
+        nightly fill-in or a backfill; the others always call in real time."""
+        batch = self.batch
+        if batch is None and context is not None and site is not None and site.settings.batch.nightly:
+            tags = context.run.tags
+            batch = tags.get("pipeline/run_kind") == "fill-in" or "dagster/backfill" in tags
+        if batch and not batchable and context is not None:
+            context.log.warning("batch mode applies to ideas, content and image prompts; this step calls in real time")
         return RunOptions(
             force=self.force,
             dry_run=self.dry_run,
             limit=self.limit,
             item_id=self.item_id,
             skip_recent_days=self.skip_recent_days,
+            batch=bool(batch) and batchable,
         )
 
 
@@ -145,6 +156,13 @@ def materialize_result(
             "cost_usd": MetadataValue.float(totals.cost_usd),
             "items_in_progress_elsewhere": totals.in_progress_elsewhere,
         }
+        if engine.options.batch:
+            metadata |= {
+                "batch_items_submitted": totals.batch_submitted,
+                "batch_items_waiting": totals.batch_waiting,
+                "batch_items_ingested": totals.batch_answered,
+                "batches_created": ", ".join(str(b) for b in totals.batches_created) or "none",
+            }
         kinds = {"text": engine.provider, "images": engine.image_provider, "embeddings": engine.embedding_provider}
         for kind, provider in kinds.items():
             if provider is not main:  # the other endpoints of the run, when they differ

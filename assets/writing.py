@@ -52,8 +52,9 @@ def content(
     Every run (dry runs too) reports the content checks (SEO, readability, links, duplicates) over all
     current articles of the site.
     """
-    db, options = store.open(), config.options()
+    db = store.open()
     site = RunSite.of(db, context.partition_key)
+    options = config.options(context, site, batchable=not (config.regenerate_firings or config.optimize))
     with engine_for(context, db, llm, site, options) as engine:
         if config.regenerate_firings:
             report = regenerate_variants(db, engine, site, config.regenerate_firings, context.run.run_id)
@@ -88,8 +89,9 @@ def image_prompts(
     context: AssetExecutionContext, config: StageConfig, store: StoreResource, llm: LLMResource
 ) -> MaterializeResult:  # type: ignore[type-arg]  # Dagster reads this annotation: only the bare class
     """Image prompts per current article variant: one featured, and in-article ones anchored to H2s."""
-    db, options = store.open(), config.options()
+    db = store.open()
     site = RunSite.of(db, context.partition_key)
+    options = config.options(context, site, batchable=True)
     with engine_for(context, db, llm, site, options) as engine:
         report = generate_image_prompts(db, engine, site, options)
     return materialize_result(

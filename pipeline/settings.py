@@ -15,6 +15,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Seconds between sensor ticks unless `PIPELINE_SENSOR_INTERVAL_SECONDS` sets one for every sensor.
 SENSOR_INTERVAL_SECONDS = 30
 METRICS_SENSOR_INTERVAL_SECONDS = 60  # the metric sensor's own default
+BATCH_SENSOR_INTERVAL_SECONDS = 300  # provider batches take minutes to hours: no need to poll faster
 
 
 def data_dir() -> Path:

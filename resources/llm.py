@@ -12,6 +12,8 @@ from typing import Any
 from dagster import Config, ConfigurableResource
 from pydantic import Field
 
+from pipeline.llm.batch_api import BatchAPI
+from pipeline.llm.batch_mode import BatchCapable
 from pipeline.llm.catalog import DEFAULT_CATALOG
 from pipeline.llm.endpoints import DEFAULT_KEY_ENV, Endpoint, EndpointError, resolve_endpoints
 from pipeline.llm.engine import ModelEngine
@@ -185,6 +187,8 @@ class LLMResource(ConfigurableResource):  # type: ignore[type-arg]  # Dagster's 
                 max_run_cost_usd=min(budgets) if budgets else None,
                 dry_run=options.dry_run,
                 item_timeout_s=self.item_timeout_s,
+                batch=options.batch,
+                batch_failed_lines=settings.batch.failed_lines if settings else "next_batch",
             ),
             run_prompt_overrides={name: p.model_dump() for name, p in self.prompts.items()},
             site_prompt_overrides=settings.prompts if settings else None,
@@ -192,6 +196,11 @@ class LLMResource(ConfigurableResource):  # type: ignore[type-arg]  # Dagster's 
             image_provider=providers["images"],
             embedding_provider=providers["embeddings"],
         )
+
+    def batch_api(self, settings: SiteSettings | None = None) -> BatchAPI | None:
+        """The Batch API of a site's text endpoint, or None when its provider has none (offline)."""
+        provider = self._providers(self.endpoints(settings))["text"]
+        return provider.batch_api() if isinstance(provider, BatchCapable) else None
 
     def _providers(self, endpoints: dict[str, Endpoint]) -> dict[str, Provider]:
         """One provider per distinct endpoint (kinds sharing an endpoint share its connections)."""

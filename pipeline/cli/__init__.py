@@ -9,6 +9,7 @@
     pipeline review reject [IDS...] [--site SLUG (--all | --cluster ID)] --note TEXT
     pipeline review publish ID [--variant A|B]
     pipeline desk [--host HOST] [--port N] | add-user NAME | hash-password
+    pipeline batches list [--site SLUG] [--all] [--json] | cancel ID
 
 `sites add` validates the keyword file, registers the site in the store and adds the `sites` partition
 to the Dagster instance that `dagster` commands and `make ui` use (`DAGSTER_HOME`, default `.dagster/`
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 
 from pipeline.cli.automation import add_automation_commands
 from pipeline.cli.base import UsageError
+from pipeline.cli.batches import add_batches_commands
 from pipeline.cli.desk import add_desk_commands
 from pipeline.cli.review import add_review_commands
 from pipeline.cli.sites import add_site_partition, add_sites_commands, ensure_dagster_home
@@ -61,4 +63,5 @@ def _parser() -> argparse.ArgumentParser:
     add_review_commands(commands)
     add_automation_commands(commands)
     add_desk_commands(commands)
+    add_batches_commands(commands)
     return parser

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from pipeline.llm.batch_mode import BatchMode
 from pipeline.llm.calls import (
     EmbeddingCall,
     PlainCall,
@@ -174,6 +175,8 @@ class ModelEngine:
     ) -> Iterator[list[tuple[Task[T, I], Generation[T] | ModelCallFailed]]]:
         """Like `generate_each`, but hands over every result finished since the last hand-over, so a stage
         can store them in one transaction when it falls behind (a single result when it keeps up)."""
+        if self.options.batch:
+            return BatchMode(self).generate(stage, tasks)
         settings = self.catalog.stage(stage)
         return self._batches(stage, tasks, lambda task: self._prepare_completion(stage, settings, task))
 
@@ -284,22 +287,10 @@ class ModelEngine:
     def _prepare_completion(
         self, stage: str, settings: StageModel, task: Task[T, I]
     ) -> Prepared[Task[T, I], Completion, Generation[T] | ModelCallFailed]:
-        prompt = self._prompt(task.prompt_name)
-        request = request_for(stage, prompt, task, settings)
-        rendered = json.dumps(request.messages)
-        key = cache_key(self.provider.identity, request, rendered) if self.provider.cacheable else None
+        prompt, request, rendered, key = self.completion_parts(stage, settings, task)
 
         def from_cache() -> tuple[Task[T, I], Generation[T]] | None:
-            hit = self.store.cached_response(key) if key else None
-            # A stale entry (the schema or the stage's rules changed since) is called again.
-            answer = accepted(task, hit["answer"]) if hit is not None and key else None
-            if answer is None or hit is None or key is None:
-                return None
-            self.ledger.hit(key)
-            self.ledger.record(
-                stage, prompt, self.provider, hit["model"], Usage(), 0.0, "cache_hit", task.ref, attempts=0
-            )
-            return task, Generation(answer, self.provider.name, hit["model"], prompt.ref, cached=True)
+            return self.cache_hit(stage, prompt, task, key)
 
         if key and not self.options.force and key in self._cached_keys(stage) and (served := from_cache()):
             return served
@@ -326,6 +317,29 @@ class ModelEngine:
         recheck = key if key and not self.options.force else None
         call = StructuredCall(self.provider, request, input_tokens, task.check)
         return PendingCall(task, self._attempts(call), reserve, finish, lease, recheck, from_cache)
+
+    def completion_parts(
+        self, stage: str, settings: StageModel, task: Task[T, Any]
+    ) -> tuple[Prompt, CompletionRequest, str, str | None]:
+        """A task's prompt, request, rendered messages and response-cache key (None: not cacheable)."""
+        prompt = self._prompt(task.prompt_name)
+        request = request_for(stage, prompt, task, settings)
+        rendered = json.dumps(request.messages)
+        key = cache_key(self.provider.identity, request, rendered) if self.provider.cacheable else None
+        return prompt, request, rendered, key
+
+    def cache_hit(
+        self, stage: str, prompt: Prompt, task: Task[T, I], key: str | None
+    ) -> tuple[Task[T, I], Generation[T]] | None:
+        """The cached answer to `task` as a result (ledger row and hit counted), or None: no entry, or a
+        stale one (the schema or the stage's rules changed since), which is called again."""
+        hit = self.store.cached_response(key) if key else None
+        answer = accepted(task, hit["answer"]) if hit is not None and key else None
+        if answer is None or hit is None or key is None:
+            return None
+        self.ledger.hit(key)
+        self.ledger.record(stage, prompt, self.provider, hit["model"], Usage(), 0.0, "cache_hit", task.ref, attempts=0)
+        return task, Generation(answer, self.provider.name, hit["model"], prompt.ref, cached=True)
 
     def _prepare_image(
         self, stage: str, settings: StageModel, task: ImageTask[I]

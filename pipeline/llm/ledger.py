@@ -72,6 +72,11 @@ class UsageTotals:
     attempts: int = 0
     cost_usd: float = 0.0
     by_outcome: dict[str, int] = field(default_factory=dict)
+    # Batch mode: items sent in a new batch, left waiting in an open one, answered from a finished one.
+    batch_submitted: int = 0
+    batch_waiting: int = 0
+    batch_answered: int = 0
+    batches_created: list[int] = field(default_factory=list)
 
     def add(self, outcome: str, usage: Usage, cost: float, attempts: int) -> None:
         """Count one ledger row."""
@@ -116,9 +121,11 @@ class CallLedger:
         *,
         attempts: int | None = None,
         cache: Mapping[str, Any] | None = None,
+        batch_id: int | None = None,
     ) -> None:
-        """Count one call (or cache hit) and buffer its ledger row (and its cache entry, if accepted)."""
-        cost = 0.0 if outcome == "cache_hit" else self.catalog.cost(model, usage)
+        """Count one call (or cache hit) and buffer its ledger row (and its cache entry, if accepted); a
+        call answered by provider batch `batch_id` costs the batch price."""
+        cost = 0.0 if outcome == "cache_hit" else self.catalog.cost(model, usage, batch=batch_id is not None)
         attempts = error.attempts if error is not None else (1 if attempts is None else attempts)
         self.totals.add(outcome, usage, cost, attempts)
         self._calls.append(
@@ -140,6 +147,7 @@ class CallLedger:
                 "item_ref": item_ref,
                 "run_id": self.run_id,
                 "partition": self.partition,
+                "batch_id": batch_id,
             }
         )
         if cache is not None:

@@ -23,13 +23,14 @@ import binascii
 import errno
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
 from pydantic import BaseModel, ValidationError
 
+from pipeline.llm.batch_api import BatchAPI
 from pipeline.llm.catalog import Usage
 from pipeline.llm.structured_output import STRUCTURED_FORMS, chat_arguments, parse_answer
 from pipeline.llm.wire import (
@@ -94,6 +95,43 @@ class OpenAIProvider:
             self._client = sdk_client(self._api_key, self.base_url, self.max_retries, self.timeout_s)
         return self._client
 
+    def batch_api(self) -> BatchAPI:
+        """This endpoint's Files and Batches API (a synchronous SDK client with the same key and retries)."""
+        client = openai.OpenAI(
+            api_key=self._api_key, base_url=self.base_url, max_retries=self.max_retries, timeout=self.timeout_s
+        )
+        return BatchAPI(client, self.secrets)
+
+    def batch_body(self, request: CompletionRequest) -> dict[str, Any]:
+        """The Chat Completions body a batch line sends for `request`: what a real-time call would send, in
+        the structured-output form this process learnt the endpoint accepts."""
+        settings = request.settings
+        form, _ = _forms.get((self.base_url, settings.model), (0, ""))
+        arguments = chat_arguments(
+            request.messages,
+            settings.model,
+            settings.max_output_tokens,
+            request.schema,
+            request.choices,
+            form,
+            request.sizes,
+        )
+        if settings.temperature is not None:
+            arguments["temperature"] = settings.temperature
+        return arguments
+
+    def batch_answer(self, request: CompletionRequest, line: Mapping[str, Any]) -> Completion:
+        """A batch output (or error) file's line for `request`, read and validated exactly as a real-time
+        answer; `ProviderError` says what was wrong (an errored line, no JSON body, a schema violation)."""
+        response = line.get("response") or {}
+        status = response.get("status_code")
+        body = response.get("body")
+        if line.get("error") or status != 200:
+            problem = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
+            message = problem.get("message") if isinstance(problem, dict) else str(problem)
+            raise ProviderError("error", f"BatchLine{status or ''}", _first_lines(str(message or "no answer")))
+        return read_completion(lambda: reply_from_body(body), request, 1)
+
     async def aclose(self) -> None:
         """Close the SDK's HTTP connections."""
         if self._client is not None:
@@ -151,40 +189,7 @@ class OpenAIProvider:
                 _confirmed.add((*key, form))
             break
         attempts = raw.retries_taken + 1 + extra + probes
-        try:
-            completion = _reply(raw)
-        except json.JSONDecodeError as error:
-            # A 200 whose body is not JSON: the SDK does not retry it; the engine's repair attempt does.
-            raise ProviderError(
-                "malformed", "JSONDecodeError", f"response body is not JSON ({error})", attempts=attempts
-            ) from error
-        usage = _usage(completion.usage)
-        if not completion.choices:
-            raise ProviderError("malformed", "NoChoices", "the response had no choices", usage=usage, attempts=attempts)
-        choice = completion.choices[0]
-        if choice.message.refusal:
-            raise ProviderError("refused", "Refusal", choice.message.refusal[:500], usage=usage, attempts=attempts)
-        if choice.finish_reason == "content_filter":
-            raise ProviderError(
-                "refused", "ContentFilter", "answer blocked by the content filter", usage=usage, attempts=attempts
-            )
-        if choice.finish_reason == "length":
-            raise ProviderError(
-                "truncated",
-                "LengthFinishReason",
-                f"answer cut off at max_output_tokens={settings.max_output_tokens}",
-                usage=usage,
-                attempts=attempts,
-            )
-        if not choice.message.content:
-            raise ProviderError("invalid", "EmptyAnswer", "the answer had no content", usage=usage, attempts=attempts)
-        try:
-            answer = parse_answer(request.schema, choice.message.content)
-        except ValidationError as error:
-            raise ProviderError(
-                "invalid", "ValidationError", _first_lines(str(error)), usage=usage, attempts=attempts
-            ) from error
-        return Completion(answer=answer, model=completion.model or settings.model, usage=usage, attempts=attempts)
+        return read_completion(lambda: _reply(raw), request, attempts)
 
     async def _probed(
         self,
@@ -398,6 +403,54 @@ class _ChatReply(BaseModel):
     choices: list[_Choice] = []
     model: str | None = None
     usage: _ReplyUsage | None = None
+
+
+def read_completion(reply: Callable[[], Any], request: CompletionRequest, attempts: int) -> Completion:
+    """A Chat Completions body (`reply()` reads it) as a validated `Completion`, or the `ProviderError` that
+    says what was wrong with it. Real-time answers and Batch API output lines both come through here."""
+    settings = request.settings
+    try:
+        completion = reply()
+    except json.JSONDecodeError as error:
+        # A 200 whose body is not JSON: the SDK does not retry it; the engine's repair attempt does.
+        raise ProviderError(
+            "malformed", "JSONDecodeError", f"response body is not JSON ({error})", attempts=attempts
+        ) from error
+    usage = _usage(completion.usage)
+    if not completion.choices:
+        raise ProviderError("malformed", "NoChoices", "the response had no choices", usage=usage, attempts=attempts)
+    choice = completion.choices[0]
+    if choice.message.refusal:
+        raise ProviderError("refused", "Refusal", choice.message.refusal[:500], usage=usage, attempts=attempts)
+    if choice.finish_reason == "content_filter":
+        raise ProviderError(
+            "refused", "ContentFilter", "answer blocked by the content filter", usage=usage, attempts=attempts
+        )
+    if choice.finish_reason == "length":
+        raise ProviderError(
+            "truncated",
+            "LengthFinishReason",
+            f"answer cut off at max_output_tokens={settings.max_output_tokens}",
+            usage=usage,
+            attempts=attempts,
+        )
+    if not choice.message.content:
+        raise ProviderError("invalid", "EmptyAnswer", "the answer had no content", usage=usage, attempts=attempts)
+    try:
+        answer = parse_answer(request.schema, choice.message.content)
+    except ValidationError as error:
+        raise ProviderError(
+            "invalid", "ValidationError", _first_lines(str(error)), usage=usage, attempts=attempts
+        ) from error
+    return Completion(answer=answer, model=completion.model or settings.model, usage=usage, attempts=attempts)
+
+
+def reply_from_body(body: Any) -> Any:
+    """A Chat Completions body already decoded (a batch output line's `response.body`) as `_ChatReply`."""
+    try:
+        return _ChatReply.model_validate(body)
+    except ValidationError as error:
+        raise ProviderError("malformed", "UnreadableBody", _first_lines(str(error))) from error
 
 
 def _reply(raw: Any) -> Any:

@@ -105,6 +105,10 @@ class EngineOptions:
     leases: bool = True
     # Calls in a row that got no answer at all before the endpoint is declared down (1 before any success).
     unreachable_limit: int = 3
+    # Send the calls as one provider batch and ingest finished batches instead of calling in real time.
+    batch: bool = False
+    # Where items whose batch line failed go: "next_batch" or "realtime" (site setting `batch.failed_lines`).
+    batch_failed_lines: str = "next_batch"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,7 @@ created and upgraded by Alembic on open (`Store.migrate`).
 
 from pipeline.store.automation import AutomationStore
 from pipeline.store.base import MIGRATIONS_DIR, StoreBase, UnknownSite
+from pipeline.store.batches import BatchesStore
 from pipeline.store.calendar import CalendarStore
 from pipeline.store.checks import ChecksStore
 from pipeline.store.desk import DeskStore
@@ -40,5 +41,6 @@ class Store(
     ChecksStore,
     DeskStore,
     ExperimentsStore,
+    BatchesStore,
 ):
     """Typed access to the pipeline database at `url`."""
