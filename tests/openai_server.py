@@ -140,7 +140,7 @@ FaultKind = Literal[
     "unauthorized",
     "bad_request",
 ]
-PathName = Literal["chat", "images", "embeddings"]
+PathName = Literal["chat", "images", "embeddings", "files", "batches"]
 AnswerMode = Literal["composer", "schema_only", "hostile", "empty"]
 StructuredOutputs = Literal["json_schema", "json_object", "text"]
 
@@ -353,6 +353,10 @@ class RequestRecord:
     client_gone: bool = False
     """The client hung up before its body was read (its own timeout ran out while this busy server had not yet
     got to it): the request still counts, as the client's SDK counts it as an attempt."""
+    endpoint: str | None = None
+    """Method and route of a Files/Batches request (`POST /v1/batches`, `GET /v1/batches/{id}`...)."""
+    custom_ids: tuple[str, ...] = ()
+    """For `POST /v1/batches`: the `custom_id`s of the input file's lines, in file order."""
 
 
 class RequestLog:
@@ -378,7 +382,7 @@ class RequestLog:
             return [r for r in self._records if path is None or r.path == path]
 
     def by_path(self) -> dict[str, int]:
-        """Requests per path (`chat`, `images`, `embeddings`, `unauthenticated`)."""
+        """Requests per path (`chat`, `images`, `embeddings`, `files`, `batches`, `unauthenticated`)."""
         with self._lock:
             return dict(self._paths)
 
@@ -765,6 +769,8 @@ class ServerState:
         self._seen_prompts: set[str] = set()
         self._lock = threading.Lock()
         self._counter = 0
+        self.batch_store: Any = None
+        """The Files/Batches store (`tests.openai_batches.BatchStore`), made on first use."""
 
     def next_id(self) -> int:
         """A fresh sequence number for response ids."""
@@ -786,6 +792,8 @@ class ServerState:
         self.plan.reset()
         with self._lock:
             self._seen_prompts.clear()
+        if self.batch_store is not None:
+            self.batch_store.reset()
 
 
 def check_choice(value: Any, choices: tuple[str, ...], what: str) -> Any:
@@ -1073,12 +1081,26 @@ async def chat_completions(request: Request) -> Response:
         return faulted
     if body.get("stream"):
         return error_response(400, "Streaming is not supported by the loopback server.", "invalid_request_error", None)
+    headers = _headers(state)
+    result = chat_completion(state, body, fault, request_id=headers["x-request-id"])
+    if isinstance(result, Response):
+        if _unsupported_format(state, body) is not None:  # answered after the latency, other errors at once
+            await _wait_out_latency(state, arrived)
+        return result
+    await _wait_out_latency(state, arrived)
+    return JSONResponse(result, headers=headers)
+
+
+def chat_completion(
+    state: ServerState, body: Mapping[str, Any], fault: Fault | None = None, *, request_id: str
+) -> dict[str, Any] | JSONResponse:
+    """The chat completion JSON answering `body` (what `POST /v1/chat/completions` sends back), or the error
+    response; no latency, no transport fault. The one source of chat answers, also used by batches."""
     model = str(body.get("model") or "")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return error_response(400, "'messages' must be a non-empty array.", "invalid_request_error", None)
     if (rejected := _unsupported_format(state, body)) is not None:
-        await _wait_out_latency(state, arrived)
         return rejected
     answer = _chat_answer(state, body, messages)
     if isinstance(answer, Response):
@@ -1101,9 +1123,8 @@ async def chat_completions(request: Request) -> Response:
     prompt_tokens = sum(tokens(_message_text(m)) for m in messages if isinstance(m, Mapping))
     cached = tokens(system) if system and state.seen_before(model, system) else 0
     completion_tokens = tokens(content or refusal or "")
-    headers = _headers(state)
-    payload = {
-        "id": f"chatcmpl-{headers['x-request-id']}",
+    return {
+        "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -1125,8 +1146,6 @@ async def chat_completions(request: Request) -> Response:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
         },
     }
-    await _wait_out_latency(state, arrived)
-    return JSONResponse(payload, headers=headers)
 
 
 async def images_generations(request: Request) -> Response:
@@ -1197,8 +1216,19 @@ async def embeddings(request: Request) -> Response:
     body, fault, arrived = prologue
     if (faulted := await _fault_response(state, request, fault, arrived)) is not None:
         return faulted
+    result = embedding_response(state, body)
+    if isinstance(result, Response):
+        if not state.embeddings_available:
+            await _wait_out_latency(state, arrived)
+        return result
+    await _wait_out_latency(state, arrived)
+    return JSONResponse(result, headers=_headers(state))
+
+
+def embedding_response(state: ServerState, body: Mapping[str, Any]) -> dict[str, Any] | JSONResponse:
+    """The embeddings JSON answering `body` (what `POST /v1/embeddings` sends back), or the error response;
+    no latency, no transport fault. Also used by batches."""
     if not state.embeddings_available:
-        await _wait_out_latency(state, arrived)
         return error_response(500, LLAMA_CPP_NO_EMBEDDINGS, "internal_server_error", None)
     inputs = body.get("input")
     if isinstance(inputs, str):
@@ -1217,14 +1247,12 @@ async def embeddings(request: Request) -> Response:
         encoded: Any = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": encoded})
     used = sum(tokens(t) for t in inputs)
-    payload = {
+    return {
         "object": "list",
         "data": data,
         "model": str(body.get("model") or ""),
         "usage": {"prompt_tokens": used, "total_tokens": used},
     }
-    await _wait_out_latency(state, arrived)
-    return JSONResponse(payload, headers=_headers(state))
 
 
 def embed(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
@@ -1264,11 +1292,14 @@ class _LoopbackApp(Starlette):
 
 def create_app(state: ServerState | None = None) -> Starlette:
     """The Starlette app; its `state.loopback` is the `ServerState` the handlers use."""
+    from tests.openai_batches import batch_routes  # imports this module: imported here, not at the top
+
     app = _LoopbackApp(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/images/generations", images_generations, methods=["POST"]),
             Route("/v1/embeddings", embeddings, methods=["POST"]),
+            *batch_routes(),
         ]
     )
     app.state.loopback = state or ServerState()
@@ -1424,8 +1455,24 @@ class LoopbackOpenAI:
         """A snapshot of every request received, in arrival order."""
         return self.state.log.records()
 
+    @property
+    def batch(self) -> Any:
+        """The Batches knobs (`tests.openai_batches.BatchSettings`: `polls_until_done`, `fail_custom_ids`,
+        `fail_rate`, `fail_seed`, `invalid_custom_ids`, `expire_next`, `expired_in_error_file`)."""
+        from tests.openai_batches import store
+
+        return store(self.state).settings
+
+    def batches(self) -> list[Any]:
+        """The batches created so far, oldest first (`tests.openai_batches.BatchInfo`: `id`, `status`,
+        `endpoint`, `input_file_id`, `metadata`, `custom_ids`, `request_counts`)."""
+        from tests.openai_batches import store
+
+        return store(self.state).info()
+
     def reset(self) -> None:
-        """Clear the log, the prompt-cache memory and the fault plan's queue and draw sequence."""
+        """Clear the log, the prompt-cache memory, the fault plan's queue and draw sequence, and the stored
+        files and batches (the batch knobs stay, but `expire_next`)."""
         self.state.reset()
 
     def start(self, timeout: float = 10.0) -> LoopbackOpenAI:
@@ -1632,6 +1679,9 @@ def _parse_args(argv: Iterable[str] | None) -> argparse.Namespace:
         help="serve /v1/embeddings (--no-embeddings: llama.cpp's HTTP 500)",
     )
     parser.add_argument(
+        "--batch-polls", type=int, default=3, help="retrieves until a batch completes (0: completed on creation)"
+    )
+    parser.add_argument(
         "--images",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -1660,6 +1710,9 @@ def main(argv: Iterable[str] | None = None) -> None:
         embeddings_available=args.embeddings,
         images_available=args.images,
     )
+    from tests.openai_batches import store
+
+    store(state).settings.polls_until_done = args.batch_polls
     sock = bind_socket(args.host, args.port)
     base_url = f"http://{args.host}:{sock.getsockname()[1]}/v1"
 
