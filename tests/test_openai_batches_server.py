@@ -309,7 +309,7 @@ def test_create_rejects_a_bad_request(server, sdk) -> None:
     with pytest.raises(openai.BadRequestError):
         sdk.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"n": 1}
-        )  # type: ignore[dict-item]
+        )
     assert server.batches() == []
 
 
