@@ -456,7 +456,7 @@ async def create_batch(request: Request) -> Response:
         return Response(status_code=499)
     state = request.app.state.loopback
     files = store(state)
-    body = body if isinstance(body, dict) else {}
+    is_object, body = isinstance(body, dict), body if isinstance(body, dict) else {}
     input_file = files.files.get(str(body.get("input_file_id")))
     lines = parse_input(input_file.content, str(body.get("endpoint")))[0] if input_file else []
     custom_ids = tuple(str(line.get("custom_id")) for line in lines)
@@ -467,6 +467,9 @@ async def create_batch(request: Request) -> Response:
     state, arrived = begun
     metadata = body.get("metadata")
     problem = None
+    if not is_object:
+        error = core.error_response(400, "The request body must be a JSON object.", "invalid_request_error", None)
+        return await _reply(state, arrived, error)
     if input_file is None:
         return await _reply(state, arrived, _not_found("file", str(body.get("input_file_id"))))
     if input_file.purpose != "batch":
