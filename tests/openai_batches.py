@@ -50,6 +50,7 @@ from tests import openai_server as core
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 DEFAULT_POLLS = 3
+FAILED_LINE_MESSAGE = "The server had an error while processing your request (loopback batch fault)."
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
 
 
@@ -153,7 +154,7 @@ class _Batch:
 class BatchStore:
     """Files and batches of one server; thread-safe (handlers run in the server's thread, tests in theirs)."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: core.ServerState) -> None:
         self.state = state
         self.settings = BatchSettings()
         self.files: dict[str, _File] = {}
@@ -274,9 +275,8 @@ class BatchStore:
         settings = self.settings
         draw, self._drawn = self._drawn, self._drawn + 1
         if custom_id in settings.fail_custom_ids or core._unit(settings.fail_seed, draw, "batch") < settings.fail_rate:
-            body = {"error": {"message": "The server had an error processing this request (loopback fault).",
-                              "type": "server_error", "param": None, "code": None}}  # fmt: skip
-            return _result_line(line, (500, body))
+            error = core.error_response(500, FAILED_LINE_MESSAGE, "server_error", None)
+            return _result_line(line, (500, json.loads(bytes(error.body))))
         request_id = f"req_loopback_{self.state.next_id()}"
         if endpoint == "/v1/embeddings":
             result: Any = core.embedding_response(self.state, line["body"])
@@ -355,12 +355,13 @@ def parse_input(content: bytes, endpoint: str) -> tuple[list[dict[str, Any]], li
     return lines, errors
 
 
-def store(state: Any) -> BatchStore:
+def store(state: core.ServerState) -> BatchStore:
     """The `BatchStore` of a `ServerState`, made on first use."""
     with state._lock:
         if state.batch_store is None:
             state.batch_store = BatchStore(state)
-        return state.batch_store
+        made: BatchStore = state.batch_store
+    return made
 
 
 def _not_found(what: str, ident: str) -> JSONResponse:
@@ -389,11 +390,12 @@ async def _begin(
     return state, arrived
 
 
-async def _reply(state: Any, arrived: float, payload: Any, status: int = 200) -> Response:
+async def _reply(state: core.ServerState, arrived: float, payload: dict[str, Any] | Response) -> Response:
+    """`payload` as JSON (or the response itself), `latency_ms` after the request arrived."""
     await core._wait_out_latency(state, arrived)
     if isinstance(payload, Response):
         return payload
-    return JSONResponse(payload, status_code=status, headers=core._headers(state))
+    return JSONResponse(payload, headers=core._headers(state))
 
 
 async def upload_file(request: Request) -> Response:
@@ -430,10 +432,7 @@ async def file_route(request: Request) -> Response:
     if file_id is None:
         with files.lock:
             data = [f.json() for f in reversed(files.files.values())]
-        ids = [f["id"] for f in data]
-        page = {"object": "list", "data": data, "has_more": False, "first_id": ids[0] if ids else None,
-                "last_id": ids[-1] if ids else None}  # fmt: skip
-        return await _reply(state, arrived, page)
+        return await _reply(state, arrived, _page(data, has_more=False))
     stored = files.files.get(file_id)
     if stored is None:
         return await _reply(state, arrived, _not_found("file", file_id))
@@ -457,7 +456,7 @@ async def create_batch(request: Request) -> Response:
         return Response(status_code=499)
     state = request.app.state.loopback
     files = store(state)
-    body = body if isinstance(body, dict) else {}
+    is_object, body = isinstance(body, dict), body if isinstance(body, dict) else {}
     input_file = files.files.get(str(body.get("input_file_id")))
     lines = parse_input(input_file.content, str(body.get("endpoint")))[0] if input_file else []
     custom_ids = tuple(str(line.get("custom_id")) for line in lines)
@@ -468,6 +467,9 @@ async def create_batch(request: Request) -> Response:
     state, arrived = begun
     metadata = body.get("metadata")
     problem = None
+    if not is_object:
+        error = core.error_response(400, "The request body must be a JSON object.", "invalid_request_error", None)
+        return await _reply(state, arrived, error)
     if input_file is None:
         return await _reply(state, arrived, _not_found("file", str(body.get("input_file_id"))))
     if input_file.purpose != "batch":
@@ -511,7 +513,8 @@ async def batch_route(request: Request) -> Response:
     else:
         batches.retrieve(batch)
     with batches.lock:
-        return await _reply(state, arrived, batch.json())
+        payload = batch.json()
+    return await _reply(state, arrived, payload)
 
 
 def _list_page(batches: BatchStore, request: Request) -> dict[str, Any] | Response:
@@ -527,14 +530,14 @@ def _list_page(batches: BatchStore, request: Request) -> dict[str, Any] | Respon
         after = request.query_params.get("after")
         ids = [b.id for b in ordered]
         start = ids.index(after) + 1 if after in ids else 0
-        page = [b.json() for b in ordered[start : start + limit]]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": start + limit < len(ordered),
-    }
+        data = [b.json() for b in ordered[start : start + limit]]
+    return _page(data, has_more=start + limit < len(ordered))
+
+
+def _page(data: list[dict[str, Any]], *, has_more: bool) -> dict[str, Any]:
+    """An OpenAI cursor page."""
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": has_more}
 
 
 def batch_routes() -> list[Route]:

@@ -2,7 +2,7 @@
 
 It lets the project exercise the *real* `openai` SDK (its HTTP client, retries, timeouts and parsing) with
 no network and no key, and reproduces how real OpenAI-compatible providers differ. Three endpoints are
-served under `/v1`:
+served under `/v1` (plus the Files and Batches endpoints of `tests.openai_batches`, on the same app):
 
 - `POST /v1/chat/completions`: structured outputs; the answer's JSON comes back as `message.content` with
   `usage` (4 characters per token; `cached_tokens` is the system prompt's token count when the same model
@@ -63,6 +63,14 @@ connection is closed with no HTTP response: the SDK sees a connection error, nei
 `schema_invalid`, `truncated`, `refusal`. Every request is recorded in a thread-safe `RequestLog`
 (`RequestRecord.response_format` is the chat request's `response_format.type`).
 
+Files and Batches (`tests/openai_batches.py`): `POST/GET /v1/files`, `GET|DELETE /v1/files/{id}`,
+`GET /v1/files/{id}/content`, `POST/GET /v1/batches`, `GET /v1/batches/{id}`, `POST /v1/batches/{id}/cancel`.
+Batch lines are answered by `chat_completion` / `embedding_response`, the code answering the real-time
+endpoints (same answers and usage, no latency). Knobs: `LoopbackOpenAI.batch` (`polls_until_done`,
+`fail_custom_ids`, `fail_rate`, `invalid_custom_ids`, `expire_next`, ...); `LoopbackOpenAI.batches()` lists
+the created batches. Requests are logged with paths `files` / `batches` (`RequestRecord.endpoint`,
+`.custom_ids`), and the fault plan applies to them (`Fault(kind, path="batches")`).
+
 `DeadEndpoint(mode="hang"|"close"|"refuse")` is a raw TCP endpoint with no HTTP server behind it: it accepts
 connections and never answers, reads a request and closes the connection, or refuses connections.
 
@@ -82,7 +90,7 @@ As a separate process (benchmarks)::
     python -m tests.openai_server --port 0 --latency-ms 100 [--fault-rate 0.2 --fault-kinds rate_limit,server_error
                                                           --seed 7] [--answers schema_only]
                                                           [--structured-outputs json_object]
-                                                          [--no-embeddings] [--no-images]
+                                                          [--no-embeddings] [--no-images] [--batch-polls 3]
 
 run from the repository root, prints one line `READY http://127.0.0.1:PORT/v1` once it listens, and serves
 until terminated.
@@ -769,7 +777,7 @@ class ServerState:
         self._seen_prompts: set[str] = set()
         self._lock = threading.Lock()
         self._counter = 0
-        self.batch_store: Any = None
+        self.batch_store: Any = None  # typed in tests.openai_batches, which imports this module
         """The Files/Batches store (`tests.openai_batches.BatchStore`), made on first use."""
 
     def next_id(self) -> int:
@@ -1093,7 +1101,7 @@ async def chat_completions(request: Request) -> Response:
 
 def chat_completion(
     state: ServerState, body: Mapping[str, Any], fault: Fault | None = None, *, request_id: str
-) -> dict[str, Any] | JSONResponse:
+) -> dict[str, Any] | Response:
     """The chat completion JSON answering `body` (what `POST /v1/chat/completions` sends back), or the error
     response; no latency, no transport fault. The one source of chat answers, also used by batches."""
     model = str(body.get("model") or "")
@@ -1225,7 +1233,7 @@ async def embeddings(request: Request) -> Response:
     return JSONResponse(result, headers=_headers(state))
 
 
-def embedding_response(state: ServerState, body: Mapping[str, Any]) -> dict[str, Any] | JSONResponse:
+def embedding_response(state: ServerState, body: Mapping[str, Any]) -> dict[str, Any] | Response:
     """The embeddings JSON answering `body` (what `POST /v1/embeddings` sends back), or the error response;
     no latency, no transport fault. Also used by batches."""
     if not state.embeddings_available:

@@ -17,7 +17,7 @@ from pipeline.llm.offline import write_article
 from pipeline.llm.structured_output import chat_arguments, parse_answer
 from pipeline.prompts import PromptRegistry
 from pipeline.prompts.schemas import ArticleDraft
-from tests.openai_server import FaultPlan, LoopbackOpenAI
+from tests.openai_server import Fault, FaultPlan, LoopbackOpenAI
 
 MODEL = "gpt-test-mini"
 IDEA = {
@@ -309,7 +309,7 @@ def test_create_rejects_a_bad_request(server, sdk) -> None:
     with pytest.raises(openai.BadRequestError):
         sdk.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"n": 1}
-        )  # type: ignore[dict-item]
+        )
     assert server.batches() == []
 
 
@@ -328,3 +328,20 @@ def test_faults_apply_to_batch_requests_and_the_sdk_retries(server) -> None:
     with openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=2) as sdk:
         assert sdk.batches.list().data == []
     assert [(r.path, r.fault) for r in server.requests] == [("batches", "rate_limit"), ("batches", None)]
+
+
+def test_more_polls_stay_in_progress_then_finalize(server, sdk) -> None:
+    server.batch.polls_until_done = 5
+    batch = submit(sdk, article_lines(5))
+    statuses = [sdk.batches.retrieve(batch.id) for _ in range(5)]
+    assert [b.status for b in statuses] == ["in_progress", "in_progress", "in_progress", "finalizing", "completed"]
+    assert [b.request_counts.completed for b in statuses if b.request_counts] == [1, 2, 3, 4, 5]
+
+
+def test_a_faulted_retrieve_does_not_advance_the_batch(server) -> None:
+    with openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=1) as sdk:
+        batch = submit(sdk, article_lines(1))
+        server.plan.push(Fault("server_error", path="batches"))
+        assert sdk.batches.retrieve(batch.id).status == "in_progress"  # the retried request advanced it once
+    retrieves = [r.fault for r in server.requests if r.endpoint == f"GET /v1/batches/{batch.id}"]
+    assert retrieves == ["server_error", None]
