@@ -258,18 +258,19 @@ def test_the_sensor_requests_one_ingestion_run_per_finished_batch_however_often_
     assert content_run(env, batch=True).success
     [batch] = env.store.batches(partition="sample")
     resources = {"store": env.resources["store"], "llm": openai_llm(server)}
-    run_keys = []
-    for _ in range(6):
+
+    def tick() -> dg.SensorResult:
         with dg.build_sensor_context(instance=env.instance, resources=resources) as context:
             result = model_batches(context)
-        run_keys += [request.run_key for request in result.run_requests or []]
+        assert isinstance(result, dg.SensorResult)
+        return result
+
+    run_keys = [request.run_key for _ in range(6) for request in tick().run_requests or []]
     # Dagster launches one run per run key: every tick names the same one until the batch is ingested.
     assert run_keys and set(run_keys) == {f"batch:{batch.id}"}
-    with dg.build_sensor_context(instance=env.instance, resources=resources) as context:
-        [request] = model_batches(context).run_requests or []
+    [request] = tick().run_requests or []
     assert request.partition_key == "sample" and request.tags["pipeline/run_kind"] == "batch-ingestion"
 
     # The run the sensor requests (content, batch mode) ingests; the batch is then out of the sensor's view.
     assert content_run(env, batch=True).success and articles(env) == 93
-    with dg.build_sensor_context(instance=env.instance, resources=resources) as context:
-        assert not model_batches(context).run_requests
+    assert not tick().run_requests

@@ -119,7 +119,9 @@ class OpenAIProvider:
         if settings.temperature is not None:
             arguments["temperature"] = settings.temperature
         # The JSON body the SDK would send: `extra_body`'s keys merged over the typed ones.
-        return {key: value for key, value in arguments.items() if key != "extra_body"} | arguments["extra_body"]
+        body: dict[str, Any] = {key: value for key, value in arguments.items() if key != "extra_body"}
+        extra: dict[str, Any] = arguments["extra_body"]
+        return body | extra
 
     def batch_answer(self, request: CompletionRequest, line: Mapping[str, Any]) -> Completion:
         """A batch output (or error) file's line for `request`, read and validated exactly as a real-time
