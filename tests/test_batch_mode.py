@@ -274,3 +274,31 @@ def test_the_sensor_requests_one_ingestion_run_per_finished_batch_however_often_
     # The run the sensor requests (content, batch mode) ingests; the batch is then out of the sensor's view.
     assert content_run(env, batch=True).success and articles(env) == 93
     assert not tick().run_requests
+
+
+@pytest.mark.parametrize(
+    ("tags", "nightly", "configured", "expected"),
+    [
+        ({"pipeline/run_kind": "fill-in"}, True, None, True),
+        ({"dagster/backfill": "abc"}, True, None, True),
+        ({}, True, None, False),  # a run launched by hand calls in real time unless it asks
+        ({"pipeline/run_kind": "fill-in"}, False, None, False),
+        ({"pipeline/run_kind": "fill-in"}, True, False, False),  # run config wins
+        ({}, False, True, True),
+    ],
+)
+def test_the_site_setting_sends_nightly_and_backfill_runs_as_batches(
+    env: Env, tags: dict[str, str], nightly: bool, configured: bool | None, expected: bool
+) -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from assets.reporting import StageConfig
+    from pipeline.stages import RunSite
+
+    site = env.add_site()
+    env.store.update_site_settings(site.id, {"batch": {"nightly": nightly}})
+    context = cast(Any, SimpleNamespace(run=SimpleNamespace(tags=tags), log=SimpleNamespace(warning=print)))
+    run_site = RunSite.of(env.store, "sample")
+    assert StageConfig(batch=configured).options(context, run_site, batchable=True).batch is expected
+    assert StageConfig(batch=configured).options(context, run_site, batchable=False).batch is False
