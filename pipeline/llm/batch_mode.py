@@ -178,11 +178,26 @@ class BatchMode:
         for batch_id in claimed:
             self.store.settle_batch_items(batch_id, settled.get(batch_id, {}))
             self.store.finish_ingestion(batch_id)
-        ready += self._send(api, provider, stage, partition, settings.model, to_send)
+        ready += self._send(api, provider, stage, partition, settings.model, self._claimed(stage, partition, to_send))
         if ready:
             yield ready
         if realtime:
             yield from engine._batches(stage, realtime, lambda task: engine._prepare_completion(stage, settings, task))
+
+    def _claimed(
+        self, stage: str, partition: str, items: list[tuple[Task[T, I], CompletionRequest, str, float]]
+    ) -> list[tuple[Task[T, I], CompletionRequest, str, float]]:
+        """The items this run may send: claimed like real-time calls (a concurrent run of the site skips
+        them), and not in a batch another run recorded since this one looked."""
+        engine = self.engine
+        if not items:
+            return items
+        ttl = engine.options.item_timeout_s + 600
+        granted = engine._leases.claim(stage, [task.ref for task, *_ in items], ttl)
+        waiting = self.store.waiting_batch_ids(stage, partition)
+        kept = [item for item in items if item[0].ref in granted and item[2] not in waiting]
+        engine.totals.in_progress_elsewhere += len(items) - len(kept)
+        return kept
 
     def _claim_answers(
         self, api: BatchAPI, stage: str, partition: str
