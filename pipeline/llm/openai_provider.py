@@ -105,19 +105,7 @@ class OpenAIProvider:
     def batch_body(self, request: CompletionRequest) -> dict[str, Any]:
         """The Chat Completions body a batch line sends for `request`: what a real-time call would send, in
         the structured-output form this process learnt the endpoint accepts."""
-        settings = request.settings
-        form, _ = _forms.get((self.base_url, settings.model), (0, ""))
-        arguments = chat_arguments(
-            request.messages,
-            settings.model,
-            settings.max_output_tokens,
-            request.schema,
-            request.choices,
-            form,
-            request.sizes,
-        )
-        if settings.temperature is not None:
-            arguments["temperature"] = settings.temperature
+        arguments = _arguments(request, _forms.get((self.base_url, request.settings.model), (0, ""))[0])
         # The JSON body the SDK would send: `extra_body`'s keys merged over the typed ones.
         body: dict[str, Any] = {key: value for key, value in arguments.items() if key != "extra_body"}
         extra: dict[str, Any] = arguments["extra_body"]
@@ -153,21 +141,10 @@ class OpenAIProvider:
         return await self._complete(request, key)
 
     async def _complete(self, request: CompletionRequest, key: tuple[str, str]) -> Completion:
-        settings = request.settings
         extra = 0  # requests sent before the answering one, beyond its own SDK retries (refused forms, probes)
         while True:
             form, _ = _forms.get(key, (0, ""))
-            arguments = chat_arguments(
-                request.messages,
-                settings.model,
-                settings.max_output_tokens,
-                request.schema,
-                request.choices,
-                form,
-                request.sizes,
-            )
-            if settings.temperature is not None:
-                arguments["temperature"] = settings.temperature
+            arguments = _arguments(request, form)
 
             async def send(client: openai.AsyncOpenAI, arguments: dict[str, Any] = arguments) -> Any:
                 return await client.chat.completions.with_raw_response.create(**arguments)
@@ -406,6 +383,23 @@ class _ChatReply(BaseModel):
     choices: list[_Choice] = []
     model: str | None = None
     usage: _ReplyUsage | None = None
+
+
+def _arguments(request: CompletionRequest, form: int) -> dict[str, Any]:
+    """The SDK's `create` arguments for `request` in structured-output form `form`."""
+    settings = request.settings
+    arguments = chat_arguments(
+        request.messages,
+        settings.model,
+        settings.max_output_tokens,
+        request.schema,
+        request.choices,
+        form,
+        request.sizes,
+    )
+    if settings.temperature is not None:
+        arguments["temperature"] = settings.temperature
+    return arguments
 
 
 def read_completion(reply: Callable[[], Any], request: CompletionRequest, attempts: int) -> Completion:
