@@ -1,7 +1,8 @@
 """The store: every read and write of pipeline data goes through `Store`.
 
 `Store` is composed of one mixin per aggregate over `StoreBase` (engine, migrations, transactions):
-planning (sites, keywords, clusters, ideas), idea review (approve / reject ideas before articles are paid for), writing (articles, variants, images, new versions),
+planning (sites, keywords, clusters, ideas), idea review (ideas approved before articles are paid for),
+writing (articles, variants, images, new versions),
 the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files),
 review (queue, transitions, counts), the publishing calendar and publications, the content checks' reads
 and stored results, the review desk's reads (site overviews, the filtered article list), and A/B experiments with the

@@ -161,7 +161,9 @@ class IdeaReviewStore(StoreBase):
             if decision is IdeaStatus.REJECTED:
                 written = _written(session, [idea.id for idea in ideas])
                 if written:
-                    named = ", ".join(f"{i.id} ({i.title!r}, article {written[i.id]})" for i in ideas if i.id in written)
+                    named = ", ".join(
+                        f"{i.id} ({i.title!r}, article {written[i.id]})" for i in ideas if i.id in written
+                    )
                     raise IdeaReviewError(
                         f"idea {named} already has an article and cannot be rejected (reject the article in "
                         "review instead); nothing changed"
