@@ -12,9 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.estimate import estimate_site
-from pipeline.models import Content, Idea, IdeaStatus
+from pipeline.models import Idea, IdeaStatus
 from pipeline.store import IdeaReviewError
 from resources import LLMResource
+from tests.conftest import Env
 from tests.desk_data import API_TOKEN, csrf_of, desk_app, signed_in
 from tests.review_data import add_articles
 
@@ -26,26 +27,26 @@ def metadata_of(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]
     return {key: value.value for key, value in event.materialization.metadata.items()}
 
 
-def gated_site(env, slug: str = "sample") -> int:
+def gated_site(env: Env, slug: str = "sample") -> int:
     """The sample site with the approval gate on, planned up to its ideas (all `proposed`)."""
     site = env.add_site(slug)
     env.store.update_site_settings(site.id, {"ideas_need_approval": True})
     assert env.materialize(slug, selection=["keywords", "clusters", "ideas"]).success
-    return site.id
+    return env.store.site(slug).id
 
 
-def statuses(env, site_id: int) -> dict[str, int]:
+def statuses(env: Env, site_id: int) -> dict[str, int]:
     return env.store.idea_status_counts(site_id)
 
 
-def first_cluster(env, site_id: int) -> tuple[int, list[int]]:
+def first_cluster(env: Env, site_id: int) -> tuple[int, list[int]]:
     """The first cluster with ideas, and its ideas' ids."""
     ideas = env.store.ideas(site_id)
     cluster_id = ideas[0].cluster_id
     return cluster_id, [i.id for i in ideas if i.cluster_id == cluster_id]
 
 
-def articles_of(env, site_id: int) -> set[int]:
+def articles_of(env: Env, site_id: int) -> set[int]:
     return set(env.store.content_ids_by_idea(site_id))
 
 
@@ -96,9 +97,9 @@ def test_without_the_setting_ideas_are_approved_at_once(env):
 def test_reject_records_the_note_and_an_idea_with_an_article_cannot_be_rejected(env):
     ids = add_articles(env, "cafe", {"espresso": 2})
     site_id = env.store.site("cafe").id
+    written = env.store.content(ids["espresso"][0]).idea_id
+    cluster_id = env.store.idea(written).cluster_id
     with env.store.transaction() as session:
-        written = session.get(Content, ids["espresso"][0]).idea_id
-        cluster_id = session.get(Idea, written).cluster_id
         fresh = Idea(
             site_id=site_id,
             cluster_id=cluster_id,
@@ -220,12 +221,12 @@ def test_the_content_dry_run_reports_the_batch_price_and_the_waiting_count(env):
 # -- desk --------------------------------------------------------------------------------------------
 
 
-def proposed_site(env) -> tuple[int, int, list[int]]:
+def proposed_site(env: Env) -> tuple[int, int, list[int]]:
     """A small gated site without running the chain: one cluster with three proposed ideas and none written."""
     ids = add_articles(env, "cafe", {"espresso": 1}, settings={"ideas_need_approval": True})
     site_id = env.store.site("cafe").id
+    cluster_id = env.store.idea(env.store.content(ids["espresso"][0]).idea_id).cluster_id
     with env.store.transaction() as session:
-        cluster_id = session.get(Idea, session.get(Content, ids["espresso"][0]).idea_id).cluster_id
         fresh = [
             Idea(
                 site_id=site_id,
@@ -275,7 +276,7 @@ def test_desk_ideas_page_needs_sign_in_and_the_csrf_token(env, monkeypatch):
 
 
 def test_desk_bulk_actions_record_the_signed_in_editor(env, monkeypatch):
-    site_id, cluster_id, idea_ids = proposed_site(env)
+    _, cluster_id, idea_ids = proposed_site(env)
     client = signed_in(desk_app(env, monkeypatch), "ben")
     token = csrf_of(client.get("/ideas?site=cafe").text)
     approved = client.post(
