@@ -261,6 +261,7 @@ def test_desk_ideas_page_needs_sign_in_and_the_csrf_token(env, monkeypatch):
     assert anonymous.post("/api/ideas/approve", json={"ids": idea_ids}).status_code == 401
 
     client = signed_in(app)
+    assert "3 ideas waiting for approval" in client.get("/").text
     shown = client.get("/ideas?site=cafe")
     assert shown.status_code == 200 and "Proposed idea 0" in shown.text and 'href="/ideas"' in shown.text
     assert "cafe: 3 waiting for approval" in shown.text
