@@ -42,8 +42,8 @@ def write_content(
     candidates = store.ideas(site_id, status=approved) if options.force else store.ideas_without_content(site_id)
     awaiting = {"ideas_awaiting_approval": store.idea_status_counts(site_id)[IdeaStatus.PROPOSED.value]}
     existing = store.content_ids_by_idea(site_id) if options.force else {}
-    # The plan covers every idea of the site, written or not, so links between articles written in the same
-    # run (or later) already point at the right URLs.
+    # The plan covers every approved idea of the site, written or not, so links between articles written in the
+    # same run (or later) already point at the right URLs.
     plan = site_link_plan(store, site_id, run.settings)
     selected = options.select(candidates)
     questions = cluster_questions(store, run, {idea.cluster_id for idea in selected})
