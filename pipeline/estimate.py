@@ -5,6 +5,11 @@ a real run does, priced by the engine from the rendered prompts). Items that do 
 their upstream stage has not run are projected from the site settings (clusters -> ideas per cluster ->
 one article per idea -> one prompt set per article -> 1 + in-article images per article), using the
 stage's measured average prompt size when known and a typical size otherwise.
+
+Only approved ideas are counted as articles to write: ideas waiting for approval (and, on a site with
+`ideas_need_approval`, the ideas not planned yet) are priced apart as `awaiting_approval_*`, with what
+their articles, image prompts and images would cost once approved. Every cost is given at the real-time
+price and at the Batch API price (`batch_cost_usd`).
 """
 
 from __future__ import annotations
@@ -61,10 +66,19 @@ def estimate_site(
         "image_prompts": 1,
         "images": 1 + settings.in_article_images,
     }
+    # Ideas waiting for approval (`ideas_need_approval`) get no article until approved: their articles, and
+    # the image prompts and images that follow, are counted apart (`awaiting_approval_*`), not in the calls.
+    waiting = {stage: 0 for stage in MODEL_STAGES}
+    waiting["content"] = len(store.proposed_ideas_without_content(site.id))
     previous = "clusters"
     for stage in MODEL_STAGES[1:]:
         upstream_items = exact[previous].pending_items + projected[previous]
         projected[stage] = upstream_items * fan_out[stage]
+        if stage == "content" and settings.ideas_need_approval:  # ideas not created yet will be proposed
+            waiting["content"] += projected["content"]
+            projected["content"] = 0
+        elif stage != "content":
+            waiting[stage] = waiting[previous] * fan_out[stage]
         previous = stage
 
     results = []
@@ -84,6 +98,11 @@ def estimate_site(
             output_tokens += extra_calls * settings_model.expected_output_tokens
         calls += extra_calls
         usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens, images=images)
+        held = waiting[stage]
+        if stage == "images":
+            held_usage = Usage(images=held)
+        else:
+            held_usage = Usage(input_tokens=held * per_call, output_tokens=held * settings_model.expected_output_tokens)
         results.append(
             replace(
                 counted,
@@ -94,6 +113,12 @@ def estimate_site(
                 output_tokens=output_tokens,
                 images=images,
                 cost_usd=round(engine.catalog.cost(settings_model.model, usage), 4),
+                batch_cost_usd=round(engine.catalog.cost(settings_model.model, usage, batch=True), 4),
+                awaiting_approval_items=held,
+                awaiting_approval_cost_usd=round(engine.catalog.cost(settings_model.model, held_usage), 4),
+                awaiting_approval_batch_cost_usd=round(
+                    engine.catalog.cost(settings_model.model, held_usage, batch=True), 4
+                ),
             )
         )
     return results

@@ -25,7 +25,7 @@ from html import escape, unescape
 from typing import TYPE_CHECKING, Any, Literal
 
 from pipeline.keywords import normalize_keyword
-from pipeline.models import Idea
+from pipeline.models import Idea, IdeaStatus
 from pipeline.sites import LinkSettings
 from pipeline.urls import article_slug, site_link
 
@@ -117,8 +117,9 @@ def plan_links(
 
 
 def site_link_plan(store: Store, site_id: int, settings: SiteSettings) -> LinkPlan:
-    """The link plan of a site as its store holds it now (every idea, written or not)."""
-    ideas = store.ideas(site_id)
+    """The link plan of a site as its store holds it now (every approved idea, written or not: proposed and
+    rejected ideas may never have an article to link to; once approved, `relinking` catches up)."""
+    ideas = store.ideas(site_id, status=IdeaStatus.APPROVED.value)
     volumes = store.keyword_volumes(site_id, primary_keywords(ideas))
     return plan_links(ideas, volumes, settings.links, settings.base_url)
 

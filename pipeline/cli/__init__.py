@@ -4,6 +4,8 @@
     pipeline sites list
     pipeline status [--site SLUG] [--json]
     pipeline estimate --site SLUG [--stage NAME] [--json]
+    pipeline ideas list [--site SLUG] [--status STATUS] [--cluster ID] [--json]
+    pipeline ideas approve|reject [--site SLUG] (IDS... | --cluster ID) [--note TEXT]
     pipeline review list [--site SLUG] [--status STATUS] [--json] | show ID [--variant A|B]
     pipeline review approve [IDS...] [--site SLUG (--all | --cluster ID)] [--variant A|B]
     pipeline review reject [IDS...] [--site SLUG (--all | --cluster ID)] --note TEXT
@@ -16,9 +18,9 @@ to the Dagster instance that `dagster` commands and `make ui` use (`DAGSTER_HOME
 in the repository), so `dagster asset materialize -m pipeline.definitions --select '*' --partition SLUG`
 runs the chain for it.
 
-The commands live by group in `sites`, `status` (with `estimate`), `review`, `automation` (metrics and
-trigger rules) and `desk` (the review desk web app); this module assembles the parser and turns the errors
-a user can fix into exit code 2.
+The commands live by group in `sites`, `status` (with `estimate`), `ideas` (idea review), `review`,
+`automation` (metrics and trigger rules) and `desk` (the review desk web app); this module assembles the
+parser and turns the errors a user can fix into exit code 2.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pipeline.cli.automation import add_automation_commands
 from pipeline.cli.base import UsageError
 from pipeline.cli.batches import add_batches_commands
 from pipeline.cli.desk import add_desk_commands
+from pipeline.cli.ideas import add_ideas_commands
 from pipeline.cli.review import add_review_commands
 from pipeline.cli.sites import add_site_partition, add_sites_commands, ensure_dagster_home
 from pipeline.cli.status import add_status_commands
@@ -38,7 +41,7 @@ from pipeline.keywords import KeywordFileError
 from pipeline.metrics import MetricsFileError
 from pipeline.review import ReviewError
 from pipeline.sites import InvalidSlug
-from pipeline.store import UnknownSite
+from pipeline.store import IdeaReviewError, UnknownSite
 
 __all__ = ["add_site_partition", "ensure_dagster_home", "main"]
 
@@ -50,7 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         return code
-    except (KeywordFileError, InvalidSlug, UnknownSite, ReviewError, MetricsFileError, UsageError) as error:
+    except (
+        KeywordFileError,
+        InvalidSlug,
+        UnknownSite,
+        ReviewError,
+        IdeaReviewError,
+        MetricsFileError,
+        UsageError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -60,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_sites_commands(commands)
     add_status_commands(commands)
+    add_ideas_commands(commands)
     add_review_commands(commands)
     add_automation_commands(commands)
     add_desk_commands(commands)

@@ -51,6 +51,9 @@ def _estimate(args: argparse.Namespace) -> int:
         "output_tokens",
         "images",
         "cost_usd",
+        "batch_cost_usd",
+        "awaiting_approval_items",
+        "awaiting_approval_cost_usd",
     ]
     rows = [[str(e.as_dict()[c]) for c in columns] for e in estimates]
     rows.append(
@@ -65,9 +68,21 @@ def _estimate(args: argparse.Namespace) -> int:
             str(sum(e.output_tokens for e in estimates)),
             str(sum(e.images for e in estimates)),
             f"{sum(e.cost_usd for e in estimates):.4f}",
+            f"{sum(e.batch_cost_usd for e in estimates):.4f}",
+            str(sum(e.awaiting_approval_items for e in estimates)),
+            f"{sum(e.awaiting_approval_cost_usd for e in estimates):.4f}",
         ]
     )
     print_table(columns, rows)
+    waiting = next((e for e in estimates if e.stage == "content" and e.awaiting_approval_items), None)
+    if waiting is not None:
+        held = [e for e in estimates if e.awaiting_approval_items]
+        print(
+            f"\n{waiting.awaiting_approval_items} idea(s) wait for approval and are not counted above; approving "
+            f"them would add ${sum(e.awaiting_approval_cost_usd for e in held):.4f} "
+            f"(batch ${sum(e.awaiting_approval_batch_cost_usd for e in held):.4f}). "
+            f"See: pipeline ideas list --site {args.site} --status proposed"
+        )
     print(
         f"\nProvider: {engine.provider.name}. Prices from pipeline/llm/catalog.py (with site overrides); "
         "tokens estimated at 4 characters per token. Nothing was called."

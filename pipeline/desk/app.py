@@ -19,12 +19,12 @@ from starlette.status import HTTP_303_SEE_OTHER
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline import review
-from pipeline.desk import api, pages
+from pipeline.desk import api, ideas, pages
 from pipeline.desk.auth import SignInRequired
 from pipeline.desk.config import DeskConfig
 from pipeline.experiments import decision_line
 from pipeline.review import format_slot
-from pipeline.store import Store, UnknownSite
+from pipeline.store import IdeaReviewError, Store, UnknownSite
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "pipeline_desk"
@@ -91,7 +91,10 @@ def create_app(store: Store, config: DeskConfig | None = None) -> FastAPI:
     config = config or DeskConfig.from_environment()
     app = FastAPI(
         title="Content pipeline review desk",
-        summary="Read, compare, approve and publish articles; the same review gate as `pipeline review`.",
+        summary=(
+            "Approve ideas; read, compare, approve and publish articles; the same gates as `pipeline ideas` and "
+            "`pipeline review`."
+        ),
         version="1",
         docs_url=None,  # the schema is served behind the bearer token at /api/openapi.json
         redoc_url=None,
@@ -103,7 +106,9 @@ def create_app(store: Store, config: DeskConfig | None = None) -> FastAPI:
     app.state.templates = _templates()
     app.include_router(pages.public)
     app.include_router(pages.router)
+    app.include_router(ideas.router)
     app.include_router(api.router)
+    app.include_router(ideas.api)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(
         SessionMiddleware,
@@ -120,6 +125,7 @@ def create_app(store: Store, config: DeskConfig | None = None) -> FastAPI:
         return RedirectResponse("/signin?" + urlencode({"next": error.next_path}), HTTP_303_SEE_OTHER)
 
     @app.exception_handler(review.ReviewError)
+    @app.exception_handler(IdeaReviewError)
     @app.exception_handler(UnknownSite)
     async def review_error(request: Request, error: Exception) -> Response:
         code = 404 if isinstance(error, review.UnknownContent | UnknownSite) else 422

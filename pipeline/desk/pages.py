@@ -92,7 +92,9 @@ def sites_page(request: Request, editor: PageEditor) -> HTMLResponse:
     month = month_start()
     overviews = store_of(request).site_overviews(month)
     links = {o.site: views.dagster_links(desk_config(request).dagster_url, o.site) for o in overviews}
-    return render(request, "sites.html", overviews=overviews, links=links, month=month)
+    store = store_of(request)
+    waiting = {s.slug: store.idea_status_counts(s.id)["proposed"] for s in store.sites()}
+    return render(request, "sites.html", overviews=overviews, links=links, month=month, ideas_waiting=waiting)
 
 
 def list_filter(

@@ -230,6 +230,7 @@ class ModelEngine:
             output_tokens=output_tokens,
             images=images,
             cost_usd=self.catalog.cost(settings.model, usage),
+            batch_cost_usd=self.catalog.cost(settings.model, usage, batch=True),
         )
 
     # -- the window: admission, leases -----------------------------------------------------------

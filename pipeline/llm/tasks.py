@@ -128,6 +128,12 @@ class Estimate:
     output_tokens: int
     images: int
     cost_usd: float
+    # The same calls at the Batch API price (`Catalog.cost(..., batch=True)`).
+    batch_cost_usd: float = 0.0
+    # Items held back by a review gate (content: proposed ideas) and what they would cost once approved.
+    awaiting_approval_items: int = 0
+    awaiting_approval_cost_usd: float = 0.0
+    awaiting_approval_batch_cost_usd: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         """Plain values for JSON output."""

@@ -123,6 +123,7 @@ def estimate_counts(estimate: Estimate) -> dict[str, int | float]:
         "estimated_output_tokens": estimate.output_tokens,
         "estimated_images": estimate.images,
         "estimated_cost_usd": round(estimate.cost_usd, 6),
+        "estimated_batch_cost_usd": round(estimate.batch_cost_usd, 6),
     }
 
 

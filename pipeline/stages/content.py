@@ -18,7 +18,7 @@ from pipeline.language import labels
 from pipeline.linking import LinkPlan, LinkTarget, keep_planned_links, site_link_plan
 from pipeline.llm.engine import ModelEngine
 from pipeline.llm.tasks import ModelCallFailed, Task
-from pipeline.models import Cluster, Idea
+from pipeline.models import Cluster, Idea, IdeaStatus
 from pipeline.output_safety import markdown_block, markdown_text
 from pipeline.prompts.schemas import ArticleDraft
 from pipeline.sites import Taxonomy
@@ -37,10 +37,13 @@ def write_content(
     run = RunSite.of(store, site)
     site_id = run.site.id
     clusters = {c.id: c for c in store.clusters(site_id)}
-    candidates = store.ideas(site_id) if options.force else store.ideas_without_content(site_id)
+    # Only approved ideas are written (a site with `ideas_need_approval` has the others wait as `proposed`).
+    approved = IdeaStatus.APPROVED.value
+    candidates = store.ideas(site_id, status=approved) if options.force else store.ideas_without_content(site_id)
+    awaiting = {"ideas_awaiting_approval": store.idea_status_counts(site_id)[IdeaStatus.PROPOSED.value]}
     existing = store.content_ids_by_idea(site_id) if options.force else {}
-    # The plan covers every idea of the site, written or not, so links between articles written in the same
-    # run (or later) already point at the right URLs.
+    # The plan covers every approved idea of the site, written or not, so links between articles written in the
+    # same run (or later) already point at the right URLs.
     plan = site_link_plan(store, site_id, run.settings)
     selected = options.select(candidates)
     questions = cluster_questions(store, run, {idea.cluster_id for idea in selected})
@@ -52,7 +55,9 @@ def write_content(
         for idea in selected
     )
     if options.dry_run:
-        return dry_run_report(engine.estimate("content", list(tasks)), len(selected))
+        dry = dry_run_report(engine.estimate("content", list(tasks)), len(selected))
+        dry.counts |= awaiting
+        return dry
     report = StageReport(items=len(selected))
     written = dropped_keywords = invented_links = internal_links = 0
     done: set[int] = set()
@@ -92,6 +97,7 @@ def write_content(
         "invented_links_removed": invented_links,
         "internal_links_total": internal_links,
         "articles_relinked": relinked,
+        **awaiting,
     }
     report.preview = [
         {"title": v.title, "words": v.word_count, "primary_keyword": v.primary_keyword, "tags": ", ".join(v.tags)}

@@ -4,7 +4,8 @@ Target keywords are filtered against the cluster's own keywords (the model may n
 left with none falls back to the cluster's top keyword. Ideas are keyed by their title's slug within
 the cluster, so a re-run cannot duplicate them. Before anything is stored, the cannibalisation guard
 (`pipeline.cannibalisation`) drops new ideas that target a primary keyword or an intent the site already
-covers, in a stored idea or a new one admitted before them; its decisions are reported.
+covers, in a stored idea or a new one admitted before them; its decisions are reported. A site with
+`ideas_need_approval` gets its new ideas as `proposed`: `content` writes only approved ideas.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pipeline.cannibalisation import CannibalisationGuard, IdeaCandidate
 from pipeline.keywords import normalize_keyword
 from pipeline.llm.engine import ModelEngine
 from pipeline.llm.tasks import ModelCallFailed, Task
-from pipeline.models import Cluster
+from pipeline.models import Cluster, IdeaStatus
 from pipeline.prompts.schemas import IdeaBatch, IdeaDraft
 from pipeline.sites import slugify
 from pipeline.stages import RunOptions, RunSite, StageReport, dry_run_report
@@ -57,6 +58,9 @@ def generate_ideas(
     if options.dry_run:
         return dry_run_report(engine.estimate("ideas", tasks), len(tasks))
     report = StageReport(items=len(tasks))
+    # With the site's approval gate on, new ideas wait as `proposed` (no article is paid for before a person
+    # approves them: `pipeline ideas approve`, the desk's Ideas page); otherwise they are approved at once.
+    status = IdeaStatus.PROPOSED if run.settings.ideas_need_approval else IdeaStatus.APPROVED
     guard = CannibalisationGuard(_stored_candidates(store, site_id, clusters if options.force else {}))
     added = dropped_keywords = planned = 0
     order = {task.item: index for index, task in enumerate(tasks)}
@@ -77,7 +81,7 @@ def generate_ideas(
                 if row is None:
                     report.degraded.append(f"ideas for cluster {key}: an idea had an empty title or outline; skipped")
                     continue
-                rows.append(row | outcome.provenance())
+                rows.append(row | outcome.provenance() | {"status": status.value})
             admitted = _guarded(guard, rows, clusters[key].name or key)
             if rows and not admitted:
                 # Nothing new for this cluster: a forced re-plan keeps the ideas it would have replaced.
@@ -93,6 +97,7 @@ def generate_ideas(
         "clusters_planned": planned,
         "ideas_added": added,
         "ideas_total": len(ideas),
+        "ideas_awaiting_approval": sum(1 for idea in ideas if idea.status == IdeaStatus.PROPOSED),
         "invented_keywords_dropped": dropped_keywords,
         **guard.counts,
     }

@@ -1,7 +1,8 @@
 """The store: every read and write of pipeline data goes through `Store`.
 
 `Store` is composed of one mixin per aggregate over `StoreBase` (engine, migrations, transactions):
-planning (sites, keywords, clusters, ideas), writing (articles, variants, images, new versions),
+planning (sites, keywords, clusters, ideas), idea review (ideas approved before articles are paid for),
+writing (articles, variants, images, new versions),
 the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files),
 review (queue, transitions, counts), the publishing calendar and publications, the content checks' reads
 and stored results, the review desk's reads (site overviews, the filtered article list), and A/B experiments with the
@@ -17,6 +18,7 @@ from pipeline.store.calendar import CalendarStore
 from pipeline.store.checks import ChecksStore
 from pipeline.store.desk import DeskStore
 from pipeline.store.experiments import ExperimentsStore
+from pipeline.store.idea_review import IdeaReviewError, IdeaReviewStore
 from pipeline.store.ledger import LedgerStore
 from pipeline.store.planning import PlanningStore
 from pipeline.store.publishing import PublishingStore
@@ -25,11 +27,12 @@ from pipeline.store.trigger_scan import TriggerScanStore
 from pipeline.store.window_reads import MetricWindowsStore
 from pipeline.store.writing import WritingStore
 
-__all__ = ["MIGRATIONS_DIR", "SiteCounts", "Store", "StoreBase", "UnknownSite"]
+__all__ = ["MIGRATIONS_DIR", "IdeaReviewError", "SiteCounts", "Store", "StoreBase", "UnknownSite"]
 
 
 class Store(
     PlanningStore,
+    IdeaReviewStore,
     WritingStore,
     LedgerStore,
     AutomationStore,

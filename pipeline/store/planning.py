@@ -285,10 +285,13 @@ class PlanningStore(StoreBase):
         values = [{"site_id": site_id, "cluster_id": cluster_id, "created_at": utcnow(), **idea} for idea in ideas]
         return self._insert_set_once(site_id, Idea, Idea.cluster_id, cluster_id, values, [Idea.cluster_id, Idea.key])
 
-    def ideas(self, site_id: int) -> list[Idea]:
-        """All ideas of a site in creation order."""
+    def ideas(self, site_id: int, *, status: str | None = None) -> list[Idea]:
+        """All ideas of a site (or those with review `status`) in creation order."""
         with self._sessions() as session:
-            return list(session.scalars(select(Idea).where(Idea.site_id == site_id).order_by(Idea.id)))
+            statement = select(Idea).where(Idea.site_id == site_id)
+            if status is not None:
+                statement = statement.where(Idea.status == status)
+            return list(session.scalars(statement.order_by(Idea.id)))
 
     def idea(self, idea_id: int) -> Idea:
         """One idea by id (`LookupError` if there is none)."""

@@ -16,6 +16,7 @@ from pipeline.models import (
     ContentVariant,
     FiringStatus,
     Idea,
+    IdeaStatus,
     Image,
     ImagePrompt,
     ReviewEvent,
@@ -29,10 +30,14 @@ class WritingStore(StoreBase):
     """Articles, variants, image prompts and images; new versions and forced redos."""
 
     def ideas_without_content(self, site_id: int) -> list[Idea]:
-        """Ideas of a site that have no article yet."""
+        """Approved ideas of a site that have no article yet (proposed and rejected ideas are never written)."""
         with self._sessions() as session:
             has_content = select(Content.id).where(Content.idea_id == Idea.id).exists()
-            statement = select(Idea).where(Idea.site_id == site_id, ~has_content).order_by(Idea.id)
+            statement = (
+                select(Idea)
+                .where(Idea.site_id == site_id, Idea.status == IdeaStatus.APPROVED.value, ~has_content)
+                .order_by(Idea.id)
+            )
             return list(session.scalars(statement))
 
     def add_contents(self, site_id: int, articles: Sequence[tuple[int, Mapping[str, Any]]]) -> int:
