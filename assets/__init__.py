@@ -37,7 +37,7 @@ publish_articles = define_asset_job(
 
 ingest_batches = define_asset_job(
     "ingest_batches",
-    selection=AssetSelection.assets(ideas, content, image_prompts),
+    selection=AssetSelection.assets(ideas, content, image_prompts, images),
     description="Ingest a finished provider batch: the stage that sent it runs in batch mode for its site, storing "
     "the answers and sending what is left (the model_batches sensor requests it).",
     tags={"pipeline/run_kind": "batch-ingestion"},

@@ -54,7 +54,7 @@ class StageConfig(Config):
     def options(
         self, context: AssetExecutionContext | None = None, site: RunSite | None = None, *, batchable: bool = False
     ) -> RunOptions:
-        """The stage-level view of these controls. `batchable` stages (ideas, content, image prompts) run in
+        """The stage-level view of these controls. `batchable` stages (ideas, content, image prompts, images) run in
         batch mode when `batch` says so, or, unset, when the site's `batch.nightly` is on and the run is the
         nightly fill-in or a backfill; the others always call in real time."""
         batch = self.batch
@@ -62,7 +62,9 @@ class StageConfig(Config):
             tags = context.run.tags
             batch = tags.get("pipeline/run_kind") == "fill-in" or "dagster/backfill" in tags
         if batch and not batchable and context is not None:
-            context.log.warning("batch mode applies to ideas, content and image prompts; this step calls in real time")
+            context.log.warning(
+                "batch mode applies to ideas, content, image prompts and images; this step calls in real time"
+            )
         return RunOptions(
             force=self.force,
             dry_run=self.dry_run,

@@ -121,8 +121,9 @@ def images(
 
     Prompts without an image, or whose file went missing, are rendered; files are written atomically.
     """
-    db, options = store.open(), config.options()
+    db = store.open()
     site = RunSite.of(db, context.partition_key)
+    options = config.options(context, site, batchable=True)
     with engine_for(context, db, llm, site, options) as engine:
         report = generate_images(db, engine, site, media.directory(), options)
     return materialize_result(

@@ -5,9 +5,9 @@ Routes (registered by `tests.openai_server.create_app`, same app, same `ServerSt
 
 - `POST /v1/files` (multipart `file`, `purpose`), `GET /v1/files`, `GET /v1/files/{id}`,
   `GET /v1/files/{id}/content` (the raw bytes), `DELETE /v1/files/{id}`.
-- `POST /v1/batches` (`input_file_id`, `endpoint` `/v1/chat/completions` or `/v1/embeddings`,
-  `completion_window` `24h`, `metadata`), `GET /v1/batches/{id}`, `GET /v1/batches` (newest first, `limit`,
-  `after`), `POST /v1/batches/{id}/cancel`.
+- `POST /v1/batches` (`input_file_id`, `endpoint` `/v1/chat/completions`, `/v1/embeddings` or
+  `/v1/images/generations`, `completion_window` `24h`, `metadata`), `GET /v1/batches/{id}`,
+  `GET /v1/batches` (newest first, `limit`, `after`), `POST /v1/batches/{id}/cancel`.
 
 A batch advances on retrieves only: `validating` -> `in_progress` -> `finalizing` -> `completed` after
 `polls_until_done` retrieves (default 3: one step per retrieve; 1: completed at the first retrieve; 0:
@@ -47,7 +47,7 @@ from starlette.routing import Route
 
 from tests import openai_server as core
 
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/images/generations")
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 DEFAULT_POLLS = 3
 FAILED_LINE_MESSAGE = "The server had an error while processing your request (loopback batch fault)."
@@ -280,6 +280,8 @@ class BatchStore:
         request_id = f"req_loopback_{self.state.next_id()}"
         if endpoint == "/v1/embeddings":
             result: Any = core.embedding_response(self.state, line["body"])
+        elif endpoint == "/v1/images/generations":
+            result = core.image_response(line["body"])
         else:
             fault = core.Fault("schema_invalid") if custom_id in settings.invalid_custom_ids else None
             result = core.chat_completion(self.state, line["body"], fault, request_id=request_id)

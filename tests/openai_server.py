@@ -1156,17 +1156,9 @@ def chat_completion(
     }
 
 
-async def images_generations(request: Request) -> Response:
-    """`POST /v1/images/generations`: `n` base64 PNGs rendered locally from the prompt."""
-    state: ServerState = request.app.state.loopback
-    if not state.images_available:
-        return await _no_images_route(state, request)
-    prologue = await _prologue(state, request, "images")
-    if isinstance(prologue, Response):
-        return prologue
-    body, fault, arrived = prologue
-    if (faulted := await _fault_response(state, request, fault, arrived)) is not None:
-        return faulted
+def image_response(body: Mapping[str, Any]) -> dict[str, Any] | Response:
+    """The answer of `POST /v1/images/generations` to `body` (an error response for a bad request): real
+    time and batch lines (`tests.openai_batches`) answer through here."""
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         return error_response(400, "'prompt' must be a non-empty string.", "invalid_request_error", None)
@@ -1179,7 +1171,7 @@ async def images_generations(request: Request) -> Response:
     if not isinstance(n, int) or not 1 <= n <= 10:
         return error_response(400, "'n' must be an integer from 1 to 10.", "invalid_request_error", None)
     prompts = [prompt if i == 0 else f"{prompt} (variant {i + 1})" for i in range(n)]
-    images = await asyncio.to_thread(lambda: [render_png(p, width, height) for p in prompts])
+    images = [render_png(p, width, height) for p in prompts]
     text_tokens = tokens(prompt)
     image_tokens = max(1, width * height // 4096) * n
     payload = {
@@ -1197,6 +1189,23 @@ async def images_generations(request: Request) -> Response:
             "total_tokens": text_tokens + image_tokens,
         },
     }
+    return payload
+
+
+async def images_generations(request: Request) -> Response:
+    """`POST /v1/images/generations`: `n` base64 PNGs rendered locally from the prompt."""
+    state: ServerState = request.app.state.loopback
+    if not state.images_available:
+        return await _no_images_route(state, request)
+    prologue = await _prologue(state, request, "images")
+    if isinstance(prologue, Response):
+        return prologue
+    body, fault, arrived = prologue
+    if (faulted := await _fault_response(state, request, fault, arrived)) is not None:
+        return faulted
+    payload = await asyncio.to_thread(image_response, body)  # rendering stays off the server's loop
+    if isinstance(payload, Response):
+        return payload
     await _wait_out_latency(state, arrived)
     return JSONResponse(payload, headers=_headers(state))
 

@@ -193,8 +193,8 @@ CRASH_AFTER_CREATE = textwrap.dedent(
 
     created = batch_api.BatchAPI.submit
 
-    def submit_then_die(self, lines, local_key):
-        created(self, lines, local_key)
+    def submit_then_die(self, *arguments):
+        created(self, *arguments)
         os._exit(9)  # killed after the provider created the batch, before the store recorded it
 
     batch_api.BatchAPI.submit = submit_then_die
@@ -302,3 +302,34 @@ def test_the_site_setting_sends_nightly_and_backfill_runs_as_batches(
     run_site = RunSite.of(env.store, "sample")
     assert StageConfig(batch=configured).options(context, run_site, batchable=True).batch is expected
     assert StageConfig(batch=configured).options(context, run_site, batchable=False).batch is False
+
+
+def test_images_follow_the_batch_path_at_half_the_image_price(env: Env, server: LoopbackOpenAI) -> None:
+    from pipeline.llm.catalog import DEFAULT_CATALOG
+    from pipeline.models import Image, ImagePrompt
+
+    env.add_site()
+    assert env.materialize(selection=["keywords", "clusters", "ideas", "content", "image_prompts"]).success
+    env.resources["llm"] = openai_llm(server, timeout_s=5.0)
+    config = {"ops": {"images": {"config": {"batch": True}}}}
+
+    def count(model: type[Image] | type[ImagePrompt]) -> int:
+        with env.store.transaction() as session:
+            return session.scalar(select(func.count()).select_from(model)) or 0
+
+    prompts = count(ImagePrompt)
+    assert env.materialize(selection=["images"], run_config=config).success
+    assert count(Image) == 0
+    [created] = server.batches()
+    assert created.endpoint == "/v1/images/generations" and len(created.custom_ids) == prompts
+
+    poll_until_finished(env, server)
+    assert env.materialize(selection=["images"], run_config=config).success
+    assert count(Image) == prompts
+    calls = ledger(env, "images")
+    price = DEFAULT_CATALOG.prices[DEFAULT_CATALOG.stage("images").model].per_image
+    assert len(calls) == prompts and all(c.batch_id is not None for c in calls)
+    assert all(c.cost_usd == pytest.approx(price / 2) for c in calls)
+    before = env.row_counts()
+    assert env.materialize(selection=["images"], run_config=config).success
+    assert env.row_counts() == before and len(server.batches()) == 1

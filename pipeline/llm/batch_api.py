@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import openai
 
@@ -19,6 +19,7 @@ from pipeline.models import BatchStatus
 # The metadata key under which a batch carries its `model_batches.local_key` (reconciliation finds it by it).
 METADATA_KEY = "pipeline_batch"
 CHAT_ENDPOINT: Final = "/v1/chat/completions"
+IMAGES_ENDPOINT: Final = "/v1/images/generations"
 # How far back reconciliation looks for a batch created by a process that died before recording it.
 RECONCILE_PAGES = 10
 
@@ -63,14 +64,20 @@ class BatchAPI:
         self.client = client
         self.secrets = tuple(secrets)
 
-    def submit(self, lines: Sequence[Mapping[str, Any]], local_key: str) -> RemoteBatch:
-        """Upload `lines` as a JSONL file and create a batch carrying `local_key` in its metadata."""
+    def submit(
+        self,
+        lines: Sequence[Mapping[str, Any]],
+        local_key: str,
+        endpoint: Literal["/v1/chat/completions", "/v1/images/generations"] = CHAT_ENDPOINT,
+    ) -> RemoteBatch:
+        """Upload `lines` (requests to `endpoint`) as a JSONL file and create a batch carrying `local_key`
+        in its metadata."""
         payload = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines).encode()
         upload = self._call(lambda: self.client.files.create(file=(f"{local_key}.jsonl", payload), purpose="batch"))
         batch = self._call(
             lambda: self.client.batches.create(
                 input_file_id=upload.id,
-                endpoint=CHAT_ENDPOINT,
+                endpoint=endpoint,
                 completion_window="24h",
                 metadata={METADATA_KEY: local_key},
             )

@@ -21,21 +21,24 @@ claimed for ingestion once (`claim_ingestion`), however often the sensor ticks o
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
-from pipeline.llm.batch_api import CHAT_ENDPOINT, BatchAPI, RemoteBatch
+from pipeline.llm.batch_api import CHAT_ENDPOINT, IMAGES_ENDPOINT, BatchAPI, RemoteBatch
 from pipeline.llm.calls import StructuredCall
 from pipeline.llm.catalog import Usage
 from pipeline.llm.ledger import cache_entry
-from pipeline.llm.tasks import Generation, ModelCallFailed, Task, estimate_tokens
-from pipeline.llm.wire import Completion, CompletionRequest, ProviderError
+from pipeline.llm.tasks import Generation, ImageTask, ModelCallFailed, Task, estimate_tokens
+from pipeline.llm.wire import Completion, CompletionRequest, ImageRequest, ProviderError, RenderedImage
 from pipeline.models import BatchStatus, ModelBatch, as_utc, utcnow
+from pipeline.prompts import Prompt
 
 if TYPE_CHECKING:
     from pipeline.llm.engine import ModelEngine
@@ -50,6 +53,7 @@ MAX_LINES = 50_000
 RECONCILE_AFTER = timedelta(minutes=2)
 # Results handed to the stage per batch of ingested answers (one store transaction each).
 HAND_OVER = 64
+Endpoint = Literal["/v1/chat/completions", "/v1/images/generations"]
 FINISHED = (BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED, BatchStatus.FAILED)
 
 
@@ -62,6 +66,10 @@ class BatchCapable(Protocol):
     def batch_body(self, request: CompletionRequest) -> dict[str, Any]: ...
 
     def batch_answer(self, request: CompletionRequest, line: Mapping[str, Any]) -> Completion: ...
+
+    def batch_image_body(self, request: ImageRequest) -> dict[str, Any]: ...
+
+    def batch_image(self, request: ImageRequest, line: Mapping[str, Any]) -> RenderedImage: ...
 
 
 def follow_batch(store: BatchesStore, api: BatchAPI, batch: ModelBatch) -> ModelBatch:
@@ -108,31 +116,21 @@ class BatchMode:
     def generate(
         self, stage: str, tasks: Iterable[Task[T, I]]
     ) -> Iterator[list[tuple[Task[T, I], Generation[T] | ModelCallFailed]]]:
-        """Serve, ingest, wait or send each task (see the module docstring); results in hand-overs."""
+        """Serve, ingest, wait or send each structured task (see the module docstring); results in
+        hand-overs."""
         engine = self.engine
-        provider = engine.provider
         settings = engine.catalog.stage(stage)
-        partition = engine.partition
-        if not isinstance(provider, BatchCapable) or partition is None or engine.options.dry_run:
-            why = (
-                "a dry run calls no model"
-                if engine.options.dry_run
-                else f"the {provider.name} provider has no Batch API; run without batch"
-                if not isinstance(provider, BatchCapable)
-                else "batch mode needs a partition"
-            )
-            engine.fatal_error = engine.fatal_error or why
-            yield [(task, ModelCallFailed(stage, task.ref, "not_started", "BatchUnavailable", why)) for task in tasks]
+        opened = self._open(stage, engine.provider)
+        if isinstance(opened, str):
+            yield [
+                (task, ModelCallFailed(stage, task.ref, "not_started", "BatchUnavailable", opened)) for task in tasks
+            ]
             return
-        api = provider.batch_api()
-        for batch in self.store.batches(
-            partition=partition, stage=stage, statuses=(BatchStatus.INTENT, BatchStatus.SUBMITTED)
-        ):
-            follow_batch(self.store, api, batch)
+        provider, api, partition = opened
         answers, claimed = self._claim_answers(api, stage, partition)
         waiting = self.store.waiting_batch_ids(stage, partition)
         settled: dict[int, dict[str, tuple[str, str | None]]] = defaultdict(dict)
-        to_send: list[tuple[Task[T, I], CompletionRequest, str, float]] = []
+        to_send: list[Outgoing] = []
         realtime: list[Task[T, I]] = []
         ready: list[tuple[Task[T, I], Generation[T] | ModelCallFailed]] = []
         reserved = 0.0
@@ -147,57 +145,151 @@ class BatchMode:
             if key in answers:
                 batch_id, line = answers.pop(key)
                 outcome = self._ingest(stage, prompt, request, rendered, task, key, batch_id, line)
+                settled[batch_id][key] = (
+                    ("answered", None) if isinstance(outcome, Generation) else ("failed", str(outcome)[:500])
+                )
                 if isinstance(outcome, Generation):
-                    settled[batch_id][key] = ("answered", None)
-                    engine.totals.batch_answered += 1
                     ready.append((task, outcome))
                     continue
-                settled[batch_id][key] = ("failed", str(outcome)[:500])
                 if engine.options.batch_failed_lines == "realtime":
                     realtime.append(task)
                     continue
             elif key in waiting:
                 engine.totals.batch_waiting += 1
                 continue
-            input_tokens = estimate_tokens(rendered)
-            usage = Usage(input_tokens=input_tokens, output_tokens=settings.expected_output_tokens)
+            usage = Usage(input_tokens=estimate_tokens(rendered), output_tokens=settings.expected_output_tokens)
             cost = engine.catalog.cost(settings.model, usage, batch=True)
             refused = engine._gate(stage, task.ref, reserved + cost)
             if isinstance(refused, ModelCallFailed):
                 ready.append((task, refused))
             else:
                 reserved += cost
-                to_send.append((task, request, key, cost))
+                to_send.append(Outgoing(task, key, provider.batch_body(request)))
             if len(ready) >= HAND_OVER:
                 engine.flush()
                 yield ready
                 ready = []
-        for key, (batch_id, _) in answers.items():  # produced meanwhile by another path, or not asked for
-            settled[batch_id][key] = ("skipped", None)
-        engine.flush()
-        for batch_id in claimed:
-            self.store.settle_batch_items(batch_id, settled.get(batch_id, {}))
-            self.store.finish_ingestion(batch_id)
-        ready += self._send(api, provider, stage, partition, settings.model, self._claimed(stage, partition, to_send))
+        self._settle(answers, settled, claimed)
+        ready += self._send(api, stage, partition, settings.model, CHAT_ENDPOINT, to_send)
         if ready:
             yield ready
         if realtime:
             yield from engine._batches(stage, realtime, lambda task: engine._prepare_completion(stage, settings, task))
 
-    def _claimed(
-        self, stage: str, partition: str, items: list[tuple[Task[T, I], CompletionRequest, str, float]]
-    ) -> list[tuple[Task[T, I], CompletionRequest, str, float]]:
-        """The items this run may send: claimed like real-time calls (a concurrent run of the site skips
-        them), and not in a batch another run recorded since this one looked."""
+    def generate_images(
+        self, stage: str, tasks: Iterable[ImageTask[I]]
+    ) -> Iterator[list[tuple[ImageTask[I], RenderedImage | ModelCallFailed]]]:
+        """Ingest, wait or send each image task, as `generate` does for structured ones (images are not
+        cached; a line's key is derived from the provider, model, size, prompt and item)."""
         engine = self.engine
-        if not items:
-            return items
-        ttl = engine.options.item_timeout_s + 600
-        granted = engine._leases.claim(stage, [task.ref for task, *_ in items], ttl)
+        settings = engine.catalog.stage(stage)
+        opened = self._open(stage, engine.image_provider)
+        if isinstance(opened, str):
+            yield [
+                (task, ModelCallFailed(stage, task.ref, "not_started", "BatchUnavailable", opened)) for task in tasks
+            ]
+            return
+        provider, api, partition = opened
+        answers, claimed = self._claim_answers(api, stage, partition)
         waiting = self.store.waiting_batch_ids(stage, partition)
-        kept = [item for item in items if item[0].ref in granted and item[2] not in waiting]
-        engine.totals.in_progress_elsewhere += len(items) - len(kept)
-        return kept
+        settled: dict[int, dict[str, tuple[str, str | None]]] = defaultdict(dict)
+        to_send: list[Outgoing] = []
+        ready: list[tuple[ImageTask[I], RenderedImage | ModelCallFailed]] = []
+        reserved = 0.0
+        prompt = Prompt("image", "-", "")
+        for task in tasks:
+            request = ImageRequest(stage, task.prompt, task.size or engine.catalog.image_size, settings)
+            key = image_key(engine.image_provider.identity, request, task.ref)
+            if key in answers:
+                batch_id, line = answers.pop(key)
+                try:
+                    image = provider.batch_image(request, line)
+                except ProviderError as error:
+                    engine.ledger.record(
+                        stage,
+                        prompt,
+                        engine.image_provider,
+                        settings.model,
+                        error.usage,
+                        0.0,
+                        error.outcome,
+                        task.ref,
+                        error,
+                        batch_id=batch_id,
+                    )
+                    settled[batch_id][key] = ("failed", str(error)[:500])
+                else:
+                    engine.ledger.record(
+                        stage,
+                        prompt,
+                        engine.image_provider,
+                        image.model,
+                        image.usage,
+                        0.0,
+                        "ok",
+                        task.ref,
+                        attempts=1,
+                        batch_id=batch_id,
+                    )
+                    settled[batch_id][key] = ("answered", None)
+                    engine.totals.batch_answered += 1
+                    ready.append((task, image))
+                    continue
+            elif key in waiting:
+                engine.totals.batch_waiting += 1
+                continue
+            cost = engine.catalog.cost(settings.model, Usage(images=1), batch=True)
+            refused = engine._gate(stage, task.ref, reserved + cost)
+            if isinstance(refused, ModelCallFailed):
+                ready.append((task, refused))
+            else:
+                reserved += cost
+                to_send.append(Outgoing(task, key, provider.batch_image_body(request)))
+            if len(ready) >= HAND_OVER:
+                engine.flush()
+                yield ready
+                ready = []
+        self._settle(answers, settled, claimed)
+        ready += self._send(api, stage, partition, settings.model, IMAGES_ENDPOINT, to_send)
+        if ready:
+            yield ready
+
+    def _open(self, stage: str, provider: Any) -> tuple[BatchCapable, BatchAPI, str] | str:
+        """The provider's Batch API with this stage's open batches brought up to date, or why there is none
+        (which also stops the run, with that message)."""
+        engine = self.engine
+        partition = engine.partition
+        why = None
+        if engine.options.dry_run:
+            why = "a dry run calls no model"
+        elif not isinstance(provider, BatchCapable):
+            why = f"the {provider.name} provider has no Batch API; run without batch"
+        elif partition is None:
+            why = "batch mode needs a partition"
+        if why or partition is None or not isinstance(provider, BatchCapable):
+            engine.fatal_error = engine.fatal_error or why
+            return why or "batch mode unavailable"
+        api = provider.batch_api()
+        for batch in self.store.batches(
+            partition=partition, stage=stage, statuses=(BatchStatus.INTENT, BatchStatus.SUBMITTED)
+        ):
+            follow_batch(self.store, api, batch)
+        return provider, api, partition
+
+    def _settle(
+        self,
+        answers: Mapping[str, tuple[int, Mapping[str, Any]]],
+        settled: dict[int, dict[str, tuple[str, str | None]]],
+        claimed: Sequence[int],
+    ) -> None:
+        """Write the ledger, then each claimed batch's item states (answers nobody asked for: `skipped`,
+        produced meanwhile by another path or outside this run's selection) and its ingestion."""
+        for key, (batch_id, _) in answers.items():
+            settled[batch_id][key] = ("skipped", None)
+        self.engine.flush()
+        for batch_id in claimed:
+            self.store.settle_batch_items(batch_id, settled.get(batch_id, {}))
+            self.store.finish_ingestion(batch_id)
 
     def _claim_answers(
         self, api: BatchAPI, stage: str, partition: str
@@ -217,7 +309,7 @@ class BatchMode:
     def _ingest(
         self,
         stage: str,
-        prompt: Any,
+        prompt: Prompt,
         request: CompletionRequest,
         rendered: str,
         task: Task[T, I],
@@ -231,9 +323,7 @@ class BatchMode:
         assert isinstance(provider, BatchCapable)
         try:
             completion = provider.batch_answer(request, line)
-            completion = StructuredCall(engine.provider, request, estimate_tokens(rendered), task.check).accept(
-                completion
-            )
+            completion = StructuredCall(provider, request, estimate_tokens(rendered), task.check).accept(completion)
         except ProviderError as error:
             engine.ledger.record(
                 stage,
@@ -248,6 +338,7 @@ class BatchMode:
                 batch_id=batch_id,
             )
             return ModelCallFailed(stage, task.ref, error.outcome, error.error_class, str(error))
+        engine.totals.batch_answered += 1
         cache = cache_entry(key, stage, engine.provider, prompt, completion)
         engine.ledger.record(
             stage,
@@ -264,26 +355,30 @@ class BatchMode:
         )
         return Generation(completion.answer, engine.provider.name, completion.model, prompt.ref)  # type: ignore[arg-type]
 
-    def _send(
-        self,
-        api: BatchAPI,
-        provider: BatchCapable,
-        stage: str,
-        partition: str,
-        model: str,
-        items: Sequence[tuple[Task[T, I], CompletionRequest, str, float]],
-    ) -> list[tuple[Task[T, I], ModelCallFailed]]:
-        """Record, upload and create batches for `items`; the items of a batch the provider refused are
-        returned as failures (and are pending again)."""
+    def _claimed(self, stage: str, partition: str, items: list[Outgoing]) -> list[Outgoing]:
+        """The items this run may send: claimed like real-time calls (a concurrent run of the site skips
+        them), and not in a batch another run recorded since this one looked."""
         engine = self.engine
-        failures = []
+        if not items:
+            return items
+        granted = engine._leases.claim(stage, [item.task.ref for item in items], engine.options.item_timeout_s + 600)
+        waiting = self.store.waiting_batch_ids(stage, partition)
+        kept = [item for item in items if item.task.ref in granted and item.key not in waiting]
+        engine.totals.in_progress_elsewhere += len(items) - len(kept)
+        return kept
+
+    def _send(
+        self, api: BatchAPI, stage: str, partition: str, model: str, endpoint: Endpoint, items: list[Outgoing]
+    ) -> list[tuple[Any, ModelCallFailed]]:
+        """Claim, record, upload and create batches for `items`; the items of a batch the provider refused
+        are returned as failures (and are pending again)."""
+        engine = self.engine
+        items = self._claimed(stage, partition, items)
+        failures: list[tuple[Any, ModelCallFailed]] = []
         for start in range(0, len(items), MAX_LINES):
             chunk = items[start : start + MAX_LINES]
             local_key = uuid.uuid4().hex
-            lines = [
-                {"custom_id": key, "method": "POST", "url": CHAT_ENDPOINT, "body": provider.batch_body(request)}
-                for _, request, key, _ in chunk
-            ]
+            lines = [{"custom_id": item.key, "method": "POST", "url": endpoint, "body": item.body} for item in chunk]
             batch = self.store.record_batch_intent(
                 local_key,
                 stage=stage,
@@ -292,15 +387,16 @@ class BatchMode:
                 provider=engine.provider.name,
                 endpoint=engine.provider.endpoint,
                 model=model,
-                items=[(key, task.ref) for task, _, key, _ in chunk],
+                items=[(item.key, item.task.ref) for item in chunk],
             )
             try:
-                remote = api.submit(lines, local_key)
+                remote = api.submit(lines, local_key, endpoint)
             except ProviderError as error:
                 message = f"batch not created: {error}"
                 self.store.update_batch(batch.id, status=BatchStatus.ABANDONED, finished_at=utcnow(), error=message)
                 failures += [
-                    (task, ModelCallFailed(stage, task.ref, "error", error.error_class, message)) for task, *_ in chunk
+                    (item.task, ModelCallFailed(stage, item.task.ref, "error", error.error_class, message))
+                    for item in chunk
                 ]
                 continue
             self.store.mark_batch_sent(batch.id, remote.id, remote.remote_status, remote.input_file_id)
@@ -309,3 +405,18 @@ class BatchMode:
             engine.totals.batch_submitted += len(chunk)
             engine.totals.batches_created.append(batch.id)
         return failures
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One request for a new batch: the task, its line's custom id and its body."""
+
+    task: Any
+    key: str
+    body: dict[str, Any]
+
+
+def image_key(identity: str, request: ImageRequest, ref: str) -> str:
+    """The custom id of an image request: what determines the image, and the item it is for."""
+    text = "\0".join((identity, request.settings.model, request.size, request.prompt, ref))
+    return hashlib.sha256(text.encode()).hexdigest()

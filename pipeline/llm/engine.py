@@ -184,6 +184,8 @@ class ModelEngine:
         self, stage: str, tasks: Iterable[ImageTask[I]]
     ) -> Iterator[tuple[ImageTask[I], RenderedImage | ModelCallFailed]]:
         """Render images with bounded concurrency; yield `(task, image or failure)` as each completes."""
+        if self.options.batch:
+            return one_by_one(BatchMode(self).generate_images(stage, tasks))
         settings = self.catalog.stage(stage)
         return one_by_one(self._batches(stage, tasks, lambda task: self._prepare_image(stage, settings, task)))
 

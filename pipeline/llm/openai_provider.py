@@ -114,14 +114,23 @@ class OpenAIProvider:
     def batch_answer(self, request: CompletionRequest, line: Mapping[str, Any]) -> Completion:
         """A batch output (or error) file's line for `request`, read and validated exactly as a real-time
         answer; `ProviderError` says what was wrong (an errored line, no JSON body, a schema violation)."""
-        response = line.get("response") or {}
-        status = response.get("status_code")
-        body = response.get("body")
-        if line.get("error") or status != 200:
-            problem = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
-            message = problem.get("message") if isinstance(problem, dict) else str(problem)
-            raise ProviderError("error", f"BatchLine{status or ''}", _first_lines(str(message or "no answer")))
+        body = _line_body(line)
         return read_completion(lambda: reply_from_body(body), request, 1)
+
+    def batch_image_body(self, request: ImageRequest) -> dict[str, Any]:
+        """The Images API body a batch line sends for `request` (what `image` sends)."""
+        return {"model": request.settings.model, "prompt": request.prompt, "size": request.size, "n": 1}
+
+    def batch_image(self, request: ImageRequest, line: Mapping[str, Any]) -> RenderedImage:
+        """A batch line's image for `request`, read as `image` reads a real-time answer."""
+        body = _line_body(line)
+        try:
+            png = base64.b64decode((body.get("data") or [{}])[0].get("b64_json") or "", validate=True)
+        except (binascii.Error, IndexError, TypeError, AttributeError) as error:
+            raise ProviderError("malformed", type(error).__name__, "image line had no valid base64 image") from error
+        if not png:
+            raise ProviderError("malformed", "EmptyImage", "image line had no image data")
+        return RenderedImage(png=png, model=request.settings.model, usage=Usage(images=1))
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP connections."""
@@ -440,6 +449,18 @@ def read_completion(reply: Callable[[], Any], request: CompletionRequest, attemp
             "invalid", "ValidationError", _first_lines(str(error)), usage=usage, attempts=attempts
         ) from error
     return Completion(answer=answer, model=completion.model or settings.model, usage=usage, attempts=attempts)
+
+
+def _line_body(line: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON body of a batch line that was answered (HTTP 200); `ProviderError` for an errored one."""
+    response = line.get("response") or {}
+    status = response.get("status_code")
+    body = response.get("body")
+    if line.get("error") or status != 200 or not isinstance(body, dict):
+        problem = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
+        message = problem.get("message") if isinstance(problem, dict) else str(problem)
+        raise ProviderError("error", f"BatchLine{status or ''}", _first_lines(str(message or "no answer")))
+    return body
 
 
 def reply_from_body(body: Any) -> Any:
