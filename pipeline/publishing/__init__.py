@@ -203,19 +203,7 @@ def switch_variant(
     finally:
         if owned:
             close_targets(chosen_targets)
-    folder = next((Path(p.url) for p in placed if p.target == FolderTarget.name and p.url), None)
-    return Publication(
-        content_id=content_id,
-        site=article.site.slug,
-        slug=article.slug,
-        version=chosen.version,
-        variant=chosen.variant,
-        published_at=published_at,
-        placed=placed,
-        folder=folder,
-        files=sorted(path for path in folder.rglob("*") if path.is_file()) if folder else [],
-        republished=True,
-    )
+    return _publication(content_id, article, chosen, published_at, placed, republished=True)
 
 
 def _put_in_place(
@@ -252,9 +240,22 @@ def _put_in_place(
             # The status changes while every target shows the new variant: if it cannot, the folder's
             # export is undone and the article stays approved (WordPress keeps it; the record says so).
             review.mark_published(store, article, chosen, published_at=published_at, actor=actor)
+    return _publication(content.id, article, chosen, published_at, placed, republished=republish)
+
+
+def _publication(
+    content_id: int,
+    article: Article,
+    chosen: ContentVariant,
+    published_at: datetime,
+    placed: list[Placed],
+    *,
+    republished: bool,
+) -> Publication:
+    """What a publication (or a variant switch) put where, with the folder export's files."""
     folder = next((Path(p.url) for p in placed if p.target == FolderTarget.name and p.url), None)
     return Publication(
-        content_id=content.id,
+        content_id=content_id,
         site=article.site.slug,
         slug=article.slug,
         version=chosen.version,
@@ -263,7 +264,7 @@ def _put_in_place(
         placed=placed,
         folder=folder,
         files=sorted(path for path in folder.rglob("*") if path.is_file()) if folder else [],
-        republished=republish,
+        republished=republished,
     )
 
 
