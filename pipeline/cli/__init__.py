@@ -4,6 +4,7 @@
     pipeline sites list
     pipeline status [--site SLUG] [--json]
     pipeline estimate --site SLUG [--stage NAME] [--json]
+    pipeline costs [--site SLUG] [--month YYYY-MM] [--json]
     pipeline review list [--site SLUG] [--status STATUS] [--json] | show ID [--variant A|B]
     pipeline review approve [IDS...] [--site SLUG (--all | --cluster ID)] [--variant A|B]
     pipeline review reject [IDS...] [--site SLUG (--all | --cluster ID)] --note TEXT
@@ -15,7 +16,7 @@ to the Dagster instance that `dagster` commands and `make ui` use (`DAGSTER_HOME
 in the repository), so `dagster asset materialize -m pipeline.definitions --select '*' --partition SLUG`
 runs the chain for it.
 
-The commands live by group in `sites`, `status` (with `estimate`), `review`, `automation` (metrics and
+The commands live by group in `sites`, `status` (with `estimate`), `costs`, `review`, `automation` (metrics and
 trigger rules) and `desk` (the review desk web app); this module assembles the parser and turns the errors
 a user can fix into exit code 2.
 """
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 
 from pipeline.cli.automation import add_automation_commands
 from pipeline.cli.base import UsageError
+from pipeline.cli.costs import add_costs_commands
 from pipeline.cli.desk import add_desk_commands
 from pipeline.cli.review import add_review_commands
 from pipeline.cli.sites import add_site_partition, add_sites_commands, ensure_dagster_home
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_sites_commands(commands)
     add_status_commands(commands)
+    add_costs_commands(commands)
     add_review_commands(commands)
     add_automation_commands(commands)
     add_desk_commands(commands)
