@@ -60,7 +60,7 @@ def nightly_fill_in(context: ScheduleEvaluationContext, store: StoreResource) ->
 
 
 def over_budget(db: Store, slug: str) -> str | None:
-    """"slug: spent $x of $y in YYYY-MM" when the site's spend this month has reached its monthly budget."""
+    """`slug: spent $x of $y in YYYY-MM` when the site's spend this month has reached its monthly budget."""
     try:
         budget = RunSite.of(db, slug).settings.monthly_budget_usd
     except (UnknownSite, SiteSettingsError):

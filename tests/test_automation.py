@@ -317,7 +317,9 @@ def test_nightly_fill_in_requests_one_run_per_site_keyed_by_date(env):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("sites", ["beta", "alpha"])
         resources = {"store": env.resources["store"]}
-        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=resources) as context:
+        with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when, resources=resources
+        ) as context:
             requests = nightly_fill_in(context)
     assert isinstance(requests, list)
     assert [(r.partition_key, r.run_key) for r in requests] == [

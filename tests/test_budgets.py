@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -76,7 +77,7 @@ def reservations(env) -> list[BudgetReservation]:
         return list(session.scalars(select(BudgetReservation)))
 
 
-def paid_row(cost: float, partition="sample", when: datetime | None = None, **values) -> dict:
+def paid_row(cost: float, partition="sample", when: datetime | None = None, **values) -> dict[str, Any]:
     return {
         "stage": "content",
         "provider": "openai",
@@ -131,7 +132,7 @@ def test_reservations_are_blocks_not_a_row_per_call(env):
 def test_two_concurrent_engines_never_overshoot_the_budget_together(env):
     env.add_site()
     budget = 0.02
-    outcomes: dict[str, list] = {}
+    outcomes: dict[str, list[Any]] = {}
     start = threading.Barrier(2)
 
     def run(run_id: str) -> None:
