@@ -123,7 +123,10 @@ def test_reservations_are_blocks_not_a_row_per_call(env):
         [held] = reservations(env)
         # One block covers many calls: 10 calls' expected cost, more than 5% of $1.
         assert held.amount_usd > 0.03 and held.amount_usd < 0.06
-        assert big.monthly_budget is not None and big.monthly_budget.granted_usd == pytest.approx(held.amount_usd)
+        # The row is shrunk as a quarter of the block reaches the ledger, not per call: it never holds less
+        # than the engine may still spend.
+        assert big.monthly_budget is not None and big.monthly_budget.granted_usd <= held.amount_usd
+        assert held.amount_usd - big.monthly_budget.granted_usd == pytest.approx(CALL_COST)
         list(big.generate_each("ideas", tasks(5, "d")))
     assert len(first) == 1 and reservations(env) == []
     assert ledger_total(env) == pytest.approx(6 * CALL_COST)

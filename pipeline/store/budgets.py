@@ -45,14 +45,22 @@ class BudgetsStore(StoreBase):
             return _live_reservations(session, partition, utcnow(), excluding)
 
     def reserve_budget(
-        self, holder: str, partition: str, budget_usd: float, need_usd: float, want_usd: float, ttl_s: float
+        self,
+        holder: str,
+        partition: str,
+        budget_usd: float,
+        need_usd: float,
+        want_usd: float,
+        ttl_s: float,
+        held_usd: float = 0.0,
     ) -> tuple[float, float, float]:
         """Set `holder`'s reservation on `partition` to at least `need_usd` (up to `want_usd`) if the month's
         spend plus the other holders' live reservations leave room for it within `budget_usd`.
 
         Returns (the holder's reservation now, the month's ledger spend, the other holders' live
-        reservations); refused (the holder's row unchanged) when not even `need_usd` fits. One
-        transaction, serialised with every other reservation of the partition.
+        reservations). Refused when not even `need_usd` fits: the holder keeps `held_usd` (what is left of
+        its block, paying for its calls in flight). One transaction, serialised with every other
+        reservation of the partition.
         """
         now = utcnow()
         start, end = month_bounds(now)
@@ -70,15 +78,7 @@ class BudgetsStore(StoreBase):
             mine = delete(BudgetReservation).where(
                 BudgetReservation.holder == holder, BudgetReservation.partition == partition
             )
-            if need_usd > room:
-                # Refused: the holder keeps what it holds (its calls in flight are paid from it).
-                held = session.scalar(
-                    select(BudgetReservation.amount_usd).where(
-                        BudgetReservation.holder == holder, BudgetReservation.partition == partition
-                    )
-                )
-                return float(held or 0.0), spent, others
-            granted = max(min(want_usd, room), need_usd)
+            granted = max(min(want_usd, room), need_usd) if need_usd <= room else held_usd
             session.execute(mine)
             session.add(
                 BudgetReservation(
@@ -89,7 +89,7 @@ class BudgetsStore(StoreBase):
                     updated_at=now,
                 )
             )
-            return granted, spent, others
+            return (granted if need_usd <= room else 0.0), spent, others
 
     def shrink_reservation(self, holder: str, partition: str, amount_usd: float, ttl_s: float) -> None:
         """Set `holder`'s reservation to what is left of it (its calls' cost is on the ledger now) and
