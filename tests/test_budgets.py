@@ -4,6 +4,8 @@ holder dies, and the nightly fill-in skipping sites over budget."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import multiprocessing
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -153,6 +155,38 @@ def test_two_concurrent_engines_never_overshoot_the_budget_together(env):
     assert ledger_total(env) == pytest.approx(done * CALL_COST) and ledger_total(env) <= budget
     assert 0 < done < 40  # both stopped: 40 calls would cost $0.05
     assert reservations(env) == []
+
+
+def _spend_in_a_process(url: str, run_id: str, budget: float, start: Any) -> int:
+    """A run in its own process: its engine spends on the shared site until the monthly budget stops it."""
+    from pipeline.store import Store
+
+    store = Store(url)
+    with ModelEngine(
+        Priced(),
+        catalog=DEFAULT_CATALOG,
+        prompts=PromptRegistry(),
+        store=store,
+        run_id=run_id,
+        partition="sample",
+        options=EngineOptions(concurrency=4),
+        monthly_budget_usd=budget,
+    ) as each:
+        start.wait()
+        return sum(not isinstance(o, ModelCallFailed) for _, o in each.generate_each("ideas", tasks(20, run_id)))
+
+
+def test_two_processes_never_overshoot_the_budget_together(env):
+    env.add_site()
+    budget = 0.02
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Barrier(2)
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
+        futures = [pool.submit(_spend_in_a_process, env.url, name, budget, start) for name in ("p1", "p2")]
+        done = [future.result(timeout=120) for future in futures]
+    assert sum(done) > 0
+    assert ledger_total(env) == pytest.approx(sum(done) * CALL_COST) and ledger_total(env) <= budget
+    assert sum(done) < 40 and reservations(env) == []
 
 
 def test_a_dead_holders_reservation_lapses_and_a_live_ones_is_respected(env):

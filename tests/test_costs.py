@@ -41,6 +41,22 @@ def row(stage: str, model: str, ref: str | None, usage: Usage, **values) -> dict
     }
 
 
+def test_every_materialization_carries_the_months_totals(sample_run):
+    _, result = sample_run
+    metadata = {
+        event.asset_key.to_user_string(): event.materialization.metadata
+        for event in result.get_asset_materialization_events()
+    }
+    calls = sum(m["model_calls"].value for m in metadata.values() if "model_calls" in m)
+    cache_hits = sum(m["cache_hits"].value for m in metadata.values() if "cache_hits" in m)
+    # The last stage of the chain reports the month so far: every call of the run, nothing earlier.
+    last = metadata["images"]
+    assert last["month"].value == utcnow().strftime("%Y-%m")
+    assert last["month_calls"].value == calls > 0 and last["month_cache_hits"].value == cache_hits
+    assert last["month_cost_usd"].value == 0.0  # offline calls cost nothing
+    assert "month_budget_usd" not in last  # the sample site has no monthly budget
+
+
 @pytest.fixture
 def ledger(sample_run, monkeypatch):
     """The sample site's articles with a hand-written ledger of this month (plus rows that must not count)."""
