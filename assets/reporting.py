@@ -15,6 +15,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from pipeline.costs import cost_report
 from pipeline.llm.engine import ModelEngine
 from pipeline.llm.window import tune_process_for_runs
 from pipeline.output_safety import markdown_text
@@ -172,6 +173,7 @@ def materialize_result(
         for provider in engine.distinct_providers():
             describe = getattr(provider, "describe", None)
             metadata |= describe() if describe else {}
+        metadata |= month_cost_metadata(context, engine)
     if report.failures:
         metadata["failed_items"] = len(report.failures)
         metadata["failed_share"] = round(report.failure_share, 4)
@@ -219,6 +221,26 @@ def materialize_result(
             )
         )
     return MaterializeResult(metadata=metadata, check_results=checks)
+
+
+def month_cost_metadata(context: AssetExecutionContext, engine: ModelEngine) -> dict[str, Any]:
+    """The partition's spend this month (`pipeline costs` totals) as `month_*` metadata, so the UI plots it
+    over materializations; the budget and what is left when the site has a monthly budget."""
+    if not context.has_partition_key or not isinstance(engine.store, Store):
+        return {}
+    budget = engine.monthly_budget.budget_usd if engine.monthly_budget else None
+    try:
+        report = cost_report(engine.store, context.partition_key, catalog=engine.catalog, budget_usd=budget)
+    except Exception as error:  # informative: never fail a stage over its cost report
+        context.log.warning(f"could not report the month's costs: {error}")
+        return {}
+    totals = report.totals()
+    metadata: dict[str, Any] = {"month": totals.pop("month")}
+    totals.pop("site")
+    for key, value in totals.items():
+        if value is not None:
+            metadata[f"month_{key}"] = MetadataValue.float(value) if isinstance(value, float) else value
+    return metadata
 
 
 def _listing(lines: Sequence[str], limit: int = 50) -> str:

@@ -350,6 +350,9 @@ class ModelBatch(Base):
     output_file_id: Mapped[str | None] = mapped_column(String(120))
     error_file_id: Mapped[str | None] = mapped_column(String(120))
     requests: Mapped[int] = mapped_column(default=0)
+    # What its requests are expected to cost at the batch price: counted against the monthly budget until
+    # the batch's answers reach the ledger (ingestion), so batches in flight cannot overshoot it.
+    expected_cost_usd: Mapped[float] = mapped_column(default=0.0)
     answered: Mapped[int] = mapped_column(default=0)
     failed: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)

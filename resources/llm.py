@@ -195,6 +195,7 @@ class LLMResource(ConfigurableResource):  # type: ignore[type-arg]  # Dagster's 
             limiter=limiter,
             image_provider=providers["images"],
             embedding_provider=providers["embeddings"],
+            monthly_budget_usd=settings.monthly_budget_usd if settings else None,
         )
 
     def batch_api(self, settings: SiteSettings | None = None) -> BatchAPI | None:

@@ -7,6 +7,7 @@ from dagster import (
     OpExecutionContext,
     RunRequest,
     ScheduleEvaluationContext,
+    SkipReason,
     job,
     op,
     schedule,
@@ -19,7 +20,7 @@ from pipeline.models import utcnow
 from pipeline.sites import SITES_PARTITION, SiteSettingsError
 from pipeline.stages import RunSite
 from pipeline.stages.publications import has_due_articles
-from pipeline.store import UnknownSite
+from pipeline.store import Store, UnknownSite
 from resources import MediaResource, StoreResource
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 UTC every day
@@ -35,15 +36,41 @@ PUBLISHING_CRON = "*/15 * * * *"  # slots are minutes apart at most: a quarter o
     job=content_pipeline,
     default_status=DefaultScheduleStatus.RUNNING,
     description="Every night, runs the main job for every site: each stage does only the work still missing, "
-    "within the site's budget (max_run_cost_usd in site settings).",
+    "within the site's budgets (max_run_cost_usd per run, monthly_budget_usd per month in site settings); "
+    "sites whose month is over budget are skipped.",
 )
-def nightly_fill_in(context: ScheduleEvaluationContext) -> list[RunRequest]:
-    """One run per site partition, keyed by date so a re-evaluated tick never doubles a night's runs."""
+def nightly_fill_in(context: ScheduleEvaluationContext, store: StoreResource) -> list[RunRequest] | SkipReason:
+    """One run per site partition, keyed by date so a re-evaluated tick never doubles a night's runs; none
+    for a site whose spend this month (UTC) has reached its monthly budget."""
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return [
-        RunRequest(partition_key=slug, run_key=f"nightly:{day}:{slug}", tags={"pipeline/run_kind": "fill-in"})
-        for slug in sorted(context.instance.get_dynamic_partitions(SITES_PARTITION))
-    ]
+    db = store.open()
+    requests, over = [], []
+    for slug in sorted(context.instance.get_dynamic_partitions(SITES_PARTITION)):
+        if (spend := over_budget(db, slug)) is not None:
+            over.append(spend)
+            continue
+        requests.append(
+            RunRequest(partition_key=slug, run_key=f"nightly:{day}:{slug}", tags={"pipeline/run_kind": "fill-in"})
+        )
+    if over:
+        context.log.warning(f"nightly fill-in skips sites over their monthly budget: {'; '.join(over)}")
+    if not requests and over:
+        return SkipReason(f"every site is over its monthly budget: {'; '.join(over)}")
+    return requests
+
+
+def over_budget(db: Store, slug: str) -> str | None:
+    """`slug: spent $x of $y in YYYY-MM` when the site's spend this month has reached its monthly budget."""
+    try:
+        budget = RunSite.of(db, slug).settings.monthly_budget_usd
+    except (UnknownSite, SiteSettingsError):
+        return None  # the run reports it
+    if budget is None:
+        return None
+    spent = db.month_spend(slug)
+    if spent < budget:
+        return None
+    return f"{slug}: spent ${spent:.4f} of ${budget:.4f} in {utcnow():%Y-%m}"
 
 
 @schedule(

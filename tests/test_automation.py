@@ -311,12 +311,15 @@ def test_the_rule_instruction_reaches_the_model_only_as_delimited_data(published
 # -- schedules and clean-up ----------------------------------------------------------------------------
 
 
-def test_nightly_fill_in_requests_one_run_per_site_keyed_by_date():
+def test_nightly_fill_in_requests_one_run_per_site_keyed_by_date(env):
     when = datetime(2026, 11, 21, 2, 0, tzinfo=UTC)
     # Schedule contexts hand over an instance by reference, which ephemeral instances lack.
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("sites", ["beta", "alpha"])
-        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
+        resources = {"store": env.resources["store"]}
+        with dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=when, resources=resources
+        ) as context:
             requests = nightly_fill_in(context)
     assert isinstance(requests, list)
     assert [(r.partition_key, r.run_key) for r in requests] == [

@@ -333,3 +333,28 @@ def test_images_follow_the_batch_path_at_half_the_image_price(env: Env, server: 
     before = env.row_counts()
     assert env.materialize(selection=["images"], run_config=config).success
     assert env.row_counts() == before and len(server.batches()) == 1
+
+
+def test_the_monthly_budget_counts_batches_in_flight_until_their_answers_reach_the_ledger(
+    env: Env, server: LoopbackOpenAI
+) -> None:
+    planned(env, server)
+    site = env.store.site("sample")
+    env.store.update_site_settings(site.id, dict(site.settings) | {"monthly_budget_usd": 100.0})
+    assert env.store.month_spend("sample") == 0.0
+    assert content_run(env, batch=True).success
+    [batch] = env.store.batches(partition="sample")
+    assert batch.expected_cost_usd > 0
+    assert env.store.month_spend("sample") == pytest.approx(batch.expected_cost_usd)
+
+    # A budget the batch in flight has used up stops the next run's calls before any is made.
+    env.store.update_site_settings(site.id, dict(site.settings) | {"monthly_budget_usd": batch.expected_cost_usd})
+    refused = env.materialize(
+        selection=["content"], run_config={"ops": {"content": {"config": {"force": True}}}}, raise_on_error=False
+    )
+    assert not refused.success and len(ledger(env)) == 0
+
+    poll_until_finished(env, server)
+    assert content_run(env, batch=True).success
+    paid = sum(c.cost_usd for c in ledger(env))
+    assert env.store.month_spend("sample") == pytest.approx(paid)

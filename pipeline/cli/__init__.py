@@ -6,6 +6,7 @@
     pipeline estimate --site SLUG [--stage NAME] [--json]
     pipeline ideas list [--site SLUG] [--status STATUS] [--cluster ID] [--json]
     pipeline ideas approve|reject [--site SLUG] (IDS... | --cluster ID) [--note TEXT]
+    pipeline costs [--site SLUG] [--month YYYY-MM] [--json]
     pipeline review list [--site SLUG] [--status STATUS] [--json] | show ID [--variant A|B]
     pipeline review approve [IDS...] [--site SLUG (--all | --cluster ID)] [--variant A|B]
     pipeline review reject [IDS...] [--site SLUG (--all | --cluster ID)] --note TEXT
@@ -18,9 +19,9 @@ to the Dagster instance that `dagster` commands and `make ui` use (`DAGSTER_HOME
 in the repository), so `dagster asset materialize -m pipeline.definitions --select '*' --partition SLUG`
 runs the chain for it.
 
-The commands live by group in `sites`, `status` (with `estimate`), `ideas` (idea review), `review`,
-`automation` (metrics and trigger rules) and `desk` (the review desk web app); this module assembles the
-parser and turns the errors a user can fix into exit code 2.
+The commands live by group in `sites`, `status` (with `estimate`), `costs`, `ideas` (idea review),
+`review`, `automation` (metrics and trigger rules), `desk` (the review desk web app) and `batches`; this
+module assembles the parser and turns the errors a user can fix into exit code 2.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from pipeline.cli.automation import add_automation_commands
 from pipeline.cli.base import UsageError
 from pipeline.cli.batches import add_batches_commands
+from pipeline.cli.costs import add_costs_commands
 from pipeline.cli.desk import add_desk_commands
 from pipeline.cli.ideas import add_ideas_commands
 from pipeline.cli.review import add_review_commands
@@ -72,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     add_sites_commands(commands)
     add_status_commands(commands)
     add_ideas_commands(commands)
+    add_costs_commands(commands)
     add_review_commands(commands)
     add_automation_commands(commands)
     add_desk_commands(commands)

@@ -164,7 +164,7 @@ class BatchMode:
                 ready.append((task, refused))
             else:
                 reserved += cost
-                to_send.append(Outgoing(task, key, provider.batch_body(request)))
+                to_send.append(Outgoing(task, key, provider.batch_body(request), cost))
             if len(ready) >= HAND_OVER:
                 engine.flush()
                 yield ready
@@ -244,7 +244,7 @@ class BatchMode:
                 ready.append((task, refused))
             else:
                 reserved += cost
-                to_send.append(Outgoing(task, key, provider.batch_image_body(request)))
+                to_send.append(Outgoing(task, key, provider.batch_image_body(request), cost))
             if len(ready) >= HAND_OVER:
                 engine.flush()
                 yield ready
@@ -388,6 +388,7 @@ class BatchMode:
                 endpoint=engine.provider.endpoint,
                 model=model,
                 items=[(item.key, item.task.ref) for item in chunk],
+                expected_cost_usd=round(sum(item.cost for item in chunk), 8),
             )
             try:
                 remote = api.submit(lines, local_key, endpoint)
@@ -414,6 +415,7 @@ class Outgoing:
     task: Any
     key: str
     body: dict[str, Any]
+    cost: float  # expected, at the batch price
 
 
 def image_key(identity: str, request: ImageRequest, ref: str) -> str:

@@ -7,8 +7,9 @@ validated `Generation` (or `RenderedImage`) or a `ModelCallFailed`. For each cal
 2. returns a cached answer when the same provider, model, prompt version, rendered input, schema, choices
    and parameters were answered before (unless `force`) and the stage's check still accepts it, costing
    nothing; only accepted answers are ever cached;
-3. refuses to start calls that would exceed the run's budget (or any call in a dry run), keeping finished
-   work, and claims each paid item in the store first, so a concurrent run of the site skips it;
+3. refuses to start calls that would exceed the run's budget or the site's monthly budget (`budget.py`;
+   or any call in a dry run), keeping finished work, and claims each paid item in the store first, so a
+   concurrent run of the site skips it;
 4. waits for the process-wide request/token rate limits, then calls the provider with bounded
    concurrency (an asyncio loop in one background thread; the SDK retries 429/5xx/timeouts itself),
    starting with one call in flight and doubling the window per finished call until one succeeds;
@@ -31,11 +32,12 @@ import functools
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
 from pipeline.llm.batch_mode import BatchMode
+from pipeline.llm.budget import BudgetStore, MonthlyBudget
 from pipeline.llm.calls import (
     EmbeddingCall,
     PlainCall,
@@ -97,6 +99,7 @@ class ModelEngine:
         limiter: Callable[[str], RateLimiter] | None = None,
         image_provider: Provider | None = None,
         embedding_provider: Provider | None = None,
+        monthly_budget_usd: float | None = None,
     ):
         self.provider = provider  # structured (text) calls
         self.image_provider = image_provider or provider
@@ -120,6 +123,11 @@ class ModelEngine:
         # Leases: held under this engine's run, process and host until the engine closes (its stage is
         # over, every finished item stored), or until they expire.
         self._leases = Leases(store, run_id, partition)
+        # The site's monthly budget, shared with every run and process of the partition (`budget.py`).
+        self.monthly_budget: MonthlyBudget | None = None
+        if monthly_budget_usd is not None and partition:
+            ttl = options.item_timeout_s * (options.repair_attempts + 1) + 60
+            self.monthly_budget = MonthlyBudget(cast(BudgetStore, store), partition, monthly_budget_usd, run_id, ttl)
 
     @property
     def totals(self) -> UsageTotals:
@@ -138,6 +146,8 @@ class ModelEngine:
         """Write buffered ledger rows, release leases, close the provider's connections and stop the loop."""
         self.flush()
         self._leases.release()
+        if self.monthly_budget:
+            self.monthly_budget.release()
         self._window.close(self.distinct_providers())
 
     def distinct_providers(self) -> list[Provider]:
@@ -147,6 +157,8 @@ class ModelEngine:
     def flush(self) -> None:
         """Write buffered ledger rows, cache entries and cache-hit counts to the store."""
         self.ledger.flush()
+        if self.monthly_budget:
+            self.monthly_budget.settled(self.totals.cost_usd)
 
     # -- structured calls ------------------------------------------------------------------------
 
@@ -279,6 +291,13 @@ class ModelEngine:
                 f"the run's budget of ${budget:.4f} would be exceeded (spent ${spent:.4f}, "
                 f"in flight ${reserved:.4f}, this call ~${reserve_usd:.4f}); finished work is kept",
             )
+        monthly = self.monthly_budget and self.monthly_budget.refusal(self.totals.cost_usd, reserved, reserve_usd)
+        if monthly:
+            if self._window.calls_in_flight:
+                return WAIT
+            self.budget_exhausted = True
+            self.totals.not_started += 1
+            return ModelCallFailed(stage, ref, "not_started", "BudgetExceeded", monthly)
         return None
 
     def _leasing(self, provider: Provider) -> bool:

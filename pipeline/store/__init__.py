@@ -3,7 +3,8 @@
 `Store` is composed of one mixin per aggregate over `StoreBase` (engine, migrations, transactions):
 planning (sites, keywords, clusters, ideas), idea review (ideas approved before articles are paid for),
 writing (articles, variants, images, new versions),
-the ledger (model calls, leases, response cache), automation (metrics, triggers, rejected files),
+the ledger (model calls, leases, response cache), monthly budgets (the month's spend, reservations) and
+cost reports, automation (metrics, triggers, rejected files),
 review (queue, transitions, counts), the publishing calendar and publications, the content checks' reads
 and stored results, the review desk's reads (site overviews, the filtered article list), and A/B experiments with the
 history of which variant was live when. Writes are
@@ -14,8 +15,10 @@ created and upgraded by Alembic on open (`Store.migrate`).
 from pipeline.store.automation import AutomationStore
 from pipeline.store.base import MIGRATIONS_DIR, StoreBase, UnknownSite
 from pipeline.store.batches import BatchesStore
+from pipeline.store.budgets import BudgetsStore
 from pipeline.store.calendar import CalendarStore
 from pipeline.store.checks import ChecksStore
+from pipeline.store.costs import CostsStore
 from pipeline.store.desk import DeskStore
 from pipeline.store.experiments import ExperimentsStore
 from pipeline.store.idea_review import IdeaReviewError, IdeaReviewStore
@@ -45,5 +48,7 @@ class Store(
     DeskStore,
     ExperimentsStore,
     BatchesStore,
+    BudgetsStore,
+    CostsStore,
 ):
     """Typed access to the pipeline database at `url`."""

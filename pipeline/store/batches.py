@@ -27,6 +27,7 @@ class BatchesStore(StoreBase):
         endpoint: str,
         model: str,
         items: Sequence[tuple[str, str]],
+        expected_cost_usd: float = 0.0,
     ) -> ModelBatch:
         """Record a batch about to be sent (`intent`) with its items `(custom_id, item_ref)`, in one
         transaction, before anything leaves the process: a crash after sending is then reconciled by
@@ -42,6 +43,7 @@ class BatchesStore(StoreBase):
                 model=model,
                 status=BatchStatus.INTENT,
                 requests=len(items),
+                expected_cost_usd=expected_cost_usd,
             )
             session.add(batch)
             session.flush()

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("output_file_id", sa.String(length=120), nullable=True),
         sa.Column("error_file_id", sa.String(length=120), nullable=True),
         sa.Column("requests", sa.Integer(), nullable=False),
+        sa.Column("expected_cost_usd", sa.Double(), nullable=False),
         sa.Column("answered", sa.Integer(), nullable=False),
         sa.Column("failed", sa.Integer(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
