@@ -9,6 +9,7 @@ expired batch, and the sensor requesting one ingestion run however often it tick
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -358,3 +359,37 @@ def test_the_monthly_budget_counts_batches_in_flight_until_their_answers_reach_t
     assert content_run(env, batch=True).success
     paid = sum(c.cost_usd for c in ledger(env))
     assert env.store.month_spend("sample") == pytest.approx(paid)
+
+
+def test_pipeline_batches_lists_and_cancels_and_a_cancelled_batch_returns_its_unanswered_items(
+    env: Env, server: LoopbackOpenAI, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+
+    planned(env, server)
+    monkeypatch.setenv("DATABASE_URL", env.url)
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-shown")
+    server.batch.polls_until_done = 10  # the provider takes its time
+    assert content_run(env, batch=True).success
+    [batch] = env.store.batches(partition="sample")
+
+    assert main(["batches", "list"]) == 0  # one poll: the batch is in progress now, some lines answered
+    listed = capsys.readouterr().out
+    assert f"{batch.id} " in listed and "sample" in listed and "in_progress" in listed
+    assert "test-key-not-shown" not in listed
+
+    assert main(["batches", "cancel", str(batch.id)]) == 0
+    assert "cancelling" in capsys.readouterr().out
+    poll_until_finished(env, server)
+    assert env.store.batch(batch.id).status == BatchStatus.CANCELLED
+    assert main(["batches", "cancel", str(batch.id)]) == 2  # nothing left to cancel
+    assert "cancelled already" in capsys.readouterr().err
+
+    ingested = content_run(env, batch=True)
+    answered = articles(env)
+    assert ingested.success and 0 < answered < 93
+    assert content_metadata(ingested)["batch_items_submitted"] == 93 - answered
+    assert main(["batches", "list", "--all", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["id"], r["status"]) for r in rows][-1] == (batch.id, "cancelled") and len(rows) == 2
