@@ -25,7 +25,7 @@ import hashlib
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -130,10 +130,9 @@ class BatchMode:
         answers, claimed = self._claim_answers(api, stage, partition)
         waiting = self.store.waiting_batch_ids(stage, partition)
         settled: dict[int, dict[str, tuple[str, str | None]]] = defaultdict(dict)
-        to_send: list[Outgoing] = []
+        outbox = Outbox()
         realtime: list[Task[T, I]] = []
         ready: list[tuple[Task[T, I], Generation[T] | ModelCallFailed]] = []
-        reserved = 0.0
         for task in tasks:
             prompt, request, rendered, key = engine.completion_parts(stage, settings, task)
             if key is None:
@@ -159,18 +158,14 @@ class BatchMode:
                 continue
             usage = Usage(input_tokens=estimate_tokens(rendered), output_tokens=settings.expected_output_tokens)
             cost = engine.catalog.cost(settings.model, usage, batch=True)
-            refused = engine._gate(stage, task.ref, reserved + cost)
-            if isinstance(refused, ModelCallFailed):
+            if refused := self._admit(stage, outbox, Outgoing(task, key, provider.batch_body(request), cost)):
                 ready.append((task, refused))
-            else:
-                reserved += cost
-                to_send.append(Outgoing(task, key, provider.batch_body(request), cost))
             if len(ready) >= HAND_OVER:
                 engine.flush()
                 yield ready
                 ready = []
         self._settle(answers, settled, claimed)
-        ready += self._send(api, stage, partition, settings.model, CHAT_ENDPOINT, to_send)
+        ready += self._send(api, stage, partition, settings.model, CHAT_ENDPOINT, outbox.items)
         if ready:
             yield ready
         if realtime:
@@ -193,9 +188,8 @@ class BatchMode:
         answers, claimed = self._claim_answers(api, stage, partition)
         waiting = self.store.waiting_batch_ids(stage, partition)
         settled: dict[int, dict[str, tuple[str, str | None]]] = defaultdict(dict)
-        to_send: list[Outgoing] = []
+        outbox = Outbox()
         ready: list[tuple[ImageTask[I], RenderedImage | ModelCallFailed]] = []
-        reserved = 0.0
         prompt = Prompt("image", "-", "")
         for task in tasks:
             request = ImageRequest(stage, task.prompt, task.size or engine.catalog.image_size, settings)
@@ -239,20 +233,25 @@ class BatchMode:
                 engine.totals.batch_waiting += 1
                 continue
             cost = engine.catalog.cost(settings.model, Usage(images=1), batch=True)
-            refused = engine._gate(stage, task.ref, reserved + cost)
-            if isinstance(refused, ModelCallFailed):
+            if refused := self._admit(stage, outbox, Outgoing(task, key, provider.batch_image_body(request), cost)):
                 ready.append((task, refused))
-            else:
-                reserved += cost
-                to_send.append(Outgoing(task, key, provider.batch_image_body(request), cost))
             if len(ready) >= HAND_OVER:
                 engine.flush()
                 yield ready
                 ready = []
         self._settle(answers, settled, claimed)
-        ready += self._send(api, stage, partition, settings.model, IMAGES_ENDPOINT, to_send)
+        ready += self._send(api, stage, partition, settings.model, IMAGES_ENDPOINT, outbox.items)
         if ready:
             yield ready
+
+    def _admit(self, stage: str, outbox: Outbox, item: Outgoing) -> ModelCallFailed | None:
+        """Put `item` in the outbox if the budgets take it beside what the outbox holds, else the refusal."""
+        refused = self.engine._gate(stage, item.task.ref, outbox.reserved + item.cost)
+        if isinstance(refused, ModelCallFailed):
+            return refused
+        outbox.reserved += item.cost
+        outbox.items.append(item)
+        return None
 
     def _open(self, stage: str, provider: Any) -> tuple[BatchCapable, BatchAPI, str] | str:
         """The provider's Batch API with this stage's open batches brought up to date, or why there is none
@@ -416,6 +415,14 @@ class Outgoing:
     key: str
     body: dict[str, Any]
     cost: float  # expected, at the batch price
+
+
+@dataclass
+class Outbox:
+    """The requests a run will send as new batches, and what they are expected to cost."""
+
+    items: list[Outgoing] = field(default_factory=list)
+    reserved: float = 0.0
 
 
 def image_key(identity: str, request: ImageRequest, ref: str) -> str:
