@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from openai.lib._parsing._completions import type_to_response_format_param
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 # Structured-output forms, most precise first.
 STRUCTURED_FORMS = ("json_schema", "json_object with schema", "json_object")
@@ -131,12 +131,19 @@ _ESCAPED_CONTROL = re.compile(r"\\u00(?:[01][0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
 def parse_answer(schema: type[BaseModel], content: str) -> BaseModel:
     """Validate an answer's JSON into `schema`, without control characters in any string.
 
-    Grammar-constrained servers (llama.cpp) can put raw control characters inside strings, which strict
-    JSON refuses; hostile answers can spell them as escapes (`\\u0000`). Either way the strings are cleaned
-    before the stage sees them. Answers without any (nearly all) cost nothing extra.
+    Grammar-constrained servers (llama.cpp) can put raw control characters (newlines and tabs too) inside
+    strings, which strict JSON refuses; hostile answers can spell them as escapes (`\\u0000`). Either way
+    the strings are cleaned (newlines and tabs kept as text) before the stage sees them. Answers without
+    any (nearly all) cost nothing extra.
     """
     if not _CONTROL.search(content) and not _ESCAPED_CONTROL.search(content):
-        return schema.model_validate_json(content)
+        try:
+            return schema.model_validate_json(content)
+        except ValidationError as error:
+            # A raw newline or tab inside a string (llama.cpp's grammar allows them): strict JSON refuses
+            # it, the lenient reading below keeps it as text. Any other problem is the answer's.
+            if not any(e["type"] == "json_invalid" and "control character" in e["msg"] for e in error.errors()):
+                raise
     try:
         raw = json.loads(content, strict=False)
     except ValueError:
