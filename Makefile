@@ -8,6 +8,8 @@ SAMPLE_SITE ?= sample
 TEST_DATABASE_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
 # Dagster home of the local production shape (its dagster.yaml is a link to deploy/dagster.yaml).
 PROD_DAGSTER_HOME ?= $(CURDIR)/.dagster/prod
+# Celery workers `make prod-up` starts (0: steps run in each run's own process, the in-process executor).
+CELERY_WORKERS ?= 0
 # Test-only: a real llama.cpp OpenAI-compatible server and a tiny model (tests/test_real_llama_server.py), in a
 # virtualenv of its own. The pins name the stamp, so changing one reinstalls.
 LLM_VENV ?= .venv-llm
@@ -88,7 +90,7 @@ desk: install
 ## Production shape on this machine (docs/deploy.md): webserver, daemon and code server against PostgreSQL,
 ## queued runs with limits, pools. Settings: environment, then .env (see .env.example), then local defaults.
 prod-up: install
-	DAGSTER_HOME='$(PROD_DAGSTER_HOME)' $(BIN)/python deploy/prod.py up
+	DAGSTER_HOME='$(PROD_DAGSTER_HOME)' $(BIN)/python deploy/prod.py up --celery-workers $(CELERY_WORKERS)
 
 ## Register the sample site and run the main job for it through the run queue of the production shape.
 prod-demo: install

@@ -1,6 +1,7 @@
 """The production shape on one machine: Dagster's webserver, daemon and a code server, on PostgreSQL.
 
     python deploy/prod.py up        # create missing databases, migrate the store, set pool limits, start all three
+    python deploy/prod.py up --celery-workers 2   # ... plus two Celery workers; steps then run on them
     python deploy/prod.py demo      # register the sample site and run the main job through the run queue
     python deploy/prod.py status    # processes, queue, pools
     python deploy/prod.py env       # `export` lines for running `pipeline`/`dagster` against this deployment
@@ -30,6 +31,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import celery_workers  # beside this file
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -88,7 +91,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 def load_settings(env_file: Path) -> dict[str, str]:
     """Effective settings: defaults, overridden by the .env file, overridden by the environment."""
     settings = {**DEFAULTS, **read_env_file(env_file)}
-    known = {*settings, "DATABASE_URL"}
+    known = {*settings, "DATABASE_URL", *celery_workers.CELERY_VARIABLES}
     settings |= {key: value for key, value in os.environ.items() if key in known}
     if not settings.get("DATABASE_URL"):
         # The store defaults to its own database on the instance's server, with the same credentials.
@@ -104,11 +107,12 @@ def _userinfo(settings: Mapping[str, str]) -> str:
     return f"{user}:{quote(password, safe='')}" if password else user
 
 
-def instance_url(settings: Mapping[str, str]) -> str:
-    """SQLAlchemy URL of the Dagster instance's database (what deploy/dagster.yaml assembles)."""
+def instance_url(settings: Mapping[str, str], database: str | None = None) -> str:
+    """SQLAlchemy URL of the Dagster instance's database (what deploy/dagster.yaml assembles), or of
+    another database on the same server."""
     return (
         f"postgresql+psycopg2://{_userinfo(settings)}@{settings['DAGSTER_PG_HOST']}:"
-        f"{settings['DAGSTER_PG_PORT']}/{settings['DAGSTER_PG_DB']}"
+        f"{settings['DAGSTER_PG_PORT']}/{database or settings['DAGSTER_PG_DB']}"
     )
 
 
@@ -201,10 +205,26 @@ def set_pools(instance: Any, settings: Mapping[str, str]) -> dict[str, int]:
 # -- processes ----------------------------------------------------------------------------------------
 
 
-def commands(settings: Mapping[str, str]) -> dict[str, list[str]]:
+def with_celery(settings: dict[str, str], workers: int | None = None) -> int:
+    """Complete `settings` for `workers` Celery workers (None: as many as the running deployment has);
+    returns the number of workers."""
+    if workers is None:
+        workers = sum(service.startswith(celery_workers.WORKER_PREFIX) for service in read_state(_home(settings)))
+    if workers < 0:
+        raise DeployError(f"CELERY_WORKERS={workers}: expected 0 or more workers")
+    celery_workers.configure(settings, workers, instance_url(settings, celery_workers.results_database(settings)))
+    return workers
+
+
+def _home(settings: Mapping[str, str]) -> Path:
+    return Path(settings["DAGSTER_HOME"]).resolve()
+
+
+def commands(settings: Mapping[str, str], workers: int = 0) -> dict[str, list[str]]:
     """The long-running processes, in start order (the review desk only starts when it has users)."""
     workspace = str(DEPLOY / "workspace.yaml")
     return {
+        **celery_workers.worker_commands(BIN, settings, workers),
         "code-server": [
             str(BIN / "dagster"),
             "code-server",
@@ -353,10 +373,17 @@ def daemon_healthy(settings: Mapping[str, str]) -> bool:
 # -- commands -----------------------------------------------------------------------------------------
 
 
-def up(settings: dict[str, str]) -> int:
-    """Start the production shape and wait until it is ready; a no-op when it already runs."""
+def up(settings: dict[str, str], workers: int) -> int:
+    """Start the production shape (with `workers` Celery workers) and wait until it is ready; a no-op when
+    it already runs so."""
     home = prepare_home(settings)
-    for label, url in (("Dagster instance", instance_url(settings)), ("pipeline store", store_url(settings))):
+    running_workers = with_celery(dict(settings))
+    workers = with_celery(settings, workers)
+    databases = [("Dagster instance", instance_url(settings)), ("pipeline store", store_url(settings))]
+    backend = settings.get("PIPELINE_CELERY_BACKEND", "")
+    if backend.startswith("db+postgresql"):
+        databases.append(("Celery results", backend.removeprefix("db+")))
+    for label, url in databases:
         print(f"{label}: {hide_password(url)} ({ensure_database(url)})")
     from pipeline.store import Store
 
@@ -371,6 +398,11 @@ def up(settings: dict[str, str]) -> int:
 
     state = read_state(home)
     if state and all(running(int(entry["pid"])) for entry in state.values()):
+        if running_workers != workers:
+            raise DeployError(
+                f"already running with {running_workers} Celery workers; `make prod-down` first, then "
+                f"`make prod-up CELERY_WORKERS={workers}`"
+            )
         print(f"Already running (DAGSTER_HOME={home}); `make prod-down` stops it.")
         return 0
     stop_processes(state)  # leftovers of a half-dead earlier start
@@ -379,7 +411,7 @@ def up(settings: dict[str, str]) -> int:
     logs.mkdir(exist_ok=True)
     environment = child_environment(settings)
     state = {}
-    services = commands(settings)
+    services = commands(settings, workers)
     if not desk_has_users(settings):
         del services["desk"]
     try:
@@ -408,12 +440,21 @@ def up(settings: dict[str, str]) -> int:
         wait_for("the webserver", lambda: bool(graphql(settings, "{ version }")), state, STARTUP_TIMEOUT_S)
         wait_for("the code location", lambda: location_loaded(settings), state, STARTUP_TIMEOUT_S)
         wait_for("the daemon", lambda: daemon_healthy(settings), state, STARTUP_TIMEOUT_S)
+        if workers:
+            nodes = {f"worker{i}@{socket.gethostname()}" for i in range(1, workers + 1)}
+            ready = lambda: nodes <= set(celery_workers.live_workers(settings))  # noqa: E731
+            wait_for(f"{workers} Celery workers on the broker", ready, state, STARTUP_TIMEOUT_S)
     except BaseException:
         stop_processes(state)
         (home / STATE_FILE).unlink(missing_ok=True)
         raise
     web = f"http://{settings['DAGSTER_WEBSERVER_HOST']}:{settings['DAGSTER_WEBSERVER_PORT']}"
     print(f"Dagster UI: {web}  (webserver, daemon and code server on PostgreSQL; logs in {logs})")
+    if workers:
+        print(
+            f"Executor: Celery, {workers} workers ({settings['PIPELINE_CELERY_CONCURRENCY']} step(s) at a time "
+            f"each) on {hide_password(settings['PIPELINE_CELERY_BROKER'])}"
+        )
     if "desk" in state:
         print(f"Review desk: http://{settings['PIPELINE_DESK_HOST']}:{settings['PIPELINE_DESK_PORT']}/")
     else:
@@ -435,9 +476,10 @@ def status(settings: dict[str, str]) -> int:
     """Processes, run queue and pools of the deployment."""
     from dagster import DagsterRunStatus, RunsFilter
 
-    home = Path(settings["DAGSTER_HOME"]).resolve()
+    home = _home(settings)
     state = read_state(home)
-    for service in commands(settings):
+    workers = with_celery(settings)
+    for service in commands(settings, workers):
         entry = state.get(service)
         alive = entry is not None and running(int(entry["pid"]))
         print(f"{service:12} {'running (pid ' + str(entry['pid']) + ')' if alive else 'stopped'}")
@@ -449,6 +491,8 @@ def status(settings: dict[str, str]) -> int:
         for pool in POOLS:
             info = instance.event_log_storage.get_concurrency_info(pool)
             print(f"pool {pool:8} limit {info.slot_count}, in use {info.active_slot_count}")
+        for line in celery_workers.describe(settings, instance):
+            print(line)
     finally:
         instance.dispose()
     return 0
@@ -460,6 +504,7 @@ def demo(settings: dict[str, str], site: str, keywords: Path, name: str, timeout
 
     from pipeline.cli import main as pipeline_cli
 
+    with_celery(settings)
     os.environ.update(child_environment(settings))
     if pipeline_cli(["sites", "add", site, "--name", name, "--keywords", str(keywords)]) != 0:
         return 1
@@ -469,6 +514,13 @@ def demo(settings: dict[str, str], site: str, keywords: Path, name: str, timeout
     run_id = client.submit_job_execution(MAIN_JOB, tags={"dagster/partition": site})
     print(f"Submitted {MAIN_JOB} for {site}: run {run_id}")
     final = wait_for_run(client, run_id, timeout)
+    if settings["PIPELINE_EXECUTOR"] == "celery":
+        instance = open_instance(settings)
+        try:
+            per_worker = celery_workers.steps_per_worker(instance, [run_id])
+        finally:
+            instance.dispose()
+        print("Steps per Celery worker: " + (", ".join(f"{w} {n}" for w, n in sorted(per_worker.items())) or "none"))
     print()
     pipeline_cli(["status", "--site", site])
     return 0 if final == "SUCCESS" else 1
@@ -507,7 +559,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/prod.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env-file", type=Path, default=REPO / ".env", help="settings file (default: .env)")
     commands_ = parser.add_subparsers(dest="command", required=True)
-    commands_.add_parser("up", help="start webserver, daemon and code server on PostgreSQL")
+    up_parser = commands_.add_parser("up", help="start webserver, daemon and code server on PostgreSQL")
+    up_parser.add_argument(
+        "--celery-workers",
+        type=int,
+        default=int(os.environ.get("CELERY_WORKERS") or 0),
+        help="Celery workers to start; steps then run on them (default: $CELERY_WORKERS or 0, in-process)",
+    )
     commands_.add_parser("down", help="stop them")
     commands_.add_parser("status", help="processes, queue and pools")
     commands_.add_parser("env", help="print export lines for this deployment's settings")
@@ -520,12 +578,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.env_file)
     try:
         if args.command == "up":
-            return up(settings)
+            return up(settings, args.celery_workers)
         if args.command == "down":
             return down(settings)
         if args.command == "status":
             return status(settings)
         if args.command == "env":
+            with_celery(settings)
             return print_env(settings)
         return demo(settings, args.site, args.keywords.resolve(), args.name, args.timeout)
     except DeployError as error:
