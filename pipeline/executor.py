@@ -33,6 +33,10 @@ CELERY_SETTINGS: dict[str, Any] = {
     "task_acks_late": True,
     # ...also when only the worker's child process died (the parent sees it and requeues the message).
     "task_reject_on_worker_lost": True,
+    # A worker that loses its broker connection stops the step it runs: the broker hands that step to a
+    # worker again (late acks), and two attempts of one step must never run side by side (the retry takes
+    # over the earlier attempt's item leases, `pipeline.llm.ledger.Leases.claim`).
+    "worker_cancel_long_running_tasks_on_connection_loss": True,
     # A worker reserves only the step it runs: a waiting step is never stuck behind a long one elsewhere.
     "worker_prefetch_multiplier": 1,
     # Ride out a broker restart: workers reconnect for as long as it takes, a run's publish of its next

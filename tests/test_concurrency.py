@@ -12,165 +12,23 @@ PostgreSQL only (the queue, pools and the shared instance are what is under test
 from __future__ import annotations
 
 import itertools
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunRecord, RunsFilter
-from dagster_graphql import DagsterGraphQLClient
-from sqlalchemy import select
+from dagster import DagsterRunStatus
 
-from pipeline.cli import main as pipeline_cli
-from pipeline.models import Content, ContentVariant, Idea, Image, ImagePrompt, Keyword
-from pipeline.store import Store
-from tests.conftest import REPO, SAMPLE_KEYWORDS
+from tests.production import IN_PROGRESS, LLM_STEPS, Production, assert_site_complete, production_shape
 
 pytestmark = [pytest.mark.postgres, pytest.mark.filterwarnings("ignore::DeprecationWarning:gql.*")]
-
-PROD = REPO / "deploy" / "prod.py"
-LLM_STEPS = {"clusters", "ideas", "content", "image_prompts"}
-SMALL_IMAGES = {"resources": {"llm": {"config": {"image_size": "256x256"}}}}
-IN_PROGRESS = {DagsterRunStatus.STARTING, DagsterRunStatus.STARTED}
-DONE = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Production:
-    """A running production shape and what the tests need to drive it."""
-
-    def __init__(self, settings: dict[str, str], root: Path):
-        self.settings = settings
-        self.root = root
-        self.client = DagsterGraphQLClient("127.0.0.1", port_number=int(settings["DAGSTER_WEBSERVER_PORT"]))
-        self.instance = DagsterInstance.from_config(settings["DAGSTER_HOME"])
-        self.store = Store(settings["DATABASE_URL"])
-
-    def add_site(self, slug: str, first_row: int, rows: int = 45) -> None:
-        """Register a small site (a slice of the sample keywords) with the real `pipeline sites add`."""
-        lines = SAMPLE_KEYWORDS.read_text().splitlines()
-        path = self.root / f"{slug}.csv"
-        path.write_text("\n".join([lines[0], *lines[1 + first_row : 1 + first_row + rows]]) + "\n")
-        assert pipeline_cli(["sites", "add", slug, "--keywords", str(path)]) == 0
-
-    def submit(self, slug: str, tags: dict[str, str] | None = None, assets: list[str] | None = None) -> str:
-        """Queue the main job for one site partition, as the UI's launchpad does."""
-        return self.client.submit_job_execution(
-            "content_pipeline",
-            run_config=SMALL_IMAGES,
-            tags={"dagster/partition": slug, **(tags or {})},
-            asset_selection=assets,
-        )
-
-    def watch(self, run_ids: list[str], timeout: float = 300.0) -> list[dict[str, DagsterRunStatus]]:
-        """Poll the runs' statuses until all end; returns every distinct snapshot seen."""
-        snapshots: list[dict[str, DagsterRunStatus]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            records = self.instance.get_run_records(RunsFilter(run_ids=run_ids))
-            snapshot = {r.dagster_run.run_id: r.dagster_run.status for r in records}
-            if not snapshots or snapshot != snapshots[-1]:
-                snapshots.append(snapshot)
-            if len(snapshot) == len(run_ids) and set(snapshot.values()) <= DONE:
-                return snapshots
-            time.sleep(0.2)
-        raise AssertionError(f"runs did not finish in {timeout} s: {snapshots[-1:]}")
-
-    def records(self, run_ids: list[str]) -> dict[str, RunRecord]:
-        return {r.dagster_run.run_id: r for r in self.instance.get_run_records(RunsFilter(run_ids=run_ids))}
-
-    def launch_time(self, run_id: str) -> float:
-        """When the daemon dequeued and launched a run (its RUN_STARTING event)."""
-        [entry] = self.instance.all_logs(run_id, of_type=DagsterEventType.RUN_STARTING)
-        return entry.timestamp
-
-    def step_windows(self, run_id: str) -> dict[str, tuple[float, float]]:
-        """(start, end) time of each step of a run, from its event log."""
-        kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
-        times: dict[str, dict[DagsterEventType, float]] = {}
-        for entry in self.instance.all_logs(run_id, of_type=kinds):
-            assert entry.step_key is not None and entry.dagster_event is not None, entry
-            times.setdefault(entry.step_key, {})[entry.dagster_event.event_type] = entry.timestamp
-        return {step: (t[DagsterEventType.STEP_START], t[DagsterEventType.STEP_SUCCESS]) for step, t in times.items()}
-
-    def ledger(self, slug: str) -> Counter[str | None]:
-        """Model calls recorded for a site partition, per run id."""
-        return Counter(c.run_id for c in self.store.model_calls(partition=slug))
 
 
 @pytest.fixture(scope="module")
 def production(postgres, tmp_path_factory) -> Iterator[Production]:
-    """`deploy/prod.py up` against two fresh databases (instance, store), stopped and dropped afterwards."""
-    root = tmp_path_factory.mktemp("production")
-    instance_db, store_db = postgres.create_database(), postgres.create_database()
-    url = postgres.url
-    settings = {
-        "DAGSTER_PG_HOST": url.host or "127.0.0.1",
-        "DAGSTER_PG_PORT": str(url.port or 5432),
-        "DAGSTER_PG_USERNAME": url.username or "postgres",
-        "DAGSTER_PG_PASSWORD": url.password or "",
-        "DAGSTER_PG_DB": instance_db,
-        "DATABASE_URL": postgres.url_for(store_db),
-        "DAGSTER_HOME": str(root / "dagster_home"),
-        "DAGSTER_WEBSERVER_HOST": "127.0.0.1",
-        "DAGSTER_WEBSERVER_PORT": str(free_port()),
-        "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
-        "DAGSTER_CODE_SERVER_PORT": str(free_port()),
-        # One model-calling step at a time across all runs, so the test can see the pool hold steps back.
-        "PIPELINE_LLM_POOL_LIMIT": "1",
-        "PIPELINE_IMAGE_POOL_LIMIT": "1",
-        "PIPELINE_MEDIA_DIR": str(root / "media"),
-        "PIPELINE_DATA_DIR": str(root / "data"),
-        "PIPELINE_INBOX_DIR": str(root / "inbox"),
-        "PIPELINE_METRICS_DIR": str(root / "metrics"),
-        # Keep declarative automation out of the way: the tests account for every run.
-        "PIPELINE_SENSOR_INTERVAL_SECONDS": "3600",
-    }
-
-    def prod(command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(PROD), "--env-file", str(root / "no.env"), command],
-            cwd=REPO,
-            env={**_clean_environ(), **settings},
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in settings.items():
-            patch.setenv(key, value)  # this process reads the same instance and store
-        started = prod("up")
-        try:
-            assert started.returncode == 0, started.stdout + started.stderr
-            production = Production(settings, root)
-            yield production
-            production.instance.dispose()
-            production.store.engine.dispose()
-        finally:
-            stopped = prod("down")
-            logs = "\n".join(
-                f"== {p.name}\n{p.read_text()[-2000:]}" for p in (root / "dagster_home" / "logs").glob("*.log")
-            )
-            assert stopped.returncode == 0 and "Stopped" in stopped.stdout, stopped.stderr + logs
-            postgres.drop_database(instance_db)
-            postgres.drop_database(store_db)
-
-
-def _clean_environ() -> dict[str, str]:
-    """This process's environment without settings of the developer's own deployment."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "PIPELINE_", "OPENAI_"))}
+    """The production shape with the in-process executor, one model-calling step at a time."""
+    # One model-calling step at a time across all runs, so the test can see the pool hold steps back.
+    limits = {"PIPELINE_LLM_POOL_LIMIT": "1", "PIPELINE_IMAGE_POOL_LIMIT": "1"}
+    with production_shape(postgres, tmp_path_factory.mktemp("production"), limits) as production:
+        yield production
 
 
 def test_start_up_creates_the_pools_and_the_instance_queues_runs_with_the_deploy_limits(production):
@@ -242,22 +100,3 @@ def test_regeneration_runs_are_capped_at_two_at_a_time(production):
     last = max(records.values(), key=lambda r: r.start_time)
     others = [r for r in records.values() if r is not last]
     assert last.start_time >= min(r.end_time for r in others), "the third started only after one ended"
-
-
-def assert_site_complete(store: Store, slug: str) -> None:
-    """Every stage of the site done exactly once: each keyword clustered, one article and one variant per idea,
-    one featured prompt per variant, one image file per prompt."""
-    site = store.site(slug)
-    with store.transaction() as s:
-        keywords = s.scalars(select(Keyword).where(Keyword.site_id == site.id)).all()
-        ideas = s.scalars(select(Idea.id).where(Idea.site_id == site.id)).all()
-        content = s.scalars(select(Content).where(Content.site_id == site.id)).all()
-        variants = s.scalars(select(ContentVariant.id).join(Content).where(Content.site_id == site.id)).all()
-        prompts = s.scalars(select(ImagePrompt).where(ImagePrompt.site_id == site.id)).all()
-        images = s.scalars(select(Image).where(Image.site_id == site.id)).all()
-    assert keywords and all(k.cluster_id is not None for k in keywords)
-    assert ideas and sorted(c.idea_id for c in content) == sorted(ideas)
-    assert len(variants) == len(content)
-    assert Counter(p.variant_id for p in prompts if p.kind == "featured") == Counter(dict.fromkeys(variants, 1))
-    assert sorted(i.image_prompt_id for i in images) == sorted(p.id for p in prompts)
-    assert all(Path(i.path).is_file() for i in images)

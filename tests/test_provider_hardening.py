@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from pipeline.cli import main as cli
+from pipeline.llm.ledger import Leases
 from pipeline.llm.openai_provider import forget_endpoints
 from pipeline.llm.structured_output import response_format
 from pipeline.llm.tasks import Task
@@ -439,6 +440,19 @@ def test_a_lease_is_granted_once_until_released_expired_or_its_holder_is_gone(en
     store.claim_items("images", "sample", ["image_prompt:9"], "run-a", -1)  # already expired
     assert store.claim_items("images", "sample", ["image_prompt:9"], "run-b", 60) == {"image_prompt:9"}
     assert store.claim_items("content", "other-site", ["idea:2"], "run-a", 60) == {"idea:2"}, "per partition"
+
+
+def test_a_step_retried_in_another_process_takes_over_its_earlier_attempts_leases_but_not_another_runs(env):
+    # A Celery worker on another host died mid-step: its leases look alive (no pid to check there).
+    store = env.store
+    store.claim_items("content", "sample", ["idea:1"], "run-a@other-host:41", 600)
+    store.claim_items("content", "sample", ["idea:2"], "run-b@other-host:42", 600)
+    retry = Leases(store, "run-a", "sample")
+    assert retry.claim("content", ["idea:1", "idea:2"], 600) == {"idea:1"}, "the same run's attempt is over"
+    assert store.lease_holders("content", "sample", ["idea:1", "idea:2"]) == {
+        "idea:1": retry.holder,
+        "idea:2": "run-b@other-host:42",
+    }
 
 
 # -- 9. pipeline estimate calls nothing ----------------------------------------------------------------

@@ -250,12 +250,16 @@ class Leases:
         """Claim `refs` for this engine; returns those granted (others are held by live runs).
 
         Items held by a process of this machine that no longer exists (a killed run) are taken over now
-        rather than at expiry, so a re-run after a crash finishes the work."""
+        rather than at expiry, so a re-run after a crash finishes the work. So are items held by an earlier
+        attempt of this run's step in another process (a Celery worker that died mid-step, on any host): a
+        run executes a step once at a time, so that attempt is over (workers cancel a step whose broker
+        connection dropped, `pipeline.executor.CELERY_SETTINGS`, rather than let it run beside its retry)."""
         self._held = True
         granted = self.store.claim_items(stage, self.partition, refs, self.holder, ttl_s)
         if len(granted) < len(refs):
             holders = self.store.lease_holders(stage, self.partition, [r for r in refs if r not in granted])
-            dead = sorted({h for h in holders.values() if holder_is_gone(h)})
+            run = self.holder.rpartition("@")[0]
+            dead = sorted({h for h in holders.values() if holder_is_gone(h) or h.rpartition("@")[0] == run})
             if dead:
                 granted |= self.store.claim_items(stage, self.partition, refs, self.holder, ttl_s, take_over=dead)
         return granted
