@@ -122,6 +122,21 @@ class Production:
         state: dict[str, dict[str, Any]] = json.loads((self.home / "prod-processes.json").read_text())
         return state
 
+    def failures(self, run_id: str) -> str:
+        """A run's failure events (step and run failures, engine errors) with their error text."""
+        lines = []
+        for entry in self.instance.all_logs(run_id):
+            event = entry.dagster_event
+            if event is not None and event.event_type in {
+                DagsterEventType.STEP_FAILURE,
+                DagsterEventType.RUN_FAILURE,
+                DagsterEventType.ENGINE_EVENT,
+            }:
+                error = getattr(event.event_specific_data, "error", None)
+                if event.event_type != DagsterEventType.ENGINE_EVENT or error is not None:
+                    lines.append(f"{event.event_type.value} {entry.step_key}: {event.message}\n{error or ''}")
+        return "\n".join(lines)[-6000:]
+
     def logs(self, chars: int = 2000) -> str:
         """The tail of every process log, for failure messages."""
         return "\n".join(f"== {p.name}\n{p.read_text()[-chars:]}" for p in sorted((self.home / "logs").glob("*.log")))
