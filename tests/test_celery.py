@@ -189,7 +189,7 @@ def articles(production: Production, slug: str) -> Counter[int]:
         rows = s.execute(
             select(Content.idea_id, func.count()).where(Content.site_id == site.id).group_by(Content.idea_id)
         )
-        return Counter(dict(rows.tuples().all()))
+        return Counter({idea: count for idea, count in rows})
 
 
 def test_a_broker_restart_during_a_run_does_not_lose_it(production):
