@@ -1,6 +1,7 @@
 """deploy/helm's values files validate against the Dagster chart's values.schema.json, and a misspelt key fails.
 
-Only schema validation (deploy/helm/check_values.py): no cluster, no `helm template`, no install.
+Only schema validation (deploy/helm/check_values.py, the `jsonschema` library): no cluster, no `helm template`, no
+install. The chart's own values.yaml (the defaults Helm merges under ours) is not vendored, see check_values.py.
 """
 
 from __future__ import annotations
@@ -41,6 +42,26 @@ def test_values_validate(name: str, schema: dict[str, Any]) -> None:
     assert check_values.validate(check_values.value_sets()[name], schema) == []
 
 
+@pytest.mark.parametrize("name", ["values.yaml", "values.yaml + values-celery.yaml"])
+def test_values_validate_over_chart_defaults(name: str, schema: dict[str, Any]) -> None:
+    # What `helm install` validates: the chart's defaults with our values merged over them, the whole schema.
+    defaults = check_values.load_chart_defaults()
+    if defaults is None:
+        pytest.skip(f"{check_values.CHART_VALUES.name} (the chart's values.yaml) is not vendored; see check_values.py")
+    assert check_values.validate(check_values.value_sets()[name], schema, defaults) == []
+
+
+def test_deep_merge_is_helms() -> None:
+    base: dict[str, Any] = {"a": {"b": 1, "c": [1, 2], "d": {"e": 1}}, "gone": {"x": 1}, "kept": 1}
+    overlay = {"a": {"c": [3], "d": {"f": 2}}, "gone": None, "new": [{"k": 1}]}
+    assert check_values.deep_merge(base, overlay) == {
+        "a": {"b": 1, "c": [3], "d": {"e": 1, "f": 2}},  # maps merge, lists are replaced
+        "kept": 1,
+        "new": [{"k": 1}],
+    }  # and a null deletes the key
+    assert base["a"]["c"] == [1, 2]  # the inputs are not changed
+
+
 def test_values_carry_our_settings(values: dict[str, Any]) -> None:
     assert values["postgresql"]["enabled"] is False and values["generatePostgresqlPasswordSecret"] is False
     (deployment,) = values["dagster-user-deployments"]["deployments"]
@@ -59,9 +80,11 @@ def test_values_carry_our_settings(values: dict[str, Any]) -> None:
     assert [q["name"] for q in merged["runLauncher"]["config"]["celeryK8sRunLauncher"]["workerQueues"]] == ["dagster"]
 
 
-def _broken(values: dict[str, Any], path: list[str], key: str, new_key: str | None = None, value: Any = None) -> dict:
+def _broken(
+    values: dict[str, Any], path: list[str | int], key: str, new_key: str | None = None, value: Any = None
+) -> dict[str, Any]:
     broken = copy.deepcopy(values)
-    node = broken
+    node: Any = broken
     for part in path:
         node = node[part]
     if new_key is None:
@@ -74,21 +97,41 @@ def _broken(values: dict[str, Any], path: list[str], key: str, new_key: str | No
 @pytest.mark.parametrize(
     ("path", "key", "new_key", "value", "expected"),
     [
-        (["runLauncher"], "type", None, "K8sRunLaunchr", "runLauncher.type: 'K8sRunLaunchr' is not one of"),
-        (["runLauncher", "config", "k8sRunLauncher"], "envSecrets", "envSecret", None, "unknown key 'envSecret'"),
+        (["runLauncher"], "type", None, "K8sRunLaunchr", "$.runLauncher.type: 'K8sRunLaunchr' is not one of"),
+        (
+            ["runLauncher", "config", "k8sRunLauncher"],
+            "envSecrets",
+            "envSecret",
+            None,
+            "$.runLauncher.config.k8sRunLauncher: Additional properties are not allowed ('envSecret' was unexpected)",
+        ),
         (
             ["dagsterDaemon", "runCoordinator", "config", "queuedRunCoordinator"],
             "maxConcurrentRuns",
             "maxConcurentRuns",
             None,
-            "unknown key 'maxConcurentRuns'",
+            "Additional properties are not allowed ('maxConcurentRuns' was unexpected)",
         ),
-        (["dagsterDaemon"], "runRetries", "runRetry", None, "dagsterDaemon: unknown key 'runRetry'"),
-        (["dagsterDaemon", "runCoordinator"], "type", "typ", None, "unknown key 'typ'"),
+        (["dagsterDaemon"], "runRetries", "runRetry", None, "$.dagsterDaemon: Additional properties are not allowed"),
+        (["dagsterDaemon", "runCoordinator"], "type", "typ", None, "('typ' was unexpected)"),
+        (["telemetry"], "enabled", "enable", None, "$.telemetry: Additional properties are not allowed ('enable'"),
+        (
+            ["dagster-user-deployments", "deployments", 0],
+            "port",
+            None,
+            "4266",
+            "$['dagster-user-deployments'].deployments[0].port: '4266' is not of type 'integer'",
+        ),
     ],
 )
 def test_misspelt_key_fails(
-    values: dict[str, Any], schema: dict[str, Any], path: list[str], key: str, new_key: str | None, value: Any, expected
+    values: dict[str, Any],
+    schema: dict[str, Any],
+    path: list[str | int],
+    key: str,
+    new_key: str | None,
+    value: Any,
+    expected,
 ) -> None:
     errors = check_values.validate(_broken(values, path, key, new_key, value), schema)
     assert any(expected in e for e in errors), errors
@@ -98,14 +141,27 @@ def test_incomplete_list_item_fails(values: dict[str, Any], schema: dict[str, An
     # Helm replaces lists, so a user deployment without its port is an error even though maps get chart defaults.
     del values["dagster-user-deployments"]["deployments"][0]["port"]
     errors = check_values.validate(values, schema)
-    assert any("required key 'port' is missing" in e for e in errors), errors
+    assert "$['dagster-user-deployments'].deployments[0]: 'port' is a required property" in errors, errors
 
 
-def test_celery_overlay_needs_its_config_block(values: dict[str, Any], schema: dict[str, Any]) -> None:
-    # runLauncher.type CeleryK8sRunLauncher without config.celeryK8sRunLauncher: the chart's if/then catches it.
-    values["runLauncher"]["type"] = "CeleryK8sRunLauncher"
-    errors = check_values.validate(values, schema)
-    assert any("required key 'celeryK8sRunLauncher' is missing" in e for e in errors), errors
+def test_required_map_key_fails_when_the_chart_does_not_provide_it(
+    values: dict[str, Any], schema: dict[str, Any]
+) -> None:
+    # With chart defaults, `required` applies to maps too: a key neither the defaults nor our file give fails.
+    # Stand-in defaults here (the chart's file is not vendored): they give `dagsterWebserver`, not its `replicaCount`.
+    errors = check_values.validate(values, schema, chart_defaults={"dagsterWebserver": {"enableReadOnly": False}})
+    assert "$.dagsterWebserver: 'replicaCount' is a required property" in errors, errors
+    assert "$: 'busybox' is a required property" in errors, errors
+    assert "$: 'dagsterWebserver' is a required property" not in errors, errors
+    # Without defaults such map keys are not required (Helm would take them from the chart's values.yaml).
+    assert check_values.validate(values, schema) == []
+
+
+def test_kubernetes_object_refs_are_not_checked(values: dict[str, Any], schema: dict[str, Any]) -> None:
+    # The schema's $refs to kubernetesjsonschema.dev resolve to `{}` (no network): any Kubernetes object passes.
+    values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["resources"] = {"cpus": 1}
+    values["dagster-user-deployments"]["deployments"][0]["resources"] = {"requets": {"cpu": "1"}}
+    assert check_values.validate(values, schema) == []
 
 
 def test_script_exit_codes(values: dict[str, Any], tmp_path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -117,4 +173,4 @@ def test_script_exit_codes(values: dict[str, Any], tmp_path, monkeypatch: pytest
     broken.write_text(yaml.safe_dump(values))
     monkeypatch.setattr(check_values, "VALUES", broken)
     assert check_values.main() == 1
-    assert "K8sRunLaunchr" in capsys.readouterr().out
+    assert "$.runLauncher.type: 'K8sRunLaunchr' is not one of" in capsys.readouterr().out

@@ -7,17 +7,23 @@ carries a placeholder version; that commit's schema has every key used here (cod
 additionalInstanceConfig) and is meant to match the chart released with dagster 1.13.x. Refresh it from the chart
 actually installed (`helm pull dagster/dagster --version 1.13.27 --untar`) before relying on it.
 
-The `jsonschema` package is not installed here, so this file carries a small draft-7 validator for the keywords the
-schema uses (type, enum, const, properties, additionalProperties, required, items, minItems, exclusiveMinimum, anyOf,
-allOf, if/then, local $ref). How it differs from `helm install`:
+Chart defaults: Helm validates our values deep-merged over the chart's own `helm/dagster/values.yaml`, which fills
+every map key the schema requires. That file is NOT vendored: the stored copy of dagster-io/dagster has
+`helm/dagster/values.yaml` only at commit 0d2124b9953361585736728544da07414932ebeb, a chart years older than the
+schema (`dagit`, `userDeployments`, `dagsterDaemon.queuedRunCoordinator`, no `dagsterWebserver`/`busybox`/`migrate`);
+merged with this schema it fails on its own, so it cannot stand in. With the matching file saved as
+deploy/helm/chart-values.yaml (`helm show values dagster/dagster --version 1.13.27 > deploy/helm/chart-values.yaml`,
+from the same chart as the schema) this script merges it under our files and validates exactly what Helm does.
 
-- `required` is checked only inside list items. Helm validates our values merged over the chart's own values.yaml,
-  which fills every required map key; that file is not vendored here. Lists are replaced, not merged, so a list
-  item (a user deployment, a worker queue, a tag limit) must be complete in our file, and is checked so.
-- `$ref`s to kubernetesjsonschema.dev (Kubernetes objects: volumes, env sources, resources) are not fetched (no
-  network); their sibling keywords (mostly `type`) still apply.
+Validation is the `jsonschema` library's Draft7Validator (the schema declares no `$schema`; it is pydantic-generated
+draft-7 style, `definitions` and `$ref`s into them). Without the chart defaults, `required` is enforced only inside
+list items: Helm replaces lists, so a list item (a user deployment, a worker queue, a tag limit) must be complete in
+our file, while a map's missing keys would come from the chart. Every other keyword (type, enum, const,
+additionalProperties, anyOf, if/then, ...) is checked everywhere by the library. The schema's `$ref`s to
+kubernetesjsonschema.dev (Kubernetes objects: volumes, env sources, resources, probes) are not fetched (no network):
+they resolve to the empty, permissive schema `{}`.
 
-Usage: python deploy/helm/check_values.py  (exit 1 and one line per error when a file does not validate)
+Usage: python deploy/helm/check_values.py  (exit 1 and one line per error, with its JSON path, when a set fails)
 """
 
 from __future__ import annotations
@@ -30,27 +36,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft7Validator, validators  # type: ignore[import-untyped]
+from jsonschema.exceptions import WEAK_MATCHES, ValidationError, best_match, by_relevance  # type: ignore[import-untyped]
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
 
 HERE = Path(__file__).resolve().parent
 SCHEMA = HERE / "values.schema.json"
 VALUES = HERE / "values.yaml"
 CELERY = HERE / "values-celery.yaml"
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
-
-
-def _is_type(value: Any, name: str) -> bool:
-    if isinstance(value, bool) and name in ("integer", "number"):
-        return False
-    return isinstance(value, _TYPES[name])
+CHART_VALUES = HERE / "chart-values.yaml"  # the chart's defaults; absent, see the module docstring
 
 
 def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,69 +61,39 @@ def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str,
     return merged
 
 
-class Validator:
-    def __init__(self, schema: Mapping[str, Any]) -> None:
-        self.root = schema
+class _AnySchema(dict[str, Any]):
+    """An empty schema in which every JSON pointer (`#/definitions/io.k8s...`) resolves to another empty schema."""
 
-    def _resolve(self, ref: str) -> Mapping[str, Any] | None:
-        if not ref.startswith("#/"):
-            return None  # remote (kubernetesjsonschema.dev): not fetched, see the module docstring
-        node: Any = self.root
-        for part in ref[2:].split("/"):
-            node = node[part]
-        return node
+    def __missing__(self, key: str) -> _AnySchema:
+        return _AnySchema()
 
-    def errors(self, value: Any, schema: Mapping[str, Any], path: str = "", required: bool = False) -> Iterator[str]:
-        if "$ref" in schema:
-            target = self._resolve(schema["$ref"])
-            if target is not None:  # draft 7: a local $ref replaces its siblings
-                yield from self.errors(value, target, path, required)
-                return
-        where = path or "<root>"
-        if "type" in schema:
-            names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-            if not any(_is_type(value, n) for n in names):
-                yield f"{where}: {value!r} is not of type {'/'.join(names)}"
-                return
-        if "enum" in schema and value not in schema["enum"]:
-            yield f"{where}: {value!r} is not one of {schema['enum']}"
-        if "const" in schema and value != schema["const"]:
-            yield f"{where}: {value!r} is not {schema['const']!r}"
-        if "exclusiveMinimum" in schema and _is_type(value, "number") and not value > schema["exclusiveMinimum"]:
-            yield f"{where}: {value!r} is not > {schema['exclusiveMinimum']}"
-        if isinstance(value, dict):
-            props = schema.get("properties", {})
-            if required:
-                for key in schema.get("required", []):
-                    if key not in value:
-                        yield f"{where}: required key {key!r} is missing"
-            extra = schema.get("additionalProperties", True)
-            for key, item in value.items():
-                sub = f"{path}.{key}" if path else str(key)
-                if key in props:
-                    yield from self.errors(item, props[key], sub, required)
-                elif extra is False:
-                    yield f"{where}: unknown key {key!r} (allowed: {', '.join(props)})"
-                elif isinstance(extra, Mapping):
-                    yield from self.errors(item, extra, sub, required)
-        if isinstance(value, list):
-            if "minItems" in schema and len(value) < schema["minItems"]:
-                yield f"{where}: needs at least {schema['minItems']} item(s)"
-            if isinstance(schema.get("items"), Mapping):
-                for i, item in enumerate(value):
-                    # Lists are replaced by Helm, never merged with the chart's defaults: items must be complete.
-                    yield from self.errors(item, schema["items"], f"{path}[{i}]", required=True)
-        if "anyOf" in schema:
-            branches = [list(self.errors(value, s, path, required)) for s in schema["anyOf"]]
-            if all(branches):
-                best = min(branches, key=len)
-                yield f"{where}: matches none of anyOf; closest: {'; '.join(best)}"
-        for sub_schema in schema.get("allOf", []):
-            yield from self.errors(value, sub_schema, path, required)
-        if "if" in schema and not list(self.errors(value, schema["if"], path, required)) and "then" in schema:
-            # The chart's if/then say "config must have the block for the chosen type": a required check
-            # the chart's defaults do not satisfy (they only fill the default type's block), so it always applies.
-            yield from self.errors(value, schema["then"], path, required=True)
+
+def _registry() -> Registry[Any]:
+    # No network: every external `$ref` (only kubernetesjsonschema.dev ones in this schema) resolves to `{}`,
+    # which accepts anything. Permissive on purpose: the Kubernetes objects inside our values are not checked here.
+    return Registry(retrieve=lambda uri: Resource(contents=_AnySchema(), specification=DRAFT7))
+
+
+class _ListItem(dict[str, Any]):
+    """A map that came from a list (or sits inside one): Helm replaces lists, so it gets no chart defaults."""
+
+
+def _mark_list_items(value: Any, in_list: bool = False) -> Any:
+    if isinstance(value, Mapping):
+        items = {k: _mark_list_items(v, in_list) for k, v in value.items()}
+        return _ListItem(items) if in_list else items
+    if isinstance(value, list):
+        return [_mark_list_items(v, True) for v in value]
+    return value
+
+
+def _required_in_list_items(validator: Any, required: list[str], instance: Any, schema: Any) -> Iterator[Any]:
+    if isinstance(instance, _ListItem):
+        yield from Draft7Validator.VALIDATORS["required"](validator, required, instance, schema)
+
+
+# Draft 7 with `required` applied only to list items: used when the chart's defaults are not at hand.
+_ListRequiredValidator = validators.extend(Draft7Validator, {"required": _required_in_list_items})
 
 
 def load_schema(path: Path = SCHEMA) -> dict[str, Any]:
@@ -142,10 +107,41 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate(values: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> list[str]:
-    """Every schema error in `values` (an empty list when it validates)."""
+def load_chart_defaults(path: Path = CHART_VALUES) -> dict[str, Any] | None:
+    """The chart's own values.yaml, or None when it is not vendored."""
+    return load_yaml(path) if path.exists() else None
+
+
+# The chart's optional blocks are `anyOf: [<block>, {type: null}]`: the null branch's type error is the least telling.
+_RELEVANCE = by_relevance(weak=WEAK_MATCHES | {"type"})
+
+
+def _format(error: ValidationError) -> str:
+    if error.context:  # anyOf/oneOf: name what failed in the branch that came closest, not the whole value
+        best = best_match(error.context, key=_RELEVANCE)
+        return f"{best.json_path}: {best.message} (in the closest branch of {error.validator})"
+    return f"{error.json_path}: {error.message}"
+
+
+def validate(
+    values: Mapping[str, Any],
+    schema: Mapping[str, Any] | None = None,
+    chart_defaults: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Every schema error in `values` as "<JSON path>: <message>" (an empty list when it validates).
+
+    With `chart_defaults`, `values` is merged over them as Helm does and the whole schema applies (as `helm install`);
+    without, `required` applies inside list items only (see the module docstring).
+    """
     schema = schema if schema is not None else load_schema()
-    return list(Validator(schema).errors(dict(values), schema))
+    if chart_defaults is not None:
+        instance: Any = deep_merge(chart_defaults, values)
+        validator = Draft7Validator(schema, registry=_registry())
+    else:
+        instance = _mark_list_items(deep_merge({}, values))  # still drops nulls, as Helm does
+        validator = _ListRequiredValidator(schema, registry=_registry())
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (e.json_path, e.message))
+    return [_format(e) for e in errors]
 
 
 def value_sets() -> dict[str, dict[str, Any]]:
@@ -156,9 +152,12 @@ def value_sets() -> dict[str, dict[str, Any]]:
 
 def main() -> int:
     schema = load_schema()
+    defaults = load_chart_defaults()
+    if defaults is None:
+        print(f"{CHART_VALUES.name} not found: `required` checked inside list items only")
     failed = False
     for name, values in value_sets().items():
-        errors = validate(values, schema)
+        errors = validate(values, schema, defaults)
         print(f"{name}: {'OK' if not errors else f'{len(errors)} error(s)'}")
         for error in errors:
             print(f"  {error}")
