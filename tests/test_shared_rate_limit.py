@@ -30,6 +30,9 @@ RUN_S = 1.5
 # Wall times are read just after a take commits (and, for the engine, when the request reaches the server):
 # one request and 50 ms of refill of slack for that, far below what one bucket per process adds.
 SLACK_S = 0.05
+# A request reaches the server a little after its take: the SDK's send shares each process's event loop
+# with seven other calls. 250 ms of refill is 2.5 requests, still far below the 10 a second bucket adds.
+ARRIVAL_SLACK_S = 0.25
 
 
 def excess_over_limit(times: Sequence[float], per_minute: float, burst_s: float) -> float:
@@ -37,9 +40,7 @@ def excess_over_limit(times: Sequence[float], per_minute: float, burst_s: float)
     rate, capacity = per_minute / 60.0, per_minute * burst_s / 60.0
     ordered = sorted(times)
     return max(
-        (i - j + 1) - (capacity + rate * (ordered[i] - ordered[j]))
-        for i in range(len(ordered))
-        for j in range(i + 1)
+        (i - j + 1) - (capacity + rate * (ordered[i] - ordered[j])) for i in range(len(ordered)) for j in range(i + 1)
     )
 
 
@@ -176,6 +177,6 @@ def test_engines_in_two_processes_keep_the_servers_requests_within_the_shared_li
 
     assert answered == [15, 15]
     assert len(arrivals) == 30
-    assert excess_over_limit(arrivals, RPM, BURST_S) <= 1 + RPM / 60 * SLACK_S
+    assert excess_over_limit(arrivals, RPM, BURST_S) <= 1 + RPM / 60 * ARRIVAL_SLACK_S
     # Without the shared budget the two engines' 16 concurrent calls would all arrive within the first burst.
     assert max(arrivals) - min(arrivals) >= (30 - 10) / 10 - 0.2
