@@ -52,7 +52,7 @@ class RateLimitsStore(StoreBase):
                 values |= {name: key, f"c_{name}": capacity[key], f"p_{name}": limits[key]}
             rows = connection.execute(_upsert(dialect, len(keys)), values).all()
             state = {row.key: (float(row.level), float(row.updated_at)) for row in rows}
-            now = float(rows[0].now) if dialect == "postgresql" else time.time()
+            now = max(float(row.now) for row in rows) if dialect == "postgresql" else time.time()
             # Clocks can step back (NTP): a bucket's own last write is a floor, so no refill counts twice.
             now = max([now, *(updated for _, updated in state.values())])
             wait, levels = 0.0, {}
