@@ -692,3 +692,15 @@ class ExperimentPeriod(Base):
     starts_at: Mapped[datetime]
     ends_at: Mapped[datetime]
     switched_at: Mapped[datetime | None]
+
+
+class RateLimitBucket(Base):
+    """One token bucket of a provider's rate limit (`pipeline.store.rate_limits`), shared by every process
+    using the store: its `level` at `updated_at` (epoch seconds), refilled at `per_minute` when next taken."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)  # endpoint identity, model, requests|tokens
+    level: Mapped[float]
+    updated_at: Mapped[float]
+    per_minute: Mapped[float]

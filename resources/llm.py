@@ -17,7 +17,7 @@ from pipeline.llm.batch_mode import BatchCapable
 from pipeline.llm.catalog import DEFAULT_CATALOG
 from pipeline.llm.endpoints import DEFAULT_KEY_ENV, Endpoint, EndpointError, resolve_endpoints
 from pipeline.llm.engine import ModelEngine
-from pipeline.llm.limits import RateLimiter, limiter_for
+from pipeline.llm.limits import DEFAULT_BURST_SECONDS, RateLimiter, limiter_for
 from pipeline.llm.offline import OfflineProvider
 from pipeline.llm.openai_provider import OpenAIProvider
 from pipeline.llm.tasks import DEFAULT_CONCURRENCY, EngineOptions
@@ -113,8 +113,15 @@ class LLMResource(ConfigurableResource):  # type: ignore[type-arg]  # Dagster's 
     repair_attempts: int = Field(
         default=1, ge=0, le=3, description="Extra calls for malformed/invalid/truncated or rejected answers."
     )
-    requests_per_minute: int | None = Field(default=None, description="Process-wide RPM limit per model.")
-    tokens_per_minute: int | None = Field(default=None, description="Process-wide TPM limit per model.")
+    requests_per_minute: int | None = Field(
+        default=None, description="RPM limit per model, shared by every process using the store."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, description="TPM limit per model, shared by every process using the store."
+    )
+    rate_limit_burst_s: float = Field(
+        default=DEFAULT_BURST_SECONDS, gt=0, description="Seconds of the per-minute allowance one burst may use."
+    )
     max_run_cost_usd: float | None = Field(default=None, description="Stop issuing calls before a run spends more.")
     image_size: str | None = Field(default=None, description="Image size such as 1024x1024.")
     models: dict[str, ModelOverride] = Field(default_factory=dict, description="Per-stage model overrides.")
@@ -170,7 +177,14 @@ class LLMResource(ConfigurableResource):  # type: ignore[type-arg]  # Dagster's 
         if self.requests_per_minute or self.tokens_per_minute:
 
             def limiter(model: str) -> RateLimiter:
-                return limiter_for(provider.identity, model, self.requests_per_minute, self.tokens_per_minute)
+                return limiter_for(
+                    store,
+                    provider.identity,
+                    model,
+                    self.requests_per_minute,
+                    self.tokens_per_minute,
+                    self.rate_limit_burst_s,
+                )
 
         concurrency = self.concurrency or int(os.environ.get("PIPELINE_LLM_CONCURRENCY") or DEFAULT_CONCURRENCY)
         return ModelEngine(

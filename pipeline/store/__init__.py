@@ -7,8 +7,8 @@ the ledger (model calls, leases, response cache), monthly budgets (the month's s
 cost reports, automation (metrics, triggers, rejected files),
 review (queue, transitions, counts), the publishing calendar and publications, the content checks' reads
 and stored results, the review desk's reads (site overviews, the filtered article list), and A/B experiments with the
-history of which variant was live when. Writes are
-idempotent by construction (natural keys, upserts, one transaction per item), and the schema is
+history of which variant was live when, and the provider rate limits' token buckets that every process
+shares. Writes are idempotent by construction (natural keys, upserts, one transaction per item), and the schema is
 created and upgraded by Alembic on open (`Store.migrate`).
 """
 
@@ -25,6 +25,7 @@ from pipeline.store.idea_review import IdeaReviewError, IdeaReviewStore
 from pipeline.store.ledger import LedgerStore
 from pipeline.store.planning import PlanningStore
 from pipeline.store.publishing import PublishingStore
+from pipeline.store.rate_limits import RateLimitsStore
 from pipeline.store.review import ReviewStore, SiteCounts
 from pipeline.store.trigger_scan import TriggerScanStore
 from pipeline.store.window_reads import MetricWindowsStore
@@ -50,5 +51,6 @@ class Store(
     BatchesStore,
     BudgetsStore,
     CostsStore,
+    RateLimitsStore,
 ):
     """Typed access to the pipeline database at `url`."""
