@@ -33,10 +33,11 @@ CELERY_SETTINGS: dict[str, Any] = {
     "task_acks_late": True,
     # ...also when only the worker's child process died (the parent sees it and requeues the message).
     "task_reject_on_worker_lost": True,
-    # A worker that loses its broker connection stops the step it runs: the broker hands that step to a
-    # worker again (late acks), and two attempts of one step must never run side by side (the retry takes
-    # over the earlier attempt's item leases, `pipeline.llm.ledger.Leases.claim`).
-    "worker_cancel_long_running_tasks_on_connection_loss": True,
+    # A worker that loses its broker connection keeps running its step (stopping it would fail the run:
+    # the stopped attempt's failure is what the run reads). The broker hands the step out again, and the
+    # copy waits for the items the first attempt holds, then serves its answers from the cache
+    # (`pipeline.llm.ledger.Leases.claim`): nothing is paid twice.
+    "worker_cancel_long_running_tasks_on_connection_loss": False,
     # A worker reserves only the step it runs: a waiting step is never stuck behind a long one elsewhere.
     "worker_prefetch_multiplier": 1,
     # Ride out a broker restart: workers reconnect for as long as it takes, a run's publish of its next

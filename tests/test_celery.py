@@ -85,6 +85,11 @@ def step_workers(production: Production, run_id: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def assert_succeeded(production: Production, run_id: str) -> None:
+    status = production.records([run_id])[run_id].dagster_run.status
+    assert status == DagsterRunStatus.SUCCESS, production.failures(run_id)
+
+
 def loopback_config(server: LoopbackOpenAI, **llm: Any) -> dict[str, Any]:
     """Run config sending a run's model calls to the loopback server (its key from the workers' environment)."""
     config = {"provider": "openai", "base_url": server.base_url, "api_key_env": LOOPBACK_KEY_ENV, **llm}
@@ -131,6 +136,36 @@ def test_three_sites_run_their_steps_on_both_workers_within_the_llm_pool(product
         line = next(line for line in status.stdout.splitlines() if f" {worker}: " in line)
         assert f"up (pid {production.state()['celery-worker-' + worker[6]]['pid']})" in line
         assert f"; {per_worker[worker]} steps in the event log" in line, status.stdout
+
+
+def test_the_rate_limit_is_shared_by_both_workers(production):
+    rpm, burst_s = 600, 1.0
+    for slug, first_row in (("eta", 10), ("theta", 130)):
+        production.add_site(slug, first_row=first_row, rows=40)
+    with LoopbackOpenAI(latency_ms=100) as server:
+        limited = loopback_config(server, concurrency=8, requests_per_minute=rpm, rate_limit_burst_s=burst_s)
+        runs = {slug: production.submit(slug, run_config=limited) for slug in ("eta", "theta")}
+        production.watch(list(runs.values()))
+        arrivals = sorted(r.time for r in server.log.records("chat"))
+    for run_id in runs.values():
+        assert_succeeded(production, run_id)
+    calling = {w for run_id in runs.values() for step, w in step_workers(production, run_id) if step in LLM_STEPS}
+    assert calling == WORKERS, "model-calling steps ran on both workers"
+    # Both sites called the model during the same seconds (so each worker's calls had to share the budget)...
+    spans = []
+    for run_id in runs.values():
+        times = sorted(c.created_at.timestamp() for c in production.store.model_calls(run_id=run_id))
+        spans.append((times[0], times[-1]))
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
+    # ...and together they stayed within one budget: at most the burst plus the rate over any window.
+    rate = rpm / 60.0
+    worst = max(
+        (j - i + 1) - (burst_s * rate + (arrivals[j] - arrivals[i]) * rate)
+        for i in range(len(arrivals))
+        for j in range(i, len(arrivals))
+    )
+    assert worst <= 2.5, f"{worst:.1f} requests over the shared limit ({len(arrivals)} requests)"
+    assert len(arrivals) > 3 * burst_s * rate, "enough requests that a bucket per worker would have shown"
 
 
 def test_a_worker_that_cannot_reach_the_store_takes_no_steps(production):
@@ -201,7 +236,7 @@ def test_a_broker_restart_during_a_run_does_not_lose_it(production):
         time.sleep(3)
         subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
         production.watch([run_id], timeout=400)
-    assert production.records([run_id])[run_id].dagster_run.status == DagsterRunStatus.SUCCESS, production.failures(run_id)
+    assert_succeeded(production, run_id)
     assert_site_complete(production.store, "epsilon")
     assert set(articles(production, "epsilon").values()) == {1}
 
@@ -209,7 +244,9 @@ def test_a_broker_restart_during_a_run_does_not_lose_it(production):
 def test_a_worker_killed_mid_step_has_the_step_finished_on_the_other_worker_without_paying_twice(production):
     production.add_site("zeta", first_row=200, rows=40)
     with LoopbackOpenAI(latency_ms=400) as server:
-        run_id = production.submit("zeta", run_config=loopback_config(server, concurrency=1))
+        # A short item bound keeps lease expiry short, should the dead attempt's leases look alive.
+        zeta = loopback_config(server, concurrency=1, item_timeout_s=20.0)
+        run_id = production.submit("zeta", run_config=zeta)
         content_worker: list[str] = []
 
         def content_running_with_articles() -> bool:
@@ -223,7 +260,7 @@ def test_a_worker_killed_mid_step_has_the_step_finished_on_the_other_worker_with
         production.watch([run_id], timeout=400)
         chat = server.log.records("chat")
 
-    assert production.records([run_id])[run_id].dagster_run.status == DagsterRunStatus.SUCCESS, production.failures(run_id)
+    assert_succeeded(production, run_id)
     hand_overs = [w for step, w in step_workers(production, run_id) if step == "content"]
     assert hand_overs[0] == victim and hand_overs[-1] != victim, hand_overs
     assert_site_complete(production.store, "zeta")

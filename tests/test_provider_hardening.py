@@ -12,6 +12,7 @@ import itertools
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -442,13 +443,16 @@ def test_a_lease_is_granted_once_until_released_expired_or_its_holder_is_gone(en
     assert store.claim_items("content", "other-site", ["idea:2"], "run-a", 60) == {"idea:2"}, "per partition"
 
 
-def test_a_step_retried_in_another_process_takes_over_its_earlier_attempts_leases_but_not_another_runs(env):
-    # A Celery worker on another host died mid-step: its leases look alive (no pid to check there).
+def test_a_step_retried_in_another_process_waits_for_its_earlier_attempts_leases_but_not_another_runs(env):
+    # A Celery worker on another host died mid-step: its leases look alive (no pid to check there) until
+    # they expire; a copy still running beside its retry releases them when its stage ends.
     store = env.store
-    store.claim_items("content", "sample", ["idea:1"], "run-a@other-host:41", 600)
+    store.claim_items("content", "sample", ["idea:1"], "run-a@other-host:41", 1.5)
     store.claim_items("content", "sample", ["idea:2"], "run-b@other-host:42", 600)
     retry = Leases(store, "run-a", "sample")
-    assert retry.claim("content", ["idea:1", "idea:2"], 600) == {"idea:1"}, "the same run's attempt is over"
+    started = time.monotonic()
+    assert retry.claim("content", ["idea:1", "idea:2"], 600) == {"idea:1"}, "another run's item is left alone"
+    assert 1.0 <= time.monotonic() - started < 10, "it waited for the earlier attempt's lease to expire"
     assert store.lease_holders("content", "sample", ["idea:1", "idea:2"]) == {
         "idea:1": retry.holder,
         "idea:2": "run-b@other-host:42",

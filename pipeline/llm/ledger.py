@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -214,6 +215,7 @@ def redact(text: str, providers: Iterable[Provider]) -> str:
 # -- item leases -------------------------------------------------------------------------------------
 
 _HOST = socket.gethostname()[:40]
+SAME_RUN_POLL_S = 1.0  # how often a step's retry looks whether its earlier attempt let go of an item
 
 
 def lease_holder(run_id: str | None) -> str:
@@ -250,18 +252,29 @@ class Leases:
         """Claim `refs` for this engine; returns those granted (others are held by live runs).
 
         Items held by a process of this machine that no longer exists (a killed run) are taken over now
-        rather than at expiry, so a re-run after a crash finishes the work. So are items held by an earlier
-        attempt of this run's step in another process (a Celery worker that died mid-step, on any host): a
-        run executes a step once at a time, so that attempt is over (workers cancel a step whose broker
-        connection dropped, `pipeline.executor.CELERY_SETTINGS`, rather than let it run beside its retry)."""
+        rather than at expiry, so a re-run after a crash finishes the work.
+
+        Items held by another attempt of this same run's step (a Celery worker that died mid-step on another
+        host, or one still running beside its redelivered copy after a broker restart) are waited for,
+        up to `ttl_s`: until released (that attempt ended; its answers are cached and served, not paid
+        again) or expired (it died). Dropping them instead would let the retry end with them unwritten."""
         self._held = True
         granted = self.store.claim_items(stage, self.partition, refs, self.holder, ttl_s)
-        if len(granted) < len(refs):
-            holders = self.store.lease_holders(stage, self.partition, [r for r in refs if r not in granted])
-            run = self.holder.rpartition("@")[0]
-            dead = sorted({h for h in holders.values() if holder_is_gone(h) or h.rpartition("@")[0] == run})
-            if dead:
-                granted |= self.store.claim_items(stage, self.partition, refs, self.holder, ttl_s, take_over=dead)
+        if len(granted) == len(refs):
+            return granted
+        holders = self.store.lease_holders(stage, self.partition, [r for r in refs if r not in granted])
+        dead = sorted({h for h in holders.values() if holder_is_gone(h)})
+        if dead:
+            granted |= self.store.claim_items(stage, self.partition, refs, self.holder, ttl_s, take_over=dead)
+        run = self.holder.rpartition("@")[0]
+        waiting = [r for r, h in holders.items() if r not in granted and h.rpartition("@")[0] == run]
+        deadline = time.monotonic() + ttl_s
+        while waiting and time.monotonic() < deadline:
+            time.sleep(SAME_RUN_POLL_S)
+            gone = sorted({holders[r] for r in waiting if holder_is_gone(holders[r])})
+            got = self.store.claim_items(stage, self.partition, waiting, self.holder, ttl_s, take_over=gone)
+            granted |= got
+            waiting = [r for r in waiting if r not in got]
         return granted
 
     def sort(
