@@ -60,10 +60,12 @@ class StoreCheckedTask(Task):  # type: ignore[misc]  # celery ships no types
         return super().__call__(*args, **kwargs)
 
 
-app = make_app(
-    CeleryExecutor.for_cli(broker=celery_broker(), backend=celery_backend(), config_source=CELERY_SETTINGS).app_args()
+# dagster-celery's functions carry no annotations.
+_executor = CeleryExecutor.for_cli(  # type: ignore[no-untyped-call]
+    broker=celery_broker(), backend=celery_backend(), config_source=CELERY_SETTINGS
 )
-execute_plan = create_task(app, base=StoreCheckedTask)
+app = make_app(_executor.app_args())  # type: ignore[no-untyped-call]
+execute_plan = create_task(app, base=StoreCheckedTask)  # type: ignore[no-untyped-call]
 
 
 class StoreWatch(threading.Thread):
@@ -93,14 +95,14 @@ class StoreWatch(threading.Thread):
 _watch: StoreWatch | None = None
 
 
-@worker_ready.connect  # type: ignore[misc]
+@worker_ready.connect  # type: ignore[untyped-decorator]
 def _start_watch(sender: Any = None, **_: Any) -> None:
     global _watch
     _watch = StoreWatch(sender.hostname)
     _watch.start()
 
 
-@worker_shutdown.connect  # type: ignore[misc]
+@worker_shutdown.connect  # type: ignore[untyped-decorator]
 def _stop_watch(**_: Any) -> None:
     if _watch:
         _watch.stopped.set()

@@ -214,7 +214,8 @@ def wait_until(condition: Any, timeout: float, log: Path) -> None:
 
 def content_schema(chat: list[Any]) -> str | None:
     """The schema name of the content stage's requests (the most frequent one after ideas)."""
-    return Counter(r.schema for r in chat).most_common(1)[0][0]
+    schemas: Counter[str | None] = Counter(r.schema for r in chat)
+    return schemas.most_common(1)[0][0]
 
 
 def articles(production: Production, slug: str) -> Counter[int]:

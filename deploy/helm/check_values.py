@@ -71,7 +71,8 @@ class _AnySchema(dict[str, Any]):
 def _registry() -> Registry[Any]:
     # No network: every external `$ref` (only kubernetesjsonschema.dev ones in this schema) resolves to `{}`,
     # which accepts anything. Permissive on purpose: the Kubernetes objects inside our values are not checked here.
-    return Registry(retrieve=lambda uri: Resource(contents=_AnySchema(), specification=DRAFT7))
+    # (referencing's attrs classes take these as keyword arguments; mypy's attrs plugin misses the private names)
+    return Registry(retrieve=lambda uri: Resource(contents=_AnySchema(), specification=DRAFT7))  # type: ignore[call-arg]
 
 
 class _ListItem(dict[str, Any]):
@@ -97,7 +98,9 @@ _ListRequiredValidator = validators.extend(Draft7Validator, {"required": _requir
 
 
 def load_schema(path: Path = SCHEMA) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    """The chart's values schema."""
+    schema: dict[str, Any] = json.loads(path.read_text())
+    return schema
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
