@@ -42,15 +42,6 @@ def test_values_validate(name: str, schema: dict[str, Any]) -> None:
     assert check_values.validate(check_values.value_sets()[name], schema) == []
 
 
-@pytest.mark.parametrize("name", ["values.yaml", "values.yaml + values-celery.yaml"])
-def test_values_validate_over_chart_defaults(name: str, schema: dict[str, Any]) -> None:
-    # What `helm install` validates: the chart's defaults with our values merged over them, the whole schema.
-    defaults = check_values.load_chart_defaults()
-    if defaults is None:
-        pytest.skip(f"{check_values.CHART_VALUES.name} (the chart's values.yaml) is not vendored; see check_values.py")
-    assert check_values.validate(check_values.value_sets()[name], schema, defaults) == []
-
-
 def test_deep_merge_is_helms() -> None:
     base: dict[str, Any] = {"a": {"b": 1, "c": [1, 2], "d": {"e": 1}}, "gone": {"x": 1}, "kept": 1}
     overlay = {"a": {"c": [3], "d": {"f": 2}}, "gone": None, "new": [{"k": 1}]}
