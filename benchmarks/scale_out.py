@@ -25,6 +25,8 @@ busy. The ratio to the rate limit is what a user pays for: how much of the allow
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 import tempfile
 import time
@@ -99,7 +101,9 @@ def run_once(postgres: PostgresServer, root: Path, args: argparse.Namespace, wor
             for index in range(args.sites):
                 slug = f"site-{index:02d}"
                 path = keyword_file(root, index, args.keywords)
-                assert pipeline_cli(["sites", "add", slug, "--name", f"Site {index}", "--keywords", str(path)]) == 0
+                with contextlib.redirect_stdout(io.StringIO()):  # the command's own report, once per site
+                    added = pipeline_cli(["sites", "add", slug, "--name", f"Site {index}", "--keywords", str(path)])
+                assert added == 0, f"pipeline sites add {slug} failed"
                 slugs.append(slug)
             config = {
                 "provider": "openai",
