@@ -42,7 +42,7 @@ from dagster import DagsterRunStatus  # noqa: E402
 from pipeline.cli import main as pipeline_cli  # noqa: E402
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, SAMPLE_KEYWORDS, PostgresServer  # noqa: E402
 from tests.openai_server import LoopbackOpenAI  # noqa: E402
-from tests.production import Production, production_shape  # noqa: E402
+from tests.production import production_shape  # noqa: E402
 
 KEY_ENV = "LOOPBACK_OPENAI_KEY"
 PLACES = [
@@ -118,7 +118,7 @@ def run_once(postgres: PostgresServer, root: Path, args: argparse.Namespace, wor
             production.watch(run_ids, timeout=args.timeout)
             records = production.records(run_ids)
             ended = max(r.end_time or started for r in records.values())
-            steps = steps_per_worker(production, run_ids)
+            steps = Counter(w.split("@")[0] for run_id in run_ids for _, w in production.step_workers(run_id))
             ok = sum(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in records.values())
         text = sorted(r.time for r in server.log.records("chat"))
         images = server.log.records("images")
@@ -139,20 +139,6 @@ def run_once(postgres: PostgresServer, root: Path, args: argparse.Namespace, wor
         peak_10s=peak(text, 10.0),
         ideal_s=ideal,
     )
-
-
-def steps_per_worker(production: Production, run_ids: list[str]) -> Counter[str]:
-    """Steps each worker ran, from dagster-celery's hand-over events (which name the worker)."""
-    from dagster import DagsterEventType
-
-    counts: Counter[str] = Counter()
-    for run_id in run_ids:
-        for entry in production.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
-            data = entry.dagster_event.engine_event_data if entry.dagster_event else None
-            worker = data.metadata.get("Celery worker") if data else None
-            if worker is not None:
-                counts[str(worker.value).split("@")[0]] += 1
-    return counts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,6 +113,18 @@ class Production:
                 times[entry.step_key][DagsterEventType.STEP_SUCCESS] = entry.timestamp
         return {step: (t[DagsterEventType.STEP_START], t[DagsterEventType.STEP_SUCCESS]) for step, t in times.items()}
 
+    def step_workers(self, run_id: str) -> list[tuple[str, str]]:
+        """(step, worker) for every step hand-over of a run, from dagster-celery's engine events (they name
+        the worker that took the step)."""
+        pairs = []
+        for entry in self.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+            event = entry.dagster_event
+            data = event.engine_event_data if event else None
+            worker = data.metadata.get("Celery worker") if data else None
+            if worker is not None and entry.step_key:
+                pairs.append((entry.step_key, str(worker.value)))
+        return pairs
+
     def ledger(self, slug: str) -> Counter[str | None]:
         """Model calls recorded for a site partition, per run id."""
         return Counter(c.run_id for c in self.store.model_calls(partition=slug))

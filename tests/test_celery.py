@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterEventType, DagsterRunStatus
+from dagster import DagsterRunStatus
 from sqlalchemy import func, select
 
 from pipeline.models import Content, ContentVariant
@@ -73,18 +73,6 @@ def production(postgres, tmp_path_factory) -> Iterator[Production]:
         yield shape
 
 
-def step_workers(production: Production, run_id: str) -> list[tuple[str, str]]:
-    """(step, worker) for every step hand-over of a run, from dagster-celery's engine events."""
-    pairs = []
-    for entry in production.instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
-        event = entry.dagster_event
-        data = event.engine_event_data if event else None
-        worker = data.metadata.get("Celery worker") if data else None
-        if worker is not None and entry.step_key:
-            pairs.append((entry.step_key, str(worker.value)))
-    return pairs
-
-
 def assert_succeeded(production: Production, run_id: str) -> None:
     status = production.records([run_id])[run_id].dagster_run.status
     assert status == DagsterRunStatus.SUCCESS, production.failures(run_id)
@@ -116,7 +104,7 @@ def test_three_sites_run_their_steps_on_both_workers_within_the_llm_pool(product
 
     records = production.records(list(runs.values()))
     assert {r.dagster_run.status for r in records.values()} == {DagsterRunStatus.SUCCESS}, production.logs()
-    handed_over = [pair for run_id in runs.values() for pair in step_workers(production, run_id)]
+    handed_over = [pair for run_id in runs.values() for pair in production.step_workers(run_id)]
     per_worker = Counter(worker for _, worker in handed_over)
     assert set(per_worker) == WORKERS, per_worker
     assert sorted(step for step, _ in handed_over) == sorted(3 * ["keywords", "images", *LLM_STEPS])
@@ -149,7 +137,7 @@ def test_the_rate_limit_is_shared_by_both_workers(production):
         arrivals = sorted(r.time for r in server.log.records("chat"))
     for run_id in runs.values():
         assert_succeeded(production, run_id)
-    calling = {w for run_id in runs.values() for step, w in step_workers(production, run_id) if step in LLM_STEPS}
+    calling = {w for run_id in runs.values() for step, w in production.step_workers(run_id) if step in LLM_STEPS}
     assert calling == WORKERS, "model-calling steps ran on both workers"
     # Both sites called the model during the same seconds (so each worker's calls had to share the budget)...
     spans = []
@@ -186,7 +174,7 @@ def test_a_worker_that_cannot_reach_the_store_takes_no_steps(production):
         run_id = production.submit("delta")
         production.watch([run_id])
         assert production.records([run_id])[run_id].dagster_run.status == DagsterRunStatus.SUCCESS
-        workers = {worker for _, worker in step_workers(production, run_id)}
+        workers = {worker for _, worker in production.step_workers(run_id)}
         assert workers <= WORKERS, f"a step ran on the worker without a store: {workers}"
         assert_site_complete(production.store, "delta")
     finally:
@@ -251,7 +239,7 @@ def test_a_worker_killed_mid_step_has_the_step_finished_on_the_other_worker_with
         content_worker: list[str] = []
 
         def content_running_with_articles() -> bool:
-            content_worker[:] = [w for step, w in step_workers(production, run_id) if step == "content"]
+            content_worker[:] = [w for step, w in production.step_workers(run_id) if step == "content"]
             return bool(content_worker) and sum(articles(production, "zeta").values()) >= 2
 
         wait_until(content_running_with_articles, 240, production.home / "logs" / "daemon.log")
@@ -262,7 +250,7 @@ def test_a_worker_killed_mid_step_has_the_step_finished_on_the_other_worker_with
         chat = server.log.records("chat")
 
     assert_succeeded(production, run_id)
-    hand_overs = [w for step, w in step_workers(production, run_id) if step == "content"]
+    hand_overs = [w for step, w in production.step_workers(run_id) if step == "content"]
     assert hand_overs[0] == victim and hand_overs[-1] != victim, hand_overs
     assert_site_complete(production.store, "zeta")
     assert set(articles(production, "zeta").values()) == {1}, "one article per idea"
