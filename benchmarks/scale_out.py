@@ -13,8 +13,9 @@ answers each call after `--latency-ms`, with a shared rate limit of `--rpm` requ
 through the store.
 
 It prints, per worker count: wall time (first submit to last run end), steps per worker (from the event
-log), text calls per second against the limit, the busiest second and ten seconds against what the limit
-allows, and the wall time against the ideal for that limit (calls / limit: no deployment can be faster
+log), and for each model (the limit is per model: each has its own bucket) its calls per second against the
+limit and its busiest second and ten seconds against what the limit allows (one burst plus the rate), and the
+wall time against the ideal for that limit (the busiest model's calls / limit: no deployment can be faster
 without sending more than the limit); then the speed-up over one worker.
 
 These 2 cores bound what it can show: every worker, every run process, the webserver, daemon, code server,
@@ -60,12 +61,28 @@ class Result:
     runs_ok: int
     runs: int
     steps: Counter[str]
-    text_calls: int
-    image_calls: int
-    text_rate: float
+    models: dict[str, ModelCalls]
+    ideal_s: float
+
+    @property
+    def call_rate(self) -> float:
+        """Model calls per second over the whole run (every model)."""
+        return sum(m.calls for m in self.models.values()) / self.wall_s
+
+
+@dataclass
+class ModelCalls:
+    """What one model's bucket let through, from the server's arrival times."""
+
+    calls: int
+    rate: float
     peak_1s: int
     peak_10s: int
-    ideal_s: float
+
+    @classmethod
+    def of(cls, times: list[float]) -> ModelCalls:
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        return cls(len(times), len(times) / span if span else 0.0, peak(times, 1.0), peak(times, 10.0))
 
 
 def keyword_file(folder: Path, index: int, count: int) -> Path:
@@ -120,23 +137,20 @@ def run_once(postgres: PostgresServer, root: Path, args: argparse.Namespace, wor
             ended = max(r.end_time or started for r in records.values())
             steps = Counter(w.split("@")[0] for run_id in run_ids for _, w in production.step_workers(run_id))
             ok = sum(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in records.values())
-        text = sorted(r.time for r in server.log.records("chat"))
-        images = server.log.records("images")
-    limit = args.rpm / 60.0
-    span = (text[-1] - text[0]) if len(text) > 1 else 0.0
-    # The limiter's bound: text and image models have a bucket each, so the slower of the two.
-    ideal = max(len(text), len(images)) / limit
+        arrivals: dict[str, list[float]] = {}
+        for record in server.log.records():
+            if record.path in {"chat", "images"}:
+                arrivals.setdefault(f"{record.model} ({record.path})", []).append(record.time)
+    models = {model: ModelCalls.of(sorted(times)) for model, times in sorted(arrivals.items())}
+    # The limiter's bound: each model has a bucket of its own, so the busiest model sets the pace.
+    ideal = max(m.calls for m in models.values()) / (args.rpm / 60.0)
     return Result(
         workers=workers,
         wall_s=ended - started,
         runs_ok=ok,
         runs=len(run_ids),
         steps=steps,
-        text_calls=len(text),
-        image_calls=len(images),
-        text_rate=len(text) / span if span else 0.0,
-        peak_1s=peak(text, 1.0),
-        peak_10s=peak(text, 10.0),
+        models=models,
         ideal_s=ideal,
     )
 
@@ -169,16 +183,19 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\n{workers} worker(s): {result.runs_ok}/{result.runs} runs ok, wall {result.wall_s:.1f} s "
             f"(ideal for the limit {result.ideal_s:.1f} s: {result.ideal_s / result.wall_s:.2f} of it)\n"
-            f"  steps per worker: {per_worker}\n"
-            f"  text calls {result.text_calls} at {result.text_rate:.1f}/s = {result.text_rate / limit:.2f} of the "
-            f"limit; busiest 1 s {result.peak_1s} (limit allows {limit * (1 + args.burst_s):.0f}), busiest 10 s "
-            f"{result.peak_10s} (allows {limit * (10 + args.burst_s):.0f}); image calls {result.image_calls}"
+            f"  steps per worker: {per_worker}; {result.call_rate:.1f} model calls/s in all"
         )
+        for model, calls in result.models.items():
+            print(
+                f"  {model}: {calls.calls} calls at {calls.rate:.1f}/s = {calls.rate / limit:.2f} of the limit; "
+                f"busiest 1 s {calls.peak_1s} (allowed {limit * (1 + args.burst_s):.0f}), busiest 10 s "
+                f"{calls.peak_10s} (allowed {limit * (10 + args.burst_s):.0f})"
+            )
     base = results[0]
     print("\nspeed-up over", base.workers, "worker(s):")
     for result in results:
         print(f"  {result.workers} workers: {base.wall_s / result.wall_s:.2f}x wall, "
-              f"{result.text_rate / base.text_rate if base.text_rate else 0:.2f}x call rate")  # fmt: skip
+              f"{result.call_rate / base.call_rate:.2f}x model calls per second")  # fmt: skip
     return 0 if all(r.runs_ok == r.runs for r in results) else 1
 
 
