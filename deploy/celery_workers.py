@@ -68,6 +68,18 @@ def _app(settings: Mapping[str, str]) -> Any:
     return Celery("dagster", broker=settings["PIPELINE_CELERY_BROKER"])
 
 
+def broker_problem(settings: Mapping[str, str]) -> str | None:
+    """Why the broker cannot be reached (a short reason, no password), or None when it answers."""
+    from kombu import Connection
+
+    with Connection(settings["PIPELINE_CELERY_BROKER"], connect_timeout=5) as connection:
+        try:
+            connection.ensure_connection(max_retries=1)
+        except Exception as error:  # kombu wraps socket and protocol errors differently per transport
+            return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+    return None
+
+
 def live_workers(settings: Mapping[str, str], timeout: float = 2.0) -> dict[str, dict[str, Any]]:
     """Workers answering on the broker: node name -> Celery's own `stats` (pid, tasks run since start)."""
     app = _app(settings)

@@ -396,6 +396,11 @@ def up(settings: dict[str, str], workers: int) -> int:
         instance.dispose()
     print("Pools: " + ", ".join(f"{pool}={limit}" for pool, limit in limits.items()))
 
+    if workers and (problem := celery_workers.broker_problem(settings)):
+        broker = hide_password(settings["PIPELINE_CELERY_BROKER"])
+        raise DeployError(
+            f"cannot reach the Celery broker at {broker} ({problem}); start it or set PIPELINE_CELERY_BROKER"
+        )
     state = read_state(home)
     if state and all(running(int(entry["pid"])) for entry in state.values()):
         if running_workers != workers:

@@ -37,6 +37,7 @@ from tests.production import (
     clean_environ,
     kill_service,
     production_shape,
+    run_prod,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.filterwarnings("ignore::DeprecationWarning:gql.*")]
@@ -154,6 +155,14 @@ def test_the_rate_limit_is_shared_by_both_workers(production):
     )
     assert worst <= 2.5, f"{worst:.1f} requests over the shared limit ({len(arrivals)} requests)"
     assert len(arrivals) > 3 * burst_s * rate, "enough requests that a bucket per worker would have shown"
+
+
+def test_prod_up_with_an_unreachable_broker_stops_with_a_clear_error(production):
+    settings = {**production.settings, "PIPELINE_CELERY_BROKER": "amqp://guest:broker-secret@127.0.0.1:9//"}
+    started = run_prod(settings, production.root, "up", "--celery-workers", "2")
+    assert started.returncode == 1
+    assert "cannot reach the Celery broker at amqp://guest:***@127.0.0.1:9//" in started.stderr, started.stderr
+    assert "broker-secret" not in started.stdout + started.stderr
 
 
 def test_a_worker_that_cannot_reach_the_store_takes_no_steps(production):
