@@ -12,7 +12,8 @@ order: strict `json_schema`, `json_object` with a `schema` (llama.cpp's grammar-
 plain `json_object` with the schema given in the instructions. The first call in a form not yet known to
 work is sent without SDK retries, so a refused form costs one request, once per process; every answer is
 validated the same way whatever the form (the forms, per-request schema constraints and answer parsing
-are in `pipeline/llm/structured_output.py`). Likewise an endpoint without embeddings is remembered.
+are in `pipeline/llm/structured_output.py`; reading bodies and errors in `openai_replies.py`). Likewise an
+endpoint without embeddings is remembered.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import errno
 import json
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,11 +28,22 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from pipeline.llm.batch_api import BatchAPI
 from pipeline.llm.catalog import Usage
-from pipeline.llm.structured_output import STRUCTURED_FORMS, chat_arguments, parse_answer
+from pipeline.llm.openai_replies import (
+    batch_line_body,
+    first_lines,
+    lacks_embeddings,
+    no_answer_cause,
+    read_completion,
+    read_reply,
+    refuses_form,
+    reply_from_body,
+    transient_status,
+)
+from pipeline.llm.structured_output import STRUCTURED_FORMS, chat_arguments
 from pipeline.llm.wire import (
     Completion,
     CompletionRequest,
@@ -44,8 +55,6 @@ from pipeline.llm.wire import (
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-_FORM_MARKERS = ("response_format", "json_schema", "json_object")
 
 # What this process learnt per endpoint: (base URL, model) -> index of the form to use, and why.
 _forms: dict[tuple[str, str], tuple[int, str]] = {}
@@ -114,7 +123,7 @@ class OpenAIProvider:
     def batch_answer(self, request: CompletionRequest, line: Mapping[str, Any]) -> Completion:
         """A batch output (or error) file's line for `request`, read and validated exactly as a real-time
         answer; `ProviderError` says what was wrong (an errored line, no JSON body, a schema violation)."""
-        body = _line_body(line)
+        body = batch_line_body(line)
         return read_completion(lambda: reply_from_body(body), request, 1)
 
     def batch_image_body(self, request: ImageRequest) -> dict[str, Any]:
@@ -123,7 +132,7 @@ class OpenAIProvider:
 
     def batch_image(self, request: ImageRequest, line: Mapping[str, Any]) -> RenderedImage:
         """A batch line's image for `request`, read as `image` reads a real-time answer."""
-        body = _line_body(line)
+        body = batch_line_body(line)
         try:
             png = base64.b64decode((body.get("data") or [{}])[0].get("b64_json") or "", validate=True)
         except (binascii.Error, IndexError, TypeError, AttributeError) as error:
@@ -162,10 +171,10 @@ class OpenAIProvider:
                 raw, probes = await self._probed(
                     send,
                     confirmed=(*key, form) in _confirmed,
-                    refusal=_refuses_form,
+                    refusal=refuses_form,
                 )
             except openai.APIStatusError as error:
-                if (*key, form) not in _confirmed and form + 1 < len(STRUCTURED_FORMS) and _refuses_form(error):
+                if (*key, form) not in _confirmed and form + 1 < len(STRUCTURED_FORMS) and refuses_form(error):
                     why = f"{STRUCTURED_FORMS[form]} refused: HTTP {error.status_code}"
                     with _learnt:
                         _forms[key] = (max(_forms.get(key, (0, ""))[0], form + 1), why)
@@ -178,7 +187,7 @@ class OpenAIProvider:
                 _confirmed.add((*key, form))
             break
         attempts = raw.retries_taken + 1 + extra + probes
-        return read_completion(lambda: _reply(raw), request, attempts)
+        return read_completion(lambda: read_reply(raw), request, attempts)
 
     async def _probed(
         self,
@@ -197,7 +206,7 @@ class OpenAIProvider:
         try:
             return await send(self._sdk().with_options(max_retries=0)), 0
         except openai.APIStatusError as error:
-            if refusal(error) or not _transient(error.status_code):
+            if refusal(error) or not transient_status(error.status_code):
                 raise
         except openai.APIConnectionError:
             pass
@@ -245,13 +254,13 @@ class OpenAIProvider:
             raw, probes = await self._probed(
                 lambda client: client.embeddings.with_raw_response.create(**arguments),
                 confirmed=confirmed,
-                refusal=_lacks_embeddings,
+                refusal=lacks_embeddings,
             )
         except openai.APIStatusError as error:
-            if _lacks_embeddings(error):
+            if lacks_embeddings(error):
                 with _learnt:  # remembered, so `auto` clustering goes lexical without asking again
-                    _no_embeddings[self.base_url] = f"HTTP {error.status_code}: {_first_lines(str(error), 160)}"
-            probed = not confirmed and self.max_retries > 0 and _lacks_embeddings(error)
+                    _no_embeddings[self.base_url] = f"HTTP {error.status_code}: {first_lines(str(error), 160)}"
+            probed = not confirmed and self.max_retries > 0 and lacks_embeddings(error)
             raise self._classify(error, sent=1 if probed else None) from error
         except openai.APIError as error:
             raise self._classify(error) from error
@@ -275,14 +284,14 @@ class OpenAIProvider:
         `ProviderError`."""
         retried = sent or self.max_retries + 1
         if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
-            return ProviderError("error", type(error).__name__, _first_lines(str(error)), attempts=1, fatal=True)
+            return ProviderError("error", type(error).__name__, first_lines(str(error)), attempts=1, fatal=True)
         if isinstance(error, openai.APIConnectionError):  # APITimeoutError included
             # The SDK's aiohttp transport reports refused and closed connections as timeouts too: what
             # happened is read from the cause, so each is reported as what it was.
             what = {
                 "refused": "refused the connection",
                 "closed": "closed the connection without an answer",
-            }.get(_no_answer(error), f"did not answer within {self.timeout_s:g} s")
+            }.get(no_answer_cause(error), f"did not answer within {self.timeout_s:g} s")
             return ProviderError(
                 "error",
                 type(error).__name__,
@@ -292,11 +301,11 @@ class OpenAIProvider:
             )
         if isinstance(error, openai.APIStatusError):
             status = error.status_code
-            attempts = retried if _transient(status) else 1
+            attempts = retried if transient_status(status) else 1
             return ProviderError(
-                "error", type(error).__name__, f"HTTP {status}: {_first_lines(str(error))}", attempts=attempts
+                "error", type(error).__name__, f"HTTP {status}: {first_lines(str(error))}", attempts=attempts
             )
-        return ProviderError("error", type(error).__name__, _first_lines(str(error)))
+        return ProviderError("error", type(error).__name__, first_lines(str(error)))
 
 
 def forget_endpoints() -> None:
@@ -316,43 +325,6 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def _transient(status: int) -> bool:
-    return status in {408, 409, 429} or status >= 500
-
-
-def _lacks_embeddings(error: openai.APIStatusError) -> bool:
-    """Whether an error says the endpoint has no embeddings (llama.cpp: HTTP 500 naming `embedding`)."""
-    return error.status_code in {400, 404, 405, 501} or (error.status_code == 500 and "embedding" in str(error))
-
-
-def _refuses_form(error: openai.APIStatusError) -> bool:
-    """Whether an error says the endpoint does not accept the request's `response_format`."""
-    if error.status_code not in {400, 415, 422, 500, 501}:
-        return False
-    text = f"{error} {error.body}".lower()
-    return any(marker in text for marker in _FORM_MARKERS)
-
-
-def _no_answer(error: BaseException) -> str:
-    """Why a request got no answer, from its chain of causes: `refused` (nothing listening), `closed`
-    (the server dropped the connection without a response) or `timeout`."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        name = type(cause).__name__
-        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
-            return "refused"
-        if name in {"ClientConnectorError", "ConnectError"} and "refused" in str(cause).lower():
-            return "refused"
-        if name in {"ServerDisconnectedError", "RemoteProtocolError", "ClientOSError"} or isinstance(
-            cause, ConnectionResetError | BrokenPipeError
-        ):
-            return "closed"
-        cause = cause.__cause__ or cause.__context__
-    return "timeout"
-
-
 def sdk_client(api_key: str, base_url: str, max_retries: int, timeout_s: float) -> openai.AsyncOpenAI:
     """The SDK client every OpenAI call goes through (the benchmark measures this same client)."""
     return openai.AsyncOpenAI(
@@ -364,34 +336,6 @@ def sdk_client(api_key: str, base_url: str, max_retries: int, timeout_s: float) 
         # about 30% less CPU per request than the default httpx2 transport (measured on 2 cores).
         http_client=openai.DefaultAioHttpClient(),
     )
-
-
-class _Message(BaseModel):
-    content: str | None = None
-    refusal: str | None = None
-
-
-class _Choice(BaseModel):
-    message: _Message = _Message()
-    finish_reason: str | None = None
-
-
-class _TokenDetails(BaseModel):
-    cached_tokens: int | None = 0
-
-
-class _ReplyUsage(BaseModel):
-    prompt_tokens: int | None = 0
-    completion_tokens: int | None = 0
-    prompt_tokens_details: _TokenDetails | None = None
-
-
-class _ChatReply(BaseModel):
-    """The fields of a Chat Completions body this provider reads (others are ignored)."""
-
-    choices: list[_Choice] = []
-    model: str | None = None
-    usage: _ReplyUsage | None = None
 
 
 def _arguments(request: CompletionRequest, form: int) -> dict[str, Any]:
@@ -409,92 +353,3 @@ def _arguments(request: CompletionRequest, form: int) -> dict[str, Any]:
     if settings.temperature is not None:
         arguments["temperature"] = settings.temperature
     return arguments
-
-
-def read_completion(reply: Callable[[], Any], request: CompletionRequest, attempts: int) -> Completion:
-    """A Chat Completions body (`reply()` reads it) as a validated `Completion`, or the `ProviderError` that
-    says what was wrong with it. Real-time answers and Batch API output lines both come through here."""
-    settings = request.settings
-    try:
-        completion = reply()
-    except json.JSONDecodeError as error:
-        # A 200 whose body is not JSON: the SDK does not retry it; the engine's repair attempt does.
-        raise ProviderError(
-            "malformed", "JSONDecodeError", f"response body is not JSON ({error})", attempts=attempts
-        ) from error
-    usage = _usage(completion.usage)
-    if not completion.choices:
-        raise ProviderError("malformed", "NoChoices", "the response had no choices", usage=usage, attempts=attempts)
-    choice = completion.choices[0]
-    if choice.message.refusal:
-        raise ProviderError("refused", "Refusal", choice.message.refusal[:500], usage=usage, attempts=attempts)
-    if choice.finish_reason == "content_filter":
-        raise ProviderError(
-            "refused", "ContentFilter", "answer blocked by the content filter", usage=usage, attempts=attempts
-        )
-    if choice.finish_reason == "length":
-        raise ProviderError(
-            "truncated",
-            "LengthFinishReason",
-            f"answer cut off at max_output_tokens={settings.max_output_tokens}",
-            usage=usage,
-            attempts=attempts,
-        )
-    if not choice.message.content:
-        raise ProviderError("invalid", "EmptyAnswer", "the answer had no content", usage=usage, attempts=attempts)
-    try:
-        answer = parse_answer(request.schema, choice.message.content)
-    except ValidationError as error:
-        raise ProviderError(
-            "invalid", "ValidationError", _first_lines(str(error)), usage=usage, attempts=attempts
-        ) from error
-    return Completion(answer=answer, model=completion.model or settings.model, usage=usage, attempts=attempts)
-
-
-def _line_body(line: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON body of a batch line that was answered (HTTP 200); `ProviderError` for an errored one."""
-    response = line.get("response") or {}
-    status = response.get("status_code")
-    body = response.get("body")
-    if line.get("error") or status != 200 or not isinstance(body, dict):
-        problem = line.get("error") or (body.get("error") if isinstance(body, dict) else None) or {}
-        message = problem.get("message") if isinstance(problem, dict) else str(problem)
-        raise ProviderError("error", f"BatchLine{status or ''}", _first_lines(str(message or "no answer")))
-    return body
-
-
-def reply_from_body(body: Any) -> Any:
-    """A Chat Completions body already decoded (a batch output line's `response.body`) as `_ChatReply`."""
-    try:
-        return _ChatReply.model_validate(body)
-    except ValidationError as error:
-        raise ProviderError("malformed", "UnreadableBody", _first_lines(str(error))) from error
-
-
-def _reply(raw: Any) -> Any:
-    """A completion body as `_ChatReply`, or as the SDK reads it when the body does not fit that shape.
-
-    The SDK's own reading builds its whole `ChatCompletion` object tree in Python, about a tenth of the
-    engine loop's time per call; pydantic's JSON parser reads the few fields we use much faster. Bodies
-    that are not JSON or not of that shape take the SDK's path, so what a provider may send is unchanged.
-    """
-    try:
-        return _ChatReply.model_validate_json(raw.http_response.content)
-    except ValidationError:
-        return raw.parse()
-
-
-def _usage(usage: object | None) -> Usage:
-    if usage is None:
-        return Usage()
-    details = getattr(usage, "prompt_tokens_details", None)
-    return Usage(
-        input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-        cached_input_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
-        output_tokens=getattr(usage, "completion_tokens", 0) or 0,
-    )
-
-
-def _first_lines(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
