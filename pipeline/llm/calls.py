@@ -1,20 +1,23 @@
 """One item's provider call, by kind: what an attempt sends, which answer it accepts, how it is repaired.
 
-The engine's repair loop (`ModelEngine._attempts`) runs every kind the same way; the kinds differ only in
-what is written here.
+The repair loop (`with_repairs`, at the end) runs every kind the same way; the kinds differ only in what is
+written above it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from pipeline.llm.catalog import StageModel, Usage
-from pipeline.llm.tasks import Task
+from pipeline.llm.limits import RateLimiter
+from pipeline.llm.tasks import EngineOptions, Task
+from pipeline.llm.window import Attempt
 from pipeline.llm.wire import (
     Completion,
     CompletionRequest,
@@ -198,3 +201,46 @@ def add_usage(a: Usage, b: Usage) -> Usage:
 def clip(text: str, limit: int) -> str:
     """`text` cut to `limit` characters, marked with an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+async def with_repairs(
+    call: ProviderCall[R], options: EngineOptions, limiter: RateLimiter | None, fatal: Callable[[], str | None]
+) -> Attempt[R]:
+    """Call with repair attempts; never raises (errors are returned for the caller's thread to record).
+
+    Every kind of call takes this one path: a failure the call may repair (`call.repairable`: a
+    malformed, schema-invalid or truncated answer, or one the stage's check refused) is retried within
+    `repair_attempts`, the call revising its request first (a repair note telling the model what was
+    wrong, as data; a bigger token limit); any other failure ends the item.
+    """
+    started = time.perf_counter()
+    attempts = 0
+    billed = Usage()
+    waited = 0.0  # seconds spent waiting on the provider, bounded by `item_timeout_s`
+    for repair in range(options.repair_attempts + 1):
+        if call.stop_when_fatal and (fatal_error := fatal()):  # queued behind a call that found the provider unusable
+            return Attempt(None, ProviderError("not_started", "ProviderUnavailable", fatal_error, attempts=0), 0.0)
+        if limiter:
+            await limiter.acquire(call.tokens())
+        call_started = time.perf_counter()
+        try:
+            bound_used = waited if call.whole_item_bound else 0.0
+            sent = within(call.provider, call.send(), options.item_timeout_s, bound_used)
+            result = call.accept(await sent)
+        except ProviderError as error:
+            attempts += error.attempts
+            billed = add_usage(billed, error.usage)
+            if error.outcome not in call.repairable or repair == options.repair_attempts:
+                error.attempts, error.usage = attempts, billed
+                return Attempt(None, error, time.perf_counter() - started)
+            waited += time.perf_counter() - call_started
+            call.revise(error)
+            continue
+        except Exception as exc:  # a provider or check bug must not kill the other calls
+            failure = ProviderError("error", type(exc).__name__, str(exc), usage=billed, attempts=attempts + 1)
+            return Attempt(None, failure, time.perf_counter() - started)
+        attempts += result.attempts
+        billed = add_usage(billed, result.usage)
+        done = dataclasses.replace(result, usage=billed, attempts=attempts)
+        return Attempt(done, None, time.perf_counter() - started)
+    raise AssertionError("unreachable")

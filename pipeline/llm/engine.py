@@ -27,11 +27,9 @@ them) hand-overs grow, so the per-call write cost shrinks exactly when it would 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
@@ -44,9 +42,8 @@ from pipeline.llm.calls import (
     ProviderCall,
     StructuredCall,
     accepted,
-    add_usage,
     request_for,
-    within,
+    with_repairs,
 )
 from pipeline.llm.catalog import Catalog, StageModel, Usage
 from pipeline.llm.ledger import CallLedger, Leases, LedgerStore, UsageTotals, cache_entry, cache_key, redact
@@ -68,7 +65,6 @@ from pipeline.llm.wire import (
     Embeddings,
     ImageRequest,
     Provider,
-    ProviderError,
     RenderedImage,
 )
 from pipeline.prompts import Prompt, PromptRegistry
@@ -412,47 +408,9 @@ class ModelEngine:
 
     # -- the repair loop -------------------------------------------------------------------------
 
-    async def _attempts(self, call: ProviderCall[R]) -> Attempt[R]:
-        """Call with repair attempts; never raises (errors are returned for the caller's thread to record).
-
-        Every kind of call takes this one path: a failure the call may repair (`call.repairable`: a
-        malformed, schema-invalid or truncated answer, or one the stage's check refused) is retried within
-        `repair_attempts`, the call revising its request first (a repair note telling the model what was
-        wrong, as data; a bigger token limit); any other failure ends the item.
-        """
-        started = time.perf_counter()
-        attempts = 0
-        billed = Usage()
-        waited = 0.0  # seconds spent waiting on the provider, bounded by `item_timeout_s`
-        for repair in range(self.options.repair_attempts + 1):
-            if call.stop_when_fatal and self.fatal_error:  # queued behind a call that found the provider unusable
-                return Attempt(
-                    None, ProviderError("not_started", "ProviderUnavailable", self.fatal_error, attempts=0), 0.0
-                )
-            if self._limiter:
-                await self._limiter(call.model).acquire(call.tokens())
-            call_started = time.perf_counter()
-            try:
-                bound_used = waited if call.whole_item_bound else 0.0
-                sent = within(call.provider, call.send(), self.options.item_timeout_s, bound_used)
-                result = call.accept(await sent)
-            except ProviderError as error:
-                attempts += error.attempts
-                billed = add_usage(billed, error.usage)
-                if error.outcome not in call.repairable or repair == self.options.repair_attempts:
-                    error.attempts, error.usage = attempts, billed
-                    return Attempt(None, error, time.perf_counter() - started)
-                waited += time.perf_counter() - call_started
-                call.revise(error)
-                continue
-            except Exception as exc:  # a provider or check bug must not kill the other calls
-                failure = ProviderError("error", type(exc).__name__, str(exc), usage=billed, attempts=attempts + 1)
-                return Attempt(None, failure, time.perf_counter() - started)
-            attempts += result.attempts
-            billed = add_usage(billed, result.usage)
-            done = dataclasses.replace(result, usage=billed, attempts=attempts)
-            return Attempt(done, None, time.perf_counter() - started)
-        raise AssertionError("unreachable")
+    def _attempts(self, call: ProviderCall[R]) -> Coroutine[Any, Any, Attempt[R]]:
+        limiter = self._limiter
+        return with_repairs(call, self.options, limiter and limiter(call.model), lambda: self.fatal_error)
 
     # -- finishing calls (on the caller's thread) ------------------------------------------------
 
