@@ -101,6 +101,8 @@ _UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]"
 def count_words(text: str) -> int:
     """Words of plain text: space-separated words, plus one word per two characters of scripts written
     without spaces (Japanese, Chinese, Korean), so a Japanese article is not "too short" for lack of spaces."""
+    if text.isascii():  # nearly every article: no unspaced script can be in it
+        return len(text.split())
     unspaced = len(_UNSPACED.findall(text))
     spaced = len(_UNSPACED.sub(" ", text).split())
     return spaced + (unspaced + 1) // 2

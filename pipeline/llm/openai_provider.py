@@ -115,10 +115,8 @@ class OpenAIProvider:
         """The Chat Completions body a batch line sends for `request`: what a real-time call would send, in
         the structured-output form this process learnt the endpoint accepts."""
         arguments = _arguments(request, _forms.get((self.base_url, request.settings.model), (0, ""))[0])
-        # The JSON body the SDK would send: `extra_body`'s keys merged over the typed ones.
-        body: dict[str, Any] = {key: value for key, value in arguments.items() if key != "extra_body"}
-        extra: dict[str, Any] = arguments["extra_body"]
-        return body | extra
+        body: dict[str, Any] = arguments["extra_body"]  # the JSON body the SDK sends (`chat_arguments`)
+        return dict(body)
 
     def batch_answer(self, request: CompletionRequest, line: Mapping[str, Any]) -> Completion:
         """A batch output (or error) file's line for `request`, read and validated exactly as a real-time
@@ -351,5 +349,5 @@ def _arguments(request: CompletionRequest, form: int) -> dict[str, Any]:
         request.sizes,
     )
     if settings.temperature is not None:
-        arguments["temperature"] = settings.temperature
+        arguments["extra_body"]["temperature"] = settings.temperature
     return arguments
