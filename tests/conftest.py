@@ -170,6 +170,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "postgres: needs PostgreSQL; runs in the PostgreSQL pass (PIPELINE_TEST_BACKEND=postgresql)"
     )
+    config.addinivalue_line(
+        "markers",
+        "backend_independent: uses no store and no Dagster instance (loopback servers, schemas, Helm values, a "
+        "real WordPress or browser alone); runs in the SQLite pass only, as a second pass would repeat it exactly",
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -206,6 +211,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # running in the main thread, where `asyncio.run()` (the LLM engine) would then fail (tests/browser.py).
     items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
     if BACKEND == "postgresql":
+        repeated = [item for item in items if "backend_independent" in item.keywords]
+        if repeated:
+            config.hook.pytest_deselected(items=repeated)
+            items[:] = [item for item in items if "backend_independent" not in item.keywords]
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL: runs in the PostgreSQL pass (make test-postgres)")
     for item in items:

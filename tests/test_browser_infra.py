@@ -19,6 +19,8 @@ from starlette.routing import Route
 
 from tests.browser import artifacts_dir, screenshot, serve_asgi
 
+pytestmark = pytest.mark.backend_independent
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Infra</title></head>
 <body>

@@ -18,6 +18,8 @@ from sklearn.metrics import adjusted_mutual_info_score
 
 from pipeline.clustering import UNCLUSTERED, ClusteringConfig, ClusteringResult, cluster_keywords
 
+pytestmark = pytest.mark.backend_independent
+
 LABELLED = Path(__file__).parent / "data" / "labelled_keywords.csv"
 
 # Synonyms sharing no word, one pair per topic family; measured 17/24 co-clustered at topic granularity.

@@ -18,6 +18,8 @@ import yaml
 from deploy.helm import check_values
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.backend_independent
+
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:

@@ -51,6 +51,8 @@ from tests.openai_server import (
 from tests.sdk_params import chat_messages, content, json_object_format, json_schema_format
 from tests.test_openai_server import ARTICLE_DATA, CLUSTER_DATA, IDEA_DATA, IMAGE_PROMPT_DATA, REPO
 
+pytestmark = pytest.mark.backend_independent
+
 MODEL = "gpt-test-mini"
 METRICS_DATA = {
     "article": {"title": "Cold Brew Basics", "primary_keyword": "cold brew", "content_type": "guide"},

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from PIL import Image
 
 from pipeline.llm.offline import describe_images, name_clusters, plan_ideas, render_png, topic_name, write_article
+
+pytestmark = pytest.mark.backend_independent
 
 
 def test_cluster_names_come_from_the_words_their_keywords_share():

@@ -19,6 +19,8 @@ from pipeline.prompts import PromptRegistry
 from pipeline.prompts.schemas import ArticleDraft
 from tests.openai_server import Fault, FaultPlan, LoopbackOpenAI
 
+pytestmark = pytest.mark.backend_independent
+
 MODEL = "gpt-test-mini"
 IDEA = {
     "title": "How to Use a Moka Pot: A Step-by-Step Guide",

@@ -83,10 +83,13 @@ def stored_text(env) -> str:
 
 def test_full_chain_through_the_sdk_survives_20_percent_faults_and_a_rerun_calls_nothing(openai_env):
     env, server = openai_env, openai_env.server
-    server.plan = FaultPlan(rate=0.2, kinds=RECOVERABLE, seed=11, hang_seconds=2.0)
+    server.plan = FaultPlan(rate=0.2, kinds=RECOVERABLE, seed=11, hang_seconds=4.0)
     # Which request gets which fault depends on arrival order under concurrency; with 3 SDK retries about
     # one run in seven would see an item draw 4 transport faults in a row. 6 retries make that ~1 in 1,000.
-    env.resources["llm"] = openai_llm(server, max_retries=6)
+    # The server shares this process (and its GIL) with the run: on a slow, loaded machine 0.5 s can pass
+    # before it has even read a request, which the SDK then counts as an attempt the server never logged.
+    # 1.5 s keeps every request readable in time; a hang (4 s) still times out.
+    env.resources["llm"] = openai_llm(server, max_retries=6, timeout_s=1.5)
     env.add_site()
 
     result = env.materialize()

@@ -34,6 +34,8 @@ from pipeline.prompts.schemas import ArticleDraft, ClusterNames, IdeaBatch, Imag
 from tests.openai_server import Fault, FaultPlan, LoopbackOpenAI
 from tests.sdk_params import chat_messages, content
 
+pytestmark = pytest.mark.backend_independent
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "gpt-test-mini"
 

@@ -8,6 +8,8 @@ from pydantic import ValidationError
 from pipeline.llm.structured_output import parse_answer
 from pipeline.prompts.schemas import FaqAnswer
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_raw_newlines_and_tabs_inside_strings_are_read_as_text() -> None:
     # llama.cpp's JSON grammar lets a model end a line inside a string; strict JSON (and pydantic) refuse it.

@@ -11,6 +11,8 @@ from PIL import Image
 
 from tests.wordpress_server import LocalWordPress, WordPressError, running_wordpress, unavailable
 
+pytestmark = pytest.mark.backend_independent
+
 
 @pytest.fixture
 def fresh_wordpress() -> Iterator[LocalWordPress]:
